@@ -1,0 +1,39 @@
+# Two commands matter: `make demo` and `make test`. Both work from a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint docs bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml $(BIN)/activate
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/python examples/demo.py
+
+# The tests start the real Prometheus server and promtool (Debian package `prometheus`).
+test: $(VENV)/.installed
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q prometheus >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null)); \
+	  else echo "make test needs the 'prometheus' package (promtool, prometheus): apt-get install prometheus" >&2; exit 1; fi; }
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check otel_gunicorn tests bench examples
+	$(BIN)/ruff format --check otel_gunicorn tests bench examples
+	$(BIN)/mypy
+
+docs: $(VENV)/.installed
+	$(BIN)/python -m otel_gunicorn._docs
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

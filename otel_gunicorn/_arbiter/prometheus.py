@@ -1,0 +1,194 @@
+"""The arbiter's Prometheus endpoint: merged metrics rendered by the official OpenTelemetry Prometheus exporter.
+
+Runs in the arbiter only. The exporter's ``PrometheusMetricReader`` normally pulls from a ``MeterProvider``; here it
+pulls from the merge store instead (:class:`MergedMetricsReader`), so names, units, ``target_info`` and scope labels
+follow the official OTel→Prometheus mapping, and prometheus_client serves text and OpenMetrics.
+
+Hazards:
+
+* the exporter writes two families with one name when two scopes emit the same metric name (e.g. an
+  instrumentation's ``http.server.active_requests`` beside ours), which Prometheus rejects whole; :class:`OneFamilyPerName`
+  folds them into one family;
+* the port may be taken (a second master during USR2, another program): the application must keep serving, so
+  binding is retried in the background with backoff and the failure is logged once;
+* fork: scrapes compute under the runtime lock, which the fork handler holds across ``fork()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics.export import MetricsData
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.metrics_core import Metric
+
+from otel_gunicorn._ratelimit import RateLimitedLogger
+
+_log = logging.getLogger("otel_gunicorn")
+
+#: seconds a scrape connection may stay silent before it is dropped (a stuck scraper holds only its own thread)
+SCRAPE_SOCKET_TIMEOUT = 10.0
+_BIND_RETRY_INITIAL = 0.5
+_BIND_RETRY_MAX = 30.0
+
+
+class MergedMetricsReader(PrometheusMetricReader):
+    """A ``PrometheusMetricReader`` whose collection is the arbiter's merged view rather than a MeterProvider's."""
+
+    def __init__(self, produce: Callable[[], MetricsData], registry: CollectorRegistry) -> None:
+        super().__init__(registry=registry)
+        self._produce = produce
+
+    def collect(self, timeout_millis: float = 10_000) -> None:  # noqa: ARG002 - signature of MetricReader.collect
+        self._receive_metrics(self._produce())
+
+
+class OneFamilyPerName:
+    """A prometheus_client collector re-emitting ``source``'s families with same-named ones folded into one.
+
+    Samples of a later family with the same name and type join the first; a same-named family of a different type
+    cannot be represented and is dropped (counted in :attr:`dropped_families`).
+    """
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self._source = source
+        self.dropped_families = 0
+        self._errors = RateLimitedLogger(_log)
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for family in self._source.collect():
+            first = families.get(family.name)
+            if first is None:
+                families[family.name] = family
+            elif first.type == family.type:
+                first.samples.extend(family.samples)
+            else:
+                self.dropped_families += 1
+                self._errors.log(
+                    logging.WARNING,
+                    family.name,
+                    "otel_gunicorn: metric %s is both a %s and a %s; only the %s is exposed",
+                    family.name,
+                    first.type,
+                    family.type,
+                    first.type,
+                )
+        return iter(families.values())
+
+
+class _QuietHandler(WSGIRequestHandler):
+    timeout = SCRAPE_SOCKET_TIMEOUT
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Scrapes are not logged: every few seconds, forever."""
+
+
+class PrometheusEndpoint:
+    """Serves the merged metrics over HTTP from a thread in the arbiter.
+
+    Args:
+        host, port: where to listen.
+        produce: returns the merged ``MetricsData``; called under ``lock``.
+        lock: the runtime lock (held across every fork).
+    """
+
+    def __init__(self, host: str, port: int, produce: Callable[[], MetricsData], lock: threading.RLock) -> None:
+        self._host = host
+        self._port = port
+        self._lock = lock
+        staging = CollectorRegistry(auto_describe=False)
+        self.reader = MergedMetricsReader(produce, staging)
+        self.families = OneFamilyPerName(staging)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.families)  # type: ignore[arg-type]
+        self._app = make_wsgi_app(self.registry)
+        self._server: ThreadingWSGIServer | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.bind_failures = 0
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` actually bound, once serving."""
+        server = self._server
+        return None if server is None else server.server_address[:2]
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="otel-gunicorn-prometheus", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        server = self._server
+        if server is not None:
+            server.server_close()
+
+    def close_in_child(self) -> None:
+        """In a freshly forked worker: close the inherited listening socket; the serving thread does not exist here."""
+        server = self._server
+        if server is not None:
+            server.socket.close()
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        with self._lock:
+            return self._app(environ, start_response)  # type: ignore[no-any-return]
+
+    def _run(self) -> None:
+        delay = _BIND_RETRY_INITIAL
+        while not self._stop.is_set():
+            try:
+                server = self._bind()
+            except OSError as exc:
+                self.bind_failures += 1
+                if self.bind_failures == 1:
+                    _log.warning(
+                        "otel_gunicorn: cannot serve metrics on %s:%d (%s); the application is unaffected, "
+                        "retrying in the background",
+                        self._host,
+                        self._port,
+                        exc,
+                    )
+                self._stop.wait(delay)
+                delay = min(delay * 2, _BIND_RETRY_MAX)
+                continue
+            host, port = server.server_address[:2]
+            _log.info("otel_gunicorn: serving metrics at http://%s:%d/metrics", _url_host(host), port)
+            # handle_request() with a timeout rather than serve_forever(): stop() then never waits on a loop
+            # that has not started yet, and the thread notices the stop within one poll.
+            server.timeout = 0.5
+            while not self._stop.is_set():
+                server.handle_request()
+            return
+
+    def _bind(self) -> ThreadingWSGIServer:
+        family, host = _best_family(self._host, self._port)
+
+        class _Server(ThreadingWSGIServer):
+            address_family = family
+
+        with self._lock:
+            if self._stop.is_set():
+                raise OSError("stopping")
+            server = make_server(host, self._port, self._wsgi, _Server, handler_class=_QuietHandler)
+            self._server = server
+        return server
+
+
+def _best_family(host: str, port: int) -> tuple[socket.AddressFamily, str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = infos[0]
+    return family, str(sockaddr[0])
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,202 @@
+"""The arbiter side of otel_gunicorn: configuration check, slots, the channel, the merge store and the exporters.
+
+Runs in the arbiter (gunicorn master) only. One :class:`ArbiterRuntime` per master, started in ``when_ready`` (after
+gunicorn may have daemonised, before the first worker fork) and stopped in ``on_exit``.
+
+Fork discipline: ``os.register_at_fork`` (not ``pre_fork``, which misses the USR2 re-exec fork) takes the runtime lock
+before every fork so no arbiter thread is mid-update when the address space is copied, releases it afterwards in the
+parent, and in the child closes every arbiter socket and hands the worker side what it needs to report.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import MetricsData
+from opentelemetry.sdk.resources import Resource
+
+from otel_gunicorn import __version__
+from otel_gunicorn._arbiter.channel import ChannelServer
+from otel_gunicorn._arbiter.merge import MergeStore
+from otel_gunicorn._arbiter.prometheus import PrometheusEndpoint
+from otel_gunicorn._config import Config, ConfigError
+from otel_gunicorn._snapshot import Kind, MetricMeta, Snapshot, metrics_data_from_snapshot
+from otel_gunicorn._worker import link
+
+_log = logging.getLogger("otel_gunicorn")
+
+#: attribute set on gunicorn's Worker object in pre_fork; the child inherits it, the arbiter reads it back by pid
+SLOT_ATTR = "otel_gunicorn_slot"
+_SCOPE = ("otel_gunicorn", __version__, "")
+
+
+class ArbiterRuntime:
+    """Everything otel_gunicorn runs in one arbiter."""
+
+    def __init__(self, config: Config, server: Any) -> None:
+        self.config = config
+        self._server = server
+        self.lock = threading.RLock()
+        self.store = MergeStore()
+        self.start_ns = time.time_ns()
+        self.resource = Resource.create({"process.pid": os.getpid(), "host.name": socket.gethostname()})
+        self.channel = ChannelServer(config.channel_dir, self.store, self.lock, self.slot_of, config.max_frame_bytes)
+        self.endpoint: PrometheusEndpoint | None = None
+        if "prometheus" in config.metrics_exporters:
+            self.endpoint = PrometheusEndpoint(
+                config.prometheus_host, config.prometheus_port, self.metrics_data, self.lock
+            )
+        self._fork_locked = False
+
+    def start(self) -> None:
+        self.channel.start()
+        if self.endpoint is not None:
+            self.endpoint.start()
+
+    def stop(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.stop()
+        self.channel.stop()
+
+    # ---------------------------------------------------------------- slots
+
+    def assign_slot(self, worker: Any) -> int:
+        """Give a worker about to be forked the smallest slot no live worker holds (so slots are reused)."""
+        used = {getattr(w, SLOT_ATTR, None) for w in list(self._server.WORKERS.values())}
+        slot = next(i for i in itertools.count() if i not in used)
+        setattr(worker, SLOT_ATTR, slot)
+        return slot
+
+    def slot_of(self, pid: int) -> int | None:
+        return getattr(self._server.WORKERS.get(pid), SLOT_ATTR, None)
+
+    def worker_exited(self, pid: int) -> None:
+        with self.lock:
+            self.store.exited(pid)
+
+    # ---------------------------------------------------------------- the merged view
+
+    def metrics_data(self) -> MetricsData:
+        """Merged worker metrics plus otel_gunicorn's own, as SDK data; call with :attr:`lock` held."""
+        snapshot = self.store.merged()
+        snapshot.update(self._own_metrics())
+        return metrics_data_from_snapshot(snapshot, self.resource, self.start_ns, time.time_ns())
+
+    def _own_metrics(self) -> Snapshot:
+        stats = self.channel.stats
+
+        def counter(name: str, unit: str, description: str, points: dict[Any, int]) -> tuple[MetricMeta, dict]:
+            return MetricMeta(*_SCOPE, name, description, unit, Kind.COUNTER), points
+
+        own = [
+            counter(
+                "otel_gunicorn.channel.connections",
+                "{connection}",
+                "Worker connections to the arbiter's channel, by outcome (refused: not one of this server's workers).",
+                {
+                    (("outcome", "accepted"),): stats.connections_accepted,
+                    (("outcome", "refused"),): stats.connections_refused,
+                },
+            ),
+            counter(
+                "otel_gunicorn.channel.reports",
+                "{report}",
+                "Worker reports received by the arbiter, by outcome (rejected: malformed or oversized, dropped).",
+                {(("outcome", "accepted"),): stats.reports_received, (("outcome", "rejected"),): stats.frames_rejected},
+            ),
+        ]
+        return dict(own)
+
+    # ---------------------------------------------------------------- fork handlers
+
+    def before_fork(self) -> None:
+        self._fork_locked = self.lock.acquire(timeout=2.0)
+        if not self._fork_locked:
+            _log.warning("otel_gunicorn: an arbiter thread held its lock for 2 s; forking anyway")
+
+    def after_fork_in_parent(self) -> None:
+        if self._fork_locked:
+            self._fork_locked = False
+            self.lock.release()
+
+    def after_fork_in_child(self) -> None:
+        self.channel.close_in_child()
+        if self.endpoint is not None:
+            self.endpoint.close_in_child()
+        link.inherit(self.config, self.channel.path)
+
+
+_current: ArbiterRuntime | None = None
+_config: Config | None = None
+_fork_handlers_registered = False
+
+
+def _before_fork() -> None:
+    if _current is not None:
+        _current.before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    if _current is not None:
+        _current.after_fork_in_parent()
+
+
+def _after_fork_in_child() -> None:
+    global _current
+    runtime, _current = _current, None
+    if runtime is not None:
+        runtime.after_fork_in_child()
+
+
+def _register_fork_handlers() -> None:
+    global _fork_handlers_registered
+    if not _fork_handlers_registered:
+        os.register_at_fork(
+            before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+        )
+        _fork_handlers_registered = True
+
+
+# ---------------------------------------------------------------- what the gunicorn hooks call
+
+
+def check_config(environ: dict[str, str] | None = None) -> Config:
+    """Read the configuration once; on a bad value print one line and stop gunicorn before anything forks."""
+    global _config
+    try:
+        _config = Config.from_env(os.environ if environ is None else environ)
+    except ConfigError as exc:
+        print(f"otel_gunicorn: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    return _config
+
+
+def start(server: Any) -> None:
+    """Start the arbiter side (idempotent: ``when_ready`` runs once per master, never again on HUP)."""
+    global _current
+    config = _config or check_config()
+    if _current is not None or not config.metrics_enabled:
+        return
+    _register_fork_handlers()
+    runtime = ArbiterRuntime(config, server)
+    runtime.start()
+    _current = runtime
+
+
+def stop() -> None:
+    global _current
+    runtime, _current = _current, None
+    if runtime is not None:
+        runtime.stop()
+
+
+def current() -> ArbiterRuntime | None:
+    """The running arbiter runtime of this process, if any."""
+    return _current

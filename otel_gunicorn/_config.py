@@ -1,0 +1,148 @@
+"""One frozen configuration value, built once from an explicit environment mapping.
+
+Two error rules, both from the design:
+
+* our own ``OTEL_GUNICORN_*`` variables are ours to define strictly: a bad value raises :class:`ConfigError`, which
+  the arbiter turns into one line on stderr and a non-zero exit *before any worker forks*;
+* standard ``OTEL_*`` variables follow the OpenTelemetry rule: warn once and use the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+
+from otel_gunicorn import _environment as env
+
+_log = logging.getLogger("otel_gunicorn")
+
+#: Exporters the arbiter knows how to run for the merged metrics.
+METRICS_EXPORTERS = frozenset({"prometheus", "none"})
+
+
+class ConfigError(ValueError):
+    """A setting of ours has a value we cannot use; the message names the variable, the value and what is accepted."""
+
+    def __init__(self, variable: str, value: str, accepted: str) -> None:
+        super().__init__(f"{variable}={value!r} is not valid: expected {accepted}")
+        self.variable = variable
+        self.value = value
+        self.accepted = accepted
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything otel_gunicorn needs to know, read once in the arbiter (and inherited by the workers)."""
+
+    enabled: bool = True
+    metrics_exporters: frozenset[str] = frozenset({"prometheus"})
+    prometheus_host: str = "localhost"
+    prometheus_port: int = 9464
+    metrics_interval: float = 5.0
+    max_frame_bytes: int = 16 * 1024 * 1024
+    channel_dir: str = dataclasses.field(default_factory=tempfile.gettempdir)
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """Whether workers report metrics at all (some exporter other than ``none`` is on)."""
+        return self.enabled and bool(self.metrics_exporters - {"none"})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Config:
+        """Build the configuration from ``environ``; raise :class:`ConfigError` on a bad ``OTEL_GUNICORN_*`` value."""
+        defaults = cls()
+        enabled = not _standard_bool(environ, env.OTEL_SDK_DISABLED, default=False)
+        return cls(
+            enabled=enabled,
+            metrics_exporters=_metrics_exporters(environ),
+            prometheus_host=environ.get(env.OTEL_EXPORTER_PROMETHEUS_HOST, "").strip() or defaults.prometheus_host,
+            prometheus_port=_standard_port(environ, env.OTEL_EXPORTER_PROMETHEUS_PORT, defaults.prometheus_port),
+            metrics_interval=_seconds(environ, env.OTEL_GUNICORN_METRICS_INTERVAL, defaults.metrics_interval),
+            max_frame_bytes=_int_in_range(
+                environ, env.OTEL_GUNICORN_MAX_FRAME_BYTES, defaults.max_frame_bytes, 1024, 256 * 1024 * 1024
+            ),
+            channel_dir=_directory(environ, env.OTEL_GUNICORN_CHANNEL_DIR, defaults.channel_dir),
+        )
+
+
+def _standard_bool(environ: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("true", "false"):
+        return raw == "true"
+    _log.warning("%s=%r is not valid: expected true or false; using %s", name, raw, str(default).lower())
+    return default
+
+
+def _metrics_exporters(environ: Mapping[str, str]) -> frozenset[str]:
+    raw = environ.get(env.OTEL_METRICS_EXPORTER, "").strip().lower()
+    if not raw:
+        return frozenset({"prometheus"})
+    names = {part.strip() for part in raw.split(",") if part.strip()}
+    unknown = names - METRICS_EXPORTERS
+    if unknown:
+        _log.warning(
+            "%s=%r: ignoring unknown exporter(s) %s; accepted: %s",
+            env.OTEL_METRICS_EXPORTER,
+            raw,
+            ", ".join(sorted(unknown)),
+            ", ".join(sorted(METRICS_EXPORTERS)),
+        )
+    known = frozenset(names & METRICS_EXPORTERS)
+    return known or frozenset({"prometheus"})
+
+
+def _standard_port(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if 0 <= port <= 65535:
+        return port
+    _log.warning("%s=%r is not valid: expected a TCP port 0-65535; using %d", name, raw, default)
+    return default
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    accepted = "a number of seconds greater than 0 and at most 3600, e.g. 5 or 0.5"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, raw, accepted) from None
+    if not (math.isfinite(value) and 0 < value <= 3600):
+        raise ConfigError(name, raw, accepted)
+    return value
+
+
+def _int_in_range(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    accepted = f"an integer from {low} to {high}"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, raw, accepted) from None
+    if not low <= value <= high:
+        raise ConfigError(name, raw, accepted)
+    return value
+
+
+def _directory(environ: Mapping[str, str], name: str, default: str) -> str:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not os.path.isdir(raw):
+        raise ConfigError(name, raw, "an existing directory")
+    return raw

@@ -1,0 +1,268 @@
+"""A worker's cumulative metrics as plain data: built from SDK ``MetricsData`` in the worker, validated in the arbiter.
+
+The payload is deliberately simple JSON (see :mod:`otel_gunicorn._wire`)::
+
+    {"metrics": [{"scope": [name, version, schema_url], "name": ..., "description": ..., "unit": ...,
+                  "kind": "counter" | "updowncounter" | "gauge" | "histogram",
+                  "points": [{"a": {attributes}, "v": number}                       # counter, updowncounter, gauge
+                             {"a": {...}, "n": count, "s": sum, "b": [bounds], "c": [counts],
+                              "lo": min, "hi": max}]}]}                               # histogram
+
+Everything is cumulative since the worker started: a lost report loses nothing but freshness, and the arbiter
+can apply the same report twice without counting anything twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any, Union
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from otel_gunicorn._wire import ProtocolError
+
+_log = logging.getLogger("otel_gunicorn")
+
+AttrValue = Union[str, bool, int, float, tuple]
+AttrKey = tuple[tuple[str, AttrValue], ...]
+
+
+class Kind(str, enum.Enum):
+    """How a metric merges across workers (ARCHITECTURE.md, "Merge rules")."""
+
+    COUNTER = "counter"
+    """Summed; a dead worker's total is kept."""
+    UPDOWNCOUNTER = "updowncounter"
+    """Summed over live workers only."""
+    GAUGE = "gauge"
+    """One series per live worker slot."""
+    HISTOGRAM = "histogram"
+    """Buckets, count and sum added; a dead worker's totals are kept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricMeta:
+    """Identity of one metric stream: its scope, name, kind and unit."""
+
+    scope_name: str
+    scope_version: str
+    scope_schema_url: str
+    name: str
+    description: str
+    unit: str
+    kind: Kind
+
+
+@dataclasses.dataclass(frozen=True)
+class HistogramValue:
+    """One cumulative explicit-bucket histogram point."""
+
+    count: int
+    sum: float
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    min: float
+    max: float
+
+
+Value = Union[int, float, HistogramValue]
+Snapshot = dict[MetricMeta, dict[AttrKey, Value]]
+
+
+def attr_key(attributes: Mapping[str, Any] | None) -> AttrKey:
+    """Attributes as a hashable, order-independent key (sequences become tuples)."""
+    if not attributes:
+        return ()
+    return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in attributes.items()))
+
+
+# ---------------------------------------------------------------- worker side: SDK data -> payload
+
+
+def payload_from_metrics_data(data: MetricsData) -> dict[str, Any]:
+    """Turn one SDK collection into the JSON payload a worker sends."""
+    metrics = []
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            scope = scope_metrics.scope
+            scope_id = [scope.name or "", scope.version or "", scope.schema_url or ""]
+            for metric in scope_metrics.metrics:
+                encoded = _encode_metric(metric.data)
+                if encoded is None:
+                    _log.debug("otel_gunicorn: %s has an unsupported data type and is not reported", metric.name)
+                    continue
+                kind, points = encoded
+                metrics.append(
+                    {
+                        "scope": scope_id,
+                        "name": metric.name,
+                        "description": metric.description or "",
+                        "unit": metric.unit or "",
+                        "kind": kind,
+                        "points": points,
+                    }
+                )
+    return {"metrics": metrics}
+
+
+def _encode_metric(data: Any) -> tuple[str, list[dict[str, Any]]] | None:
+    if isinstance(data, Sum):
+        kind = Kind.COUNTER if data.is_monotonic else Kind.UPDOWNCOUNTER
+        return kind.value, [{"a": dict(p.attributes or {}), "v": p.value} for p in data.data_points]
+    if isinstance(data, Gauge):
+        return Kind.GAUGE.value, [{"a": dict(p.attributes or {}), "v": p.value} for p in data.data_points]
+    if isinstance(data, Histogram):
+        points = [
+            {
+                "a": dict(p.attributes or {}),
+                "n": p.count,
+                "s": p.sum,
+                "b": list(p.explicit_bounds),
+                "c": list(p.bucket_counts),
+                "lo": p.min,
+                "hi": p.max,
+            }
+            for p in data.data_points
+        ]
+        return Kind.HISTOGRAM.value, points
+    return None  # exponential histograms are not merged (documented limitation)
+
+
+# ---------------------------------------------------------------- arbiter side: payload -> validated Snapshot
+
+
+def snapshot_from_payload(payload: Any) -> Snapshot:
+    """Validate a decoded payload into a :data:`Snapshot`; raise :class:`ProtocolError` on anything unexpected."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("metrics"), list):
+        raise ProtocolError("snapshot payload must be an object with a 'metrics' list")
+    snapshot: Snapshot = {}
+    for raw in payload["metrics"]:
+        meta = _meta(raw)
+        points = snapshot.setdefault(meta, {})
+        for raw_point in _field(raw, "points", list):
+            if not isinstance(raw_point, dict):
+                raise ProtocolError("a point must be an object")
+            key = attr_key(_attributes(raw_point.get("a", {})))
+            points[key] = _histogram(raw_point) if meta.kind is Kind.HISTOGRAM else _number(raw_point, "v")
+    return snapshot
+
+
+def _meta(raw: Any) -> MetricMeta:
+    if not isinstance(raw, dict):
+        raise ProtocolError("a metric must be an object")
+    scope = _field(raw, "scope", list)
+    if len(scope) != 3 or not all(isinstance(part, str) for part in scope):
+        raise ProtocolError("scope must be [name, version, schema_url]")
+    try:
+        kind = Kind(_field(raw, "kind", str))
+    except ValueError:
+        raise ProtocolError(f"unknown metric kind {raw.get('kind')!r}") from None
+    name = _field(raw, "name", str)
+    if not name:
+        raise ProtocolError("metric name is empty")
+    return MetricMeta(*scope, name, _field(raw, "description", str), _field(raw, "unit", str), kind)
+
+
+def _field(raw: dict[str, Any], name: str, kind: type) -> Any:
+    value = raw.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ProtocolError(f"field {name!r} must be {kind.__name__}")
+    return value
+
+
+def _attributes(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ProtocolError("attributes must be an object")
+    for value in raw.values():
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, (str, bool, int, float)) for item in items):
+            raise ProtocolError("attribute values must be strings, booleans, numbers or lists of them")
+    return raw
+
+
+def _number(raw: dict[str, Any], name: str) -> int | float:
+    value = raw.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProtocolError(f"field {name!r} must be a number")
+    return value
+
+
+def _histogram(raw: dict[str, Any]) -> HistogramValue:
+    count = _number(raw, "n")
+    bounds = tuple(float(_number({"x": b}, "x")) for b in _field(raw, "b", list))
+    counts = tuple(_number({"x": c}, "x") for c in _field(raw, "c", list))
+    if not isinstance(count, int) or count < 0 or not all(isinstance(c, int) and c >= 0 for c in counts):
+        raise ProtocolError("histogram counts must be non-negative integers")
+    if len(counts) != len(bounds) + 1 or sum(counts) != count:
+        raise ProtocolError("histogram buckets do not match its bounds or count")
+    if any(not math.isfinite(b) for b in bounds) or list(bounds) != sorted(set(bounds)):
+        raise ProtocolError("histogram bounds must be finite and strictly increasing")
+    return HistogramValue(count, _number(raw, "s"), bounds, counts, float(_number(raw, "lo")), float(_number(raw, "hi")))
+
+
+# ---------------------------------------------------------------- arbiter side: merged Snapshot -> SDK MetricsData
+
+
+def metrics_data_from_snapshot(snapshot: Snapshot, resource: Resource, start_time_ns: int, now_ns: int) -> MetricsData:
+    """Build SDK ``MetricsData`` (what every SDK exporter consumes) from a merged snapshot, cumulative since start."""
+    by_scope: dict[tuple[str, str, str], list[Metric]] = {}
+    for meta, points in snapshot.items():
+        if not points:
+            continue
+        data = _sdk_data(meta.kind, points, start_time_ns, now_ns)
+        metric = Metric(name=meta.name, description=meta.description, unit=meta.unit, data=data)
+        by_scope.setdefault((meta.scope_name, meta.scope_version, meta.scope_schema_url), []).append(metric)
+    scope_metrics = [
+        ScopeMetrics(scope=InstrumentationScope(name, version or None, schema_url or None), metrics=metrics, schema_url=schema_url)
+        for (name, version, schema_url), metrics in by_scope.items()
+    ]
+    return MetricsData(resource_metrics=[ResourceMetrics(resource=resource, scope_metrics=scope_metrics, schema_url="")])
+
+
+def _sdk_data(kind: Kind, points: dict[AttrKey, Value], start_ns: int, now_ns: int) -> Sum | Gauge | Histogram:
+    if kind is Kind.HISTOGRAM:
+        hist_points = [
+            HistogramDataPoint(
+                attributes=dict(key),
+                start_time_unix_nano=start_ns,
+                time_unix_nano=now_ns,
+                count=v.count,
+                sum=v.sum,
+                bucket_counts=v.counts,
+                explicit_bounds=v.bounds,
+                min=v.min,
+                max=v.max,
+            )
+            for key, v in points.items()
+            if isinstance(v, HistogramValue)
+        ]
+        return Histogram(data_points=hist_points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
+    number_points = [
+        NumberDataPoint(attributes=dict(key), start_time_unix_nano=start_ns, time_unix_nano=now_ns, value=v)
+        for key, v in points.items()
+        if not isinstance(v, HistogramValue)
+    ]
+    if kind is Kind.GAUGE:
+        return Gauge(data_points=number_points)
+    return Sum(
+        data_points=number_points,
+        aggregation_temporality=AggregationTemporality.CUMULATIVE,
+        is_monotonic=kind is Kind.COUNTER,
+    )

@@ -1,0 +1,30 @@
+"""What a freshly forked worker inherits from its arbiter: the configuration and where to report.
+
+Set by the arbiter's after-fork handler in the child, read by the worker runtime in ``post_worker_init``. A module
+of its own so the worker side never imports the arbiter side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from otel_gunicorn._config import Config
+
+
+@dataclasses.dataclass(frozen=True)
+class ArbiterLink:
+    config: Config
+    channel_path: str
+
+
+_link: ArbiterLink | None = None
+
+
+def inherit(config: Config, channel_path: str) -> None:
+    global _link
+    _link = ArbiterLink(config, channel_path)
+
+
+def inherited() -> ArbiterLink | None:
+    """The link to this worker's arbiter, or None outside a worker forked by a running otel_gunicorn arbiter."""
+    return _link

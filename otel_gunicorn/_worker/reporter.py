@@ -1,0 +1,96 @@
+"""The worker's end of the channel: an SDK ``MetricExporter`` that sends cumulative snapshots to the arbiter.
+
+Runs in a worker, on the SDK's ``PeriodicExportingMetricReader`` thread, never on a request thread. Every report is
+the worker's complete cumulative state, so a report that cannot be sent promptly is simply dropped and counted: the
+next one carries everything. A send that times out mid-frame leaves the stream unusable, so the connection is closed
+and re-opened on the next report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult, MetricsData
+
+from otel_gunicorn._ratelimit import RateLimitedLogger
+from otel_gunicorn._snapshot import payload_from_metrics_data
+from otel_gunicorn._wire import FrameKind, encode_frame
+
+_log = logging.getLogger("otel_gunicorn")
+
+_CUMULATIVE = {
+    kind: AggregationTemporality.CUMULATIVE
+    for kind in (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
+}
+
+
+class ChannelExporter(MetricExporter):
+    """Sends each collection to the arbiter over its unix socket.
+
+    Args:
+        path: the arbiter's channel socket.
+        send_timeout: seconds one report may take to send before it is dropped.
+    """
+
+    def __init__(self, path: str, send_timeout: float) -> None:
+        super().__init__(preferred_temporality=_CUMULATIVE)
+        self._path = path
+        self._send_timeout = send_timeout
+        self._sock: socket.socket | None = None
+        self._pid = os.getpid()
+        self._errors = RateLimitedLogger(_log)
+        #: reports delivered to the arbiter / dropped (arbiter unreachable or too slow)
+        self.sent = 0
+        self.dropped = 0
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        if os.getpid() != self._pid:
+            # A process forked by the application inherited this exporter: its copy of the worker's counters must
+            # not be reported as if it were the worker.
+            return MetricExportResult.FAILURE
+        frame = encode_frame(FrameKind.SNAPSHOT, payload_from_metrics_data(metrics_data))
+        try:
+            sock = self._connect()
+            sock.sendall(frame)
+        except OSError as exc:
+            self.dropped += 1
+            self._close()
+            self._errors.log(logging.WARNING, "send", "otel_gunicorn: worker %d could not report to the arbiter: %s", self._pid, exc)
+            return MetricExportResult.FAILURE
+        self.sent += 1
+        self._errors.reset("send")
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._close()
+
+    def _connect(self) -> socket.socket:
+        if self._sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self._send_timeout)
+            try:
+                sock.connect(self._path)
+            except OSError:
+                sock.close()
+                raise
+            self._sock = sock
+        return self._sock
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

@@ -1,0 +1,87 @@
+"""gunicorn server hooks that turn otel_gunicorn on.
+
+Use them from your own config file::
+
+    # gunicorn.conf.py
+    from otel_gunicorn.hooks import *  # noqa: F403
+
+gunicorn takes one function per hook. To run your own code in a hook otel_gunicorn also uses, define the hook and
+call ours from it (``docs/configuration.md``, "Keeping your own hooks")::
+
+    from otel_gunicorn import hooks as otel_hooks
+
+    def post_fork(server, worker):
+        otel_hooks.post_fork(server, worker)
+        ...  # yours
+
+Each hook is a thin adapter: it names the process it runs in and delegates to the arbiter or the worker side.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from otel_gunicorn._arbiter import runtime as _arbiter
+from otel_gunicorn._worker import runtime as _worker
+
+__all__ = [
+    "child_exit",
+    "on_exit",
+    "on_starting",
+    "post_fork",
+    "post_worker_init",
+    "pre_fork",
+    "when_ready",
+    "worker_exit",
+]
+
+
+def on_starting(server: Any) -> None:
+    """Arbiter, before listeners exist: read the configuration; a bad value stops gunicorn here, before any fork."""
+    _arbiter.check_config()
+
+
+def when_ready(server: Any) -> None:
+    """Arbiter, listeners bound, before the first worker fork: start the channel and the exporters."""
+    _arbiter.start(server)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """Arbiter, just before a worker forks: give it the smallest free ``gunicorn.worker.slot``."""
+    runtime = _arbiter.current()
+    if runtime is not None:
+        runtime.assign_slot(worker)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Worker, right after the fork (before gevent patches): nothing to do yet; the at-fork handler already
+    closed the arbiter's sockets. Kept so a user's own ``post_fork`` can chain to it safely."""
+
+
+def post_worker_init(worker: Any) -> None:
+    """Worker, application loaded, just before serving: build the worker's MeterProvider."""
+    _worker.start(worker)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """Normally the worker on a graceful exit: send its final report. gunicorn also calls it in the arbiter when
+    the worker was already gone (ESRCH); there it marks the worker dead."""
+    if os.getpid() == getattr(server, "pid", None):
+        runtime = _arbiter.current()
+        if runtime is not None:
+            runtime.worker_exited(worker.pid)
+    else:
+        _worker.shutdown()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Arbiter, after reaping a worker: its gauges disappear and its totals are kept."""
+    runtime = _arbiter.current()
+    if runtime is not None:
+        runtime.worker_exited(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """Arbiter, shutting down: stop the endpoint and the channel, remove the socket directory."""
+    _arbiter.stop()
