@@ -23,6 +23,7 @@ import os
 from typing import Any
 
 from otel_gunicorn._arbiter import runtime as _arbiter
+from otel_gunicorn._gunicorn_log import forward_to_gunicorn
 from otel_gunicorn._worker import runtime as _worker
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
 
 def on_starting(server: Any) -> None:
     """Arbiter, before listeners exist: read the configuration; a bad value stops gunicorn here, before any fork."""
+    forward_to_gunicorn()
     _arbiter.check_config()
 
 
