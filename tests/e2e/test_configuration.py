@@ -1,0 +1,109 @@
+"""Configuration as an operator meets it: fail fast on our variables, stay out of the way when told to."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+
+import gunicorn
+import pytest
+
+from tests.e2e.servers import APPS, ROOT, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def run_gunicorn(tmp_path, env, timeout=20):
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:otel_gunicorn.conf", "-b", f"127.0.0.1:{port}", "counting:app"]
+    if gunicorn.version_info >= (25, 1):
+        command.insert(-1, "--no-control-socket")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    environ.update(PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]), **env)
+    return subprocess.run(command, cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("OTEL_GUNICORN_METRICS_INTERVAL", "soon"), ("OTEL_GUNICORN_METRICS_INTERVAL", "0"),
+     ("OTEL_GUNICORN_MAX_FRAME_BYTES", "12"), ("OTEL_GUNICORN_CHANNEL_DIR", "/nonexistent/dir")],
+)
+def test_bad_setting_stops_gunicorn_before_any_worker(tmp_path, variable, value):
+    """A bad OTEL_GUNICORN_* value exits non-zero at once, with one line naming variable, value and what is accepted."""
+    result = run_gunicorn(tmp_path, {variable: value})
+    assert 0 != result.returncode
+    lines = [line for line in result.stderr.splitlines() if variable in line]
+    assert 1 == len(lines), result.stderr
+    assert repr(value) in lines[0] and "expected" in lines[0]
+    assert "Booting worker" not in result.stderr
+
+
+def test_bad_standard_port_warns_and_uses_the_default(start_gunicorn):
+    """A bad OTEL_EXPORTER_PROMETHEUS_PORT follows the OTel rule: a warning, then the default port."""
+    server = start_gunicorn(env={"OTEL_EXPORTER_PROMETHEUS_PORT": "http"}, wait_metrics=False)
+    assert 200 == server.get("/ready")[0]
+    assert "OTEL_EXPORTER_PROMETHEUS_PORT='http' is not valid" in server.log()
+
+
+def test_metrics_exporter_none_serves_no_endpoint(start_gunicorn):
+    """OTEL_METRICS_EXPORTER=none: the application serves and nothing listens on the metrics port."""
+    server = start_gunicorn(env={"OTEL_METRICS_EXPORTER": "none"}, wait_metrics=False)
+    assert 200 == server.get("/")[0]
+    with pytest.raises(urllib.error.URLError):
+        server.scrape_text()
+
+
+def test_sdk_disabled_turns_everything_off(tmp_path, start_gunicorn):
+    """OTEL_SDK_DISABLED=true: no endpoint, no channel directory, requests served."""
+    channel_dir = tmp_path / "channel"
+    channel_dir.mkdir()
+    server = start_gunicorn(env={"OTEL_SDK_DISABLED": "true", "OTEL_GUNICORN_CHANNEL_DIR": str(channel_dir)},
+                            wait_metrics=False)
+    assert [200] * 10 == server.load(10)
+    with pytest.raises(urllib.error.URLError):
+        server.scrape_text()
+    assert [] == list(channel_dir.iterdir())
+
+
+def test_own_hooks_chain_with_ours(tmp_path, start_gunicorn):
+    """A user's gunicorn.conf.py keeps its own hooks by calling ours from them, and metrics still merge."""
+    marks = tmp_path / "marks"
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(textwrap.dedent(f"""
+        from otel_gunicorn.hooks import *  # noqa: F403
+        from otel_gunicorn import hooks as otel_hooks
+
+        workers = 2
+
+        def when_ready(server):
+            otel_hooks.when_ready(server)
+            open({str(marks)!r}, "a").write("when_ready\\n")
+
+        def post_fork(server, worker):
+            otel_hooks.post_fork(server, worker)
+            open({str(marks)!r}, "a").write("post_fork\\n")
+    """))
+    server = start_gunicorn(config=str(conf))
+    assert [200] * 20 == server.load(20)
+    server.wait_value("app_requests_total", 20)
+    assert ["post_fork", "post_fork", "when_ready"] == sorted(marks.read_text().split())
+
+
+def test_metrics_port_taken_keeps_the_application_serving(start_gunicorn):
+    """A metrics port already in use never stops the application; the log names the port."""
+    import socket
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    port = blocker.getsockname()[1]
+    try:
+        server = start_gunicorn(env={"OTEL_EXPORTER_PROMETHEUS_PORT": str(port)}, wait_metrics=False)
+        assert [200] * 20 == server.load(20)
+        assert f"cannot serve metrics on 127.0.0.1:{port}" in server.log()
+    finally:
+        blocker.close()

@@ -1,0 +1,21 @@
+"""The reference pages in docs/ are generated from the code and must not drift from it."""
+
+from __future__ import annotations
+
+import pytest
+
+from otel_gunicorn import _docs
+
+
+@pytest.mark.parametrize("page", sorted(_docs.PAGES))
+def test_generated_page_matches_the_code(page):
+    """Each generated page in docs/ equals what `python -m otel_gunicorn._docs` would write now."""
+    assert _docs.PAGES[page]() == (_docs.DOCS / page).read_text()
+
+
+def test_every_environment_variable_is_documented():
+    """Every constant in _environment has its documentation string."""
+    from otel_gunicorn import _environment
+
+    names = {name for name in vars(_environment) if name.isupper()}
+    assert names == {name for name, _doc in _docs.environment_variables()}
