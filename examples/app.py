@@ -11,14 +11,18 @@ from opentelemetry import metrics
 meter = metrics.get_meter("example.app", "1.0")
 requests_counter = meter.create_counter("app.requests", unit="{request}", description="Requests served by the app.")
 work_histogram = meter.create_histogram("app.work.duration", unit="s", description="Time spent working per request.")
-in_progress = meter.create_up_down_counter("app.requests.in_progress", unit="{request}", description="Requests in progress.")
+in_progress = meter.create_up_down_counter(
+    "app.requests.in_progress", unit="{request}", description="Requests in progress."
+)
 
 
 def _worker_pid(_options):
     yield metrics.Observation(os.getpid())
 
 
-meter.create_observable_gauge("app.worker.pid", [_worker_pid], description="The worker's process id (one series per worker).")
+meter.create_observable_gauge(
+    "app.worker.pid", [_worker_pid], description="The worker's process id (one series per worker)."
+)
 
 
 def app(environ, start_response):

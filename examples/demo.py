@@ -24,18 +24,36 @@ def wait_for(url: str, timeout: float = 20.0) -> None:
         try:
             urllib.request.urlopen(url, timeout=1).read()
             return
-        except OSError:
+        except OSError as exc:
             if time.monotonic() > deadline:
-                raise SystemExit(f"demo: {url} did not answer within {timeout:.0f} s")
+                raise SystemExit(f"demo: {url} did not answer within {timeout:.0f} s") from exc
             time.sleep(0.2)
 
 
 def main() -> None:
-    env = {**os.environ, "OTEL_SERVICE_NAME": os.environ.get("OTEL_SERVICE_NAME", "otel-gunicorn-demo"),
-           "OTEL_GUNICORN_METRICS_INTERVAL": os.environ.get("OTEL_GUNICORN_METRICS_INTERVAL", "1"),
-           "OTEL_EXPORTER_PROMETHEUS_PORT": str(METRICS_PORT), "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "gunicorn", "-c", "python:otel_gunicorn.conf", "--worker-class", "gthread",
-               "--workers", "2", "--threads", "2", "--bind", f"127.0.0.1:{APP_PORT}", "examples.app:app"]
+    env = {
+        **os.environ,
+        "OTEL_SERVICE_NAME": os.environ.get("OTEL_SERVICE_NAME", "otel-gunicorn-demo"),
+        "OTEL_GUNICORN_METRICS_INTERVAL": os.environ.get("OTEL_GUNICORN_METRICS_INTERVAL", "1"),
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(METRICS_PORT),
+        "PYTHONPATH": str(ROOT),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:otel_gunicorn.conf",
+        "--worker-class",
+        "gthread",
+        "--workers",
+        "2",
+        "--threads",
+        "2",
+        "--bind",
+        f"127.0.0.1:{APP_PORT}",
+        "examples.app:app",
+    ]
     server = subprocess.Popen(command, cwd=ROOT, env=env)
     try:
         wait_for(f"http://127.0.0.1:{APP_PORT}/")

@@ -19,7 +19,7 @@ import enum
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -40,7 +40,7 @@ from otel_gunicorn._wire import ProtocolError
 
 _log = logging.getLogger("otel_gunicorn")
 
-AttrValue = Union[str, bool, int, float, tuple]
+AttrValue = str | bool | int | float | tuple
 AttrKey = tuple[tuple[str, AttrValue], ...]
 
 
@@ -82,7 +82,7 @@ class HistogramValue:
     max: float
 
 
-Value = Union[int, float, HistogramValue]
+Value = int | float | HistogramValue
 Snapshot = dict[MetricMeta, dict[AttrKey, Value]]
 
 
@@ -177,7 +177,16 @@ def _meta(raw: Any) -> MetricMeta:
     name = _field(raw, "name", str)
     if not name:
         raise ProtocolError("metric name is empty")
-    return MetricMeta(*scope, name, _field(raw, "description", str), _field(raw, "unit", str), kind)
+    scope_name, scope_version, scope_schema_url = scope
+    return MetricMeta(
+        scope_name,
+        scope_version,
+        scope_schema_url,
+        name,
+        _field(raw, "description", str),
+        _field(raw, "unit", str),
+        kind,
+    )
 
 
 def _field(raw: dict[str, Any], name: str, kind: type) -> Any:
@@ -204,17 +213,24 @@ def _number(raw: dict[str, Any], name: str) -> int | float:
     return value
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _histogram(raw: dict[str, Any]) -> HistogramValue:
-    count = _number(raw, "n")
+    count = raw.get("n")
     bounds = tuple(float(_number({"x": b}, "x")) for b in _field(raw, "b", list))
-    counts = tuple(_number({"x": c}, "x") for c in _field(raw, "c", list))
-    if not isinstance(count, int) or count < 0 or not all(isinstance(c, int) and c >= 0 for c in counts):
+    raw_counts = _field(raw, "c", list)
+    if not _is_count(count) or not all(_is_count(c) for c in raw_counts):
         raise ProtocolError("histogram counts must be non-negative integers")
+    counts: tuple[int, ...] = tuple(raw_counts)
     if len(counts) != len(bounds) + 1 or sum(counts) != count:
         raise ProtocolError("histogram buckets do not match its bounds or count")
     if any(not math.isfinite(b) for b in bounds) or list(bounds) != sorted(set(bounds)):
         raise ProtocolError("histogram bounds must be finite and strictly increasing")
-    return HistogramValue(count, _number(raw, "s"), bounds, counts, float(_number(raw, "lo")), float(_number(raw, "hi")))
+    return HistogramValue(
+        count, _number(raw, "s"), bounds, counts, float(_number(raw, "lo")), float(_number(raw, "hi"))
+    )
 
 
 # ---------------------------------------------------------------- arbiter side: merged Snapshot -> SDK MetricsData
@@ -230,10 +246,16 @@ def metrics_data_from_snapshot(snapshot: Snapshot, resource: Resource, start_tim
         metric = Metric(name=meta.name, description=meta.description, unit=meta.unit, data=data)
         by_scope.setdefault((meta.scope_name, meta.scope_version, meta.scope_schema_url), []).append(metric)
     scope_metrics = [
-        ScopeMetrics(scope=InstrumentationScope(name, version or None, schema_url or None), metrics=metrics, schema_url=schema_url)
+        ScopeMetrics(
+            scope=InstrumentationScope(name, version or None, schema_url or None),
+            metrics=metrics,
+            schema_url=schema_url,
+        )
         for (name, version, schema_url), metrics in by_scope.items()
     ]
-    return MetricsData(resource_metrics=[ResourceMetrics(resource=resource, scope_metrics=scope_metrics, schema_url="")])
+    return MetricsData(
+        resource_metrics=[ResourceMetrics(resource=resource, scope_metrics=scope_metrics, schema_url="")]
+    )
 
 
 def _sdk_data(kind: Kind, points: dict[AttrKey, Value], start_ns: int, now_ns: int) -> Sum | Gauge | Histogram:

@@ -6,7 +6,8 @@ Runs in the arbiter only. Hazards and how they are handled:
   this arbiter; the socket also lives in a mode-0700 directory. Refusals are counted and logged (rate-limited);
 * garbage: a malformed or oversized frame closes that one connection and is counted; the worker reconnects;
 * fork: every state change happens under the runtime's lock, which the fork handler holds across ``fork()``; the
-  thread itself only ever blocks in ``select``/``recv`` outside it. A child closes every socket here (:meth:`close_in_child`);
+  thread itself only ever blocks in ``select``/``recv`` outside it. A child closes every socket here
+  (:meth:`close_in_child`);
 * a dead worker whose connection stays open (its fd leaked into a grandchild) is retired after a grace period.
 """
 
@@ -172,7 +173,7 @@ class ChannelServer:
             return self._refuse(f"pid {creds.pid} is not a worker of this arbiter")
         return creds.pid
 
-    def _refuse(self, why: str) -> None:
+    def _refuse(self, why: str) -> int | None:
         with self._lock:
             self.stats.connections_refused += 1
         self._errors.log(logging.WARNING, "refused", "otel_gunicorn: refused a channel connection: %s", why)
@@ -194,7 +195,9 @@ class ChannelServer:
         except ProtocolError as exc:
             with self._lock:
                 self.stats.frames_rejected += 1
-            self._errors.log(logging.WARNING, "frame", "otel_gunicorn: dropped a bad report from pid %d: %s", conn.pid, exc)
+            self._errors.log(
+                logging.WARNING, "frame", "otel_gunicorn: dropped a bad report from pid %d: %s", conn.pid, exc
+            )
             self._drop(conn)
             return
         if snapshots:

@@ -19,13 +19,12 @@ import dataclasses
 import math
 import time
 from fractions import Fraction
-from typing import Union
 
 from otel_gunicorn._snapshot import AttrKey, HistogramValue, Kind, MetricMeta, Snapshot, Value
 
 SLOT_ATTRIBUTE = "gunicorn.worker.slot"
 
-Exact = Union[int, Fraction, float]  # float only for inf/nan, which have no exact form
+Exact = int | Fraction | float  # float only for inf/nan, which have no exact form
 
 
 @dataclasses.dataclass
@@ -148,10 +147,8 @@ class MergeStore:
         """The merged view of every metric, by the merge rules."""
         totals: dict[MetricMeta, dict[AttrKey, Exact | _ExactHistogram]] = {}
         gauges: Snapshot = {}
-        for meta, points in self._retired.items():
-            target = totals.setdefault(meta, {})
-            for key, value in points.items():
-                target[key] = value.copy() if isinstance(value, _ExactHistogram) else value
+        for meta, retired in self._retired.items():
+            totals[meta] = {k: v.copy() if isinstance(v, _ExactHistogram) else v for k, v in retired.items()}
         for worker in self._workers.values():
             for meta, points in worker.snapshot.items():
                 if meta.kind is Kind.GAUGE:
@@ -162,9 +159,9 @@ class MergeStore:
                     continue
                 if meta.kind is Kind.UPDOWNCOUNTER and not worker.alive:
                     continue
-                target = totals.setdefault(meta, {})
+                sums = totals.setdefault(meta, {})
                 for key, value in points.items():
-                    self._fold(target, key, value)
+                    self._fold(sums, key, value)
         result: Snapshot = {meta: {k: _result(v) for k, v in pts.items()} for meta, pts in totals.items()}
         result.update(gauges)
         return result
@@ -195,14 +192,21 @@ def _exact(value: int | float | Fraction) -> Exact:
 def _exact_add(a: Exact, b: int | float | Fraction) -> Exact:
     b = _exact(b)
     if isinstance(a, float) or isinstance(b, float):  # inf or nan: exactness is moot
-        return float(a) + float(b)
+        return _float(a) + _float(b)
     return a + b
 
 
 def _inexact(value: Exact) -> int | float:
-    return value if isinstance(value, int) else float(value)
+    return value if isinstance(value, int) else _float(value)
+
+
+def _float(value: Exact) -> float:
+    # An exact sum can leave the float range (two workers near 1.8e308); float() would raise OverflowError.
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _result(value: Exact | _ExactHistogram) -> Value:
     return value.result() if isinstance(value, _ExactHistogram) else _inexact(value)
-

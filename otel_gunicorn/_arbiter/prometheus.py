@@ -7,8 +7,8 @@ follow the official OTel→Prometheus mapping, and prometheus_client serves text
 Hazards:
 
 * the exporter writes two families with one name when two scopes emit the same metric name (e.g. an
-  instrumentation's ``http.server.active_requests`` beside ours), which Prometheus rejects whole; :class:`OneFamilyPerName`
-  folds them into one family;
+  instrumentation's ``http.server.active_requests`` beside ours), which Prometheus rejects whole;
+  :class:`OneFamilyPerName` folds them into one family;
 * the port may be taken (a second master during USR2, another program): the application must keep serving, so
   binding is retried in the background with backoff and the failure is logged once;
 * fork: scrapes compute under the runtime lock, which the fork handler holds across ``fork()``.
@@ -46,7 +46,10 @@ class MergedMetricsReader(PrometheusMetricReader):
         super().__init__(registry=registry)
         self._produce = produce
 
-    def collect(self, timeout_millis: float = 10_000) -> None:  # noqa: ARG002 - signature of MetricReader.collect
+    # MetricReader.collect is marked @final for typing, but the Python SDK implements no MetricProducer through
+    # which foreign (here: merged) data could reach a reader; overriding collect is the one seam that keeps the
+    # official exporter's naming and exposition intact.
+    def collect(self, timeout_millis: float = 10_000) -> None:  # type: ignore[misc]  # noqa: ARG002
         self._receive_metrics(self._produce())
 
 
@@ -119,7 +122,7 @@ class PrometheusEndpoint:
     def address(self) -> tuple[str, int] | None:
         """``(host, port)`` actually bound, once serving."""
         server = self._server
-        return None if server is None else server.server_address[:2]
+        return None if server is None else (str(server.server_address[0]), int(server.server_address[1]))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="otel-gunicorn-prometheus", daemon=True)
@@ -161,7 +164,7 @@ class PrometheusEndpoint:
                 self._stop.wait(delay)
                 delay = min(delay * 2, _BIND_RETRY_MAX)
                 continue
-            host, port = server.server_address[:2]
+            host, port = str(server.server_address[0]), server.server_address[1]
             _log.info("otel_gunicorn: serving metrics at http://%s:%d/metrics", _url_host(host), port)
             # handle_request() with a timeout rather than serve_forever(): stop() then never waits on a loop
             # that has not started yet, and the thread notices the stop within one poll.

@@ -29,7 +29,7 @@ from otel_gunicorn._wire import FrameKind, encode_frame
 
 _log = logging.getLogger("otel_gunicorn")
 
-_CUMULATIVE = {
+_CUMULATIVE: dict[type, AggregationTemporality] = {
     kind: AggregationTemporality.CUMULATIVE
     for kind in (Counter, UpDownCounter, Histogram, ObservableCounter, ObservableUpDownCounter, ObservableGauge)
 }
@@ -66,7 +66,9 @@ class ChannelExporter(MetricExporter):
         except OSError as exc:
             self.dropped += 1
             self._close()
-            self._errors.log(logging.WARNING, "send", "otel_gunicorn: worker %d could not report to the arbiter: %s", self._pid, exc)
+            self._errors.log(
+                logging.WARNING, "send", "otel_gunicorn: worker %d could not report to the arbiter: %s", self._pid, exc
+            )
             return MetricExportResult.FAILURE
         self.sent += 1
         self._errors.reset("send")

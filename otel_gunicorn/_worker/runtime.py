@@ -64,7 +64,7 @@ def _own_instruments(provider: MeterProvider, exporter: ChannelExporter) -> None
         "otel_gunicorn.worker.reports.dropped",
         [dropped],
         unit="{report}",
-        description="Worker reports dropped because the arbiter could not be reached in time (the next one repairs it).",
+        description="Worker reports dropped because the arbiter could not be reached in time (the next repairs it).",
     )
 
 

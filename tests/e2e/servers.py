@@ -61,24 +61,45 @@ class Sample:
 class Gunicorn:
     """One real gunicorn master started with ``-c python:otel_gunicorn.conf`` (or a given config file)."""
 
-    def __init__(self, tmp_path: Path, app: str = "counting:app", *, args: Iterable[str] = (), env: dict | None = None,
-                 config: str = "python:otel_gunicorn.conf", wait_metrics: bool = True) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        app: str = "counting:app",
+        *,
+        args: Iterable[str] = (),
+        env: dict | None = None,
+        config: str = "python:otel_gunicorn.conf",
+        wait_metrics: bool = True,
+    ) -> None:
         self.port = free_port()
         self.metrics_port = free_port()
         self.log_path = tmp_path / f"gunicorn-{self.port}.log"
         self.interval = float((env or {}).get("OTEL_GUNICORN_METRICS_INTERVAL", "0.5"))
-        command = [sys.executable, "-m", "gunicorn", "-c", config, "-b", f"127.0.0.1:{self.port}",
-                   "--graceful-timeout", "5", *args, app]
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            config,
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "--graceful-timeout",
+            "5",
+            *args,
+            app,
+        ]
         if gunicorn.version_info >= (25, 1):
             command.insert(-1, "--no-control-socket")
         environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GUNICORN_"))}
-        environ.update({
-            "OTEL_GUNICORN_METRICS_INTERVAL": "0.5",
-            "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-            "OTEL_EXPORTER_PROMETHEUS_PORT": str(self.metrics_port),
-            "PYTHONPATH": os.pathsep.join([str(APPS), str(ROOT)]),
-            **(env or {}),
-        })
+        environ.update(
+            {
+                "OTEL_GUNICORN_METRICS_INTERVAL": "0.5",
+                "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+                "OTEL_EXPORTER_PROMETHEUS_PORT": str(self.metrics_port),
+                "PYTHONPATH": os.pathsep.join([str(APPS), str(ROOT)]),
+                **(env or {}),
+            }
+        )
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, cwd=tmp_path, env=environ, stdout=self._log, stderr=subprocess.STDOUT)
         try:
@@ -113,8 +134,9 @@ class Gunicorn:
     # ---------------------------------------------------------------- metrics
 
     def scrape_text(self, accept: str | None = None) -> str:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                         headers={"Accept": accept} if accept else {})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", headers={"Accept": accept} if accept else {}
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.read().decode()
 
@@ -131,8 +153,11 @@ class Gunicorn:
         return sum(matching) if matching else None
 
     def wait_value(self, name: str, expected: float, timeout: float | None = None, **labels: str) -> float:
-        wait_until(lambda: self.value(name, **labels) == expected, timeout or 2 * self.interval + 3,
-                   what=f"{name}{labels} == {expected}")
+        wait_until(
+            lambda: self.value(name, **labels) == expected,
+            timeout or 2 * self.interval + 3,
+            what=f"{name}{labels} == {expected}",
+        )
         return expected
 
     # ---------------------------------------------------------------- processes
@@ -145,7 +170,7 @@ class Gunicorn:
                     stat = Path(f"/proc/{entry}/stat").read_text()
                 except OSError:
                     continue
-                fields = stat[stat.rindex(")") + 2:].split()
+                fields = stat[stat.rindex(")") + 2 :].split()
                 if int(fields[1]) == self.process.pid and fields[0] not in "ZX":
                     pids.add(int(entry))
         return pids
@@ -187,9 +212,14 @@ class Prometheus:
         self.log_path = tmp_path / "prometheus.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         try:
             wait_until(self._ready, 30, what="prometheus to be ready")

@@ -19,7 +19,16 @@ pytestmark = pytest.mark.e2e
 
 def run_gunicorn(tmp_path, env, timeout=20):
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "-c", "python:otel_gunicorn.conf", "-b", f"127.0.0.1:{port}", "counting:app"]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:otel_gunicorn.conf",
+        "-b",
+        f"127.0.0.1:{port}",
+        "counting:app",
+    ]
     if gunicorn.version_info >= (25, 1):
         command.insert(-1, "--no-control-socket")
     environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -29,8 +38,12 @@ def run_gunicorn(tmp_path, env, timeout=20):
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("OTEL_GUNICORN_METRICS_INTERVAL", "soon"), ("OTEL_GUNICORN_METRICS_INTERVAL", "0"),
-     ("OTEL_GUNICORN_MAX_FRAME_BYTES", "12"), ("OTEL_GUNICORN_CHANNEL_DIR", "/nonexistent/dir")],
+    [
+        ("OTEL_GUNICORN_METRICS_INTERVAL", "soon"),
+        ("OTEL_GUNICORN_METRICS_INTERVAL", "0"),
+        ("OTEL_GUNICORN_MAX_FRAME_BYTES", "12"),
+        ("OTEL_GUNICORN_CHANNEL_DIR", "/nonexistent/dir"),
+    ],
 )
 def test_bad_setting_stops_gunicorn_before_any_worker(tmp_path, variable, value):
     """A bad OTEL_GUNICORN_* value exits non-zero at once, with one line naming variable, value and what is accepted."""
@@ -61,8 +74,9 @@ def test_sdk_disabled_turns_everything_off(tmp_path, start_gunicorn):
     """OTEL_SDK_DISABLED=true: no endpoint, no channel directory, requests served."""
     channel_dir = tmp_path / "channel"
     channel_dir.mkdir()
-    server = start_gunicorn(env={"OTEL_SDK_DISABLED": "true", "OTEL_GUNICORN_CHANNEL_DIR": str(channel_dir)},
-                            wait_metrics=False)
+    server = start_gunicorn(
+        env={"OTEL_SDK_DISABLED": "true", "OTEL_GUNICORN_CHANNEL_DIR": str(channel_dir)}, wait_metrics=False
+    )
     assert [200] * 10 == server.load(10)
     with pytest.raises(urllib.error.URLError):
         server.scrape_text()
@@ -73,7 +87,8 @@ def test_own_hooks_chain_with_ours(tmp_path, start_gunicorn):
     """A user's gunicorn.conf.py keeps its own hooks by calling ours from them, and metrics still merge."""
     marks = tmp_path / "marks"
     conf = tmp_path / "gunicorn.conf.py"
-    conf.write_text(textwrap.dedent(f"""
+    conf.write_text(
+        textwrap.dedent(f"""
         from otel_gunicorn.hooks import *  # noqa: F403
         from otel_gunicorn import hooks as otel_hooks
 
@@ -86,7 +101,8 @@ def test_own_hooks_chain_with_ours(tmp_path, start_gunicorn):
         def post_fork(server, worker):
             otel_hooks.post_fork(server, worker)
             open({str(marks)!r}, "a").write("post_fork\\n")
-    """))
+    """)
+    )
     server = start_gunicorn(config=str(conf))
     assert [200] * 20 == server.load(20)
     server.wait_value("app_requests_total", 20)
