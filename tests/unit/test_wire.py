@@ -36,7 +36,9 @@ json_values = st.recursive(
 fast = settings(max_examples=75, deadline=None)
 
 
-def header(*, magic: bytes = MAGIC, version: int = WIRE_VERSION, kind: int = FrameKind.SNAPSHOT, length: int = 0) -> bytes:
+def header(
+    *, magic: bytes = MAGIC, version: int = WIRE_VERSION, kind: int = FrameKind.SNAPSHOT, length: int = 0
+) -> bytes:
     """A frame header with any field overridable."""
     return HEADER.pack(magic, version, kind, 0, length)
 

@@ -1,0 +1,289 @@
+"""Unit tests for configuration from an explicit environment mapping (otel_gunicorn._config)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from otel_gunicorn._config import Config, ConfigError
+
+
+class Records(logging.Handler):
+    """Collects the messages logged to the otel_gunicorn logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append((record.levelno, record.getMessage()))
+
+
+@pytest.fixture
+def logged() -> Iterator[Records]:
+    """Messages otel_gunicorn logs during the test (attached to its own logger, whatever propagation says)."""
+    handler = Records()
+    logger = logging.getLogger("otel_gunicorn")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+def config_error(environ: dict[str, str]) -> ConfigError:
+    """The ConfigError Config.from_env raises for ``environ``."""
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(environ)
+    return info.value
+
+
+# ---------------------------------------------------------------- defaults
+
+
+def test_empty_environment_gives_the_defaults() -> None:
+    """Nothing set: enabled, Prometheus on localhost:9464, 5 s interval, 16 MiB frames, the temp dir."""
+    expected = Config(
+        enabled=True,
+        metrics_exporters=frozenset({"prometheus"}),
+        prometheus_host="localhost",
+        prometheus_port=9464,
+        metrics_interval=5.0,
+        max_frame_bytes=16 * 1024 * 1024,
+        channel_dir=tempfile.gettempdir(),
+    )
+
+    assert expected == Config.from_env({})
+
+
+def test_unrelated_variables_are_ignored() -> None:
+    """Variables that are not ours change nothing."""
+    assert Config.from_env({}) == Config.from_env({"PATH": "/bin", "OTEL_TRACES_EXPORTER": "otlp"})
+
+
+def test_empty_values_mean_unset(logged: Records) -> None:
+    """Variables set to blanks are treated as unset, silently."""
+    names = [
+        "OTEL_SDK_DISABLED",
+        "OTEL_METRICS_EXPORTER",
+        "OTEL_EXPORTER_PROMETHEUS_HOST",
+        "OTEL_EXPORTER_PROMETHEUS_PORT",
+        "OTEL_GUNICORN_METRICS_INTERVAL",
+        "OTEL_GUNICORN_MAX_FRAME_BYTES",
+        "OTEL_GUNICORN_CHANNEL_DIR",
+    ]
+
+    actual = Config.from_env(dict.fromkeys(names, "  "))
+
+    assert (Config.from_env({}), []) == (actual, logged.messages)
+
+
+def test_config_is_frozen() -> None:
+    """A Config cannot be changed after it is built."""
+    config = Config.from_env({})
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.prometheus_port = 1  # type: ignore[misc]
+
+    assert 9464 == config.prometheus_port
+
+
+def test_default_metrics_enabled() -> None:
+    """By default workers report metrics."""
+    assert True is Config.from_env({}).metrics_enabled
+
+
+# ---------------------------------------------------------------- OTEL_SDK_DISABLED
+
+
+@pytest.mark.parametrize(("raw", "enabled"), [("true", False), ("TRUE", False), (" True ", False), ("false", True)])
+def test_sdk_disabled(raw: str, enabled: bool) -> None:
+    """OTEL_SDK_DISABLED=true (any case) turns everything off; false leaves it on."""
+    assert enabled == Config.from_env({"OTEL_SDK_DISABLED": raw}).enabled
+
+
+def test_sdk_disabled_turns_metrics_off() -> None:
+    """A disabled SDK reports no metrics even with an exporter configured."""
+    assert (
+        False is Config.from_env({"OTEL_SDK_DISABLED": "true", "OTEL_METRICS_EXPORTER": "prometheus"}).metrics_enabled
+    )
+
+
+def test_sdk_disabled_bad_value_warns_and_stays_enabled(logged: Records) -> None:
+    """A value other than true/false is warned about and the default (enabled) used."""
+    config = Config.from_env({"OTEL_SDK_DISABLED": "yes"})
+
+    expected = (True, [(logging.WARNING, "OTEL_SDK_DISABLED='yes' is not valid: expected true or false; using false")])
+
+    assert expected == (config.enabled, logged.messages)
+
+
+# ---------------------------------------------------------------- OTEL_METRICS_EXPORTER
+
+
+def test_metrics_exporter_none_disables_metrics() -> None:
+    """OTEL_METRICS_EXPORTER=none keeps the SDK on but reports no metrics."""
+    config = Config.from_env({"OTEL_METRICS_EXPORTER": "none"})
+
+    assert (frozenset({"none"}), True, False) == (config.metrics_exporters, config.enabled, config.metrics_enabled)
+
+
+def test_metrics_exporter_is_case_and_space_insensitive() -> None:
+    """' Prometheus ' is prometheus."""
+    assert frozenset({"prometheus"}) == Config.from_env({"OTEL_METRICS_EXPORTER": " Prometheus "}).metrics_exporters
+
+
+def test_unknown_metrics_exporter_warns_and_uses_the_default(logged: Records) -> None:
+    """An unknown exporter name is warned about (naming what is accepted) and prometheus used."""
+    config = Config.from_env({"OTEL_METRICS_EXPORTER": "carrier-pigeon"})
+
+    expected = (
+        frozenset({"prometheus"}),
+        [
+            (
+                logging.WARNING,
+                "OTEL_METRICS_EXPORTER='carrier-pigeon': ignoring unknown exporter(s) carrier-pigeon; "
+                "accepted: none, prometheus",
+            )
+        ],
+    )
+
+    assert expected == (config.metrics_exporters, logged.messages)
+
+
+def test_unknown_exporter_beside_a_known_one_is_dropped(logged: Records) -> None:
+    """In a list, unknown names are dropped with a warning and the known ones kept."""
+    config = Config.from_env({"OTEL_METRICS_EXPORTER": "none,carrier-pigeon"})
+
+    assert (frozenset({"none"}), 1) == (config.metrics_exporters, len(logged.messages))
+
+
+def test_only_separators_in_metrics_exporter_mean_the_default() -> None:
+    """A list of nothing (',,') is the default."""
+    assert frozenset({"prometheus"}) == Config.from_env({"OTEL_METRICS_EXPORTER": ",,"}).metrics_exporters
+
+
+# ---------------------------------------------------------------- Prometheus host and port
+
+
+def test_prometheus_host_and_port_are_read() -> None:
+    """Host and port come from the standard variables."""
+    config = Config.from_env({"OTEL_EXPORTER_PROMETHEUS_HOST": "0.0.0.0", "OTEL_EXPORTER_PROMETHEUS_PORT": "9100"})
+
+    assert ("0.0.0.0", 9100) == (config.prometheus_host, config.prometheus_port)
+
+
+@pytest.mark.parametrize("port", ["0", "65535"])
+def test_port_range_edges_are_accepted(port: str) -> None:
+    """0 (pick a free port) and 65535 are valid ports."""
+    assert int(port) == Config.from_env({"OTEL_EXPORTER_PROMETHEUS_PORT": port}).prometheus_port
+
+
+@pytest.mark.parametrize("raw", ["http", "-1", "65536", "94.64", "1e3"])
+def test_bad_standard_port_warns_and_uses_the_default(raw: str, logged: Records) -> None:
+    """An invalid OTEL_EXPORTER_PROMETHEUS_PORT is warned about and 9464 used (the OTel rule, not an error)."""
+    config = Config.from_env({"OTEL_EXPORTER_PROMETHEUS_PORT": raw})
+
+    expected = (
+        9464,
+        [
+            (
+                logging.WARNING,
+                f"OTEL_EXPORTER_PROMETHEUS_PORT={raw!r} is not valid: expected a TCP port 0-65535; using 9464",
+            )
+        ],
+    )
+
+    assert expected == (config.prometheus_port, logged.messages)
+
+
+# ---------------------------------------------------------------- OTEL_GUNICORN_METRICS_INTERVAL
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [("1", 1.0), ("0.25", 0.25), (" 2.5 ", 2.5), ("3600", 3600.0), ("1e-3", 0.001)]
+)
+def test_metrics_interval_accepts_positive_seconds(raw: str, seconds: float) -> None:
+    """Fractions of a second up to an hour are accepted."""
+    assert seconds == Config.from_env({"OTEL_GUNICORN_METRICS_INTERVAL": raw}).metrics_interval
+
+
+@pytest.mark.parametrize("raw", ["soon", "0", "-1", "nan", "inf", "-inf", "3600.5", "5s"])
+def test_bad_metrics_interval_raises_naming_variable_value_and_accepted(raw: str) -> None:
+    """A bad interval is a ConfigError whose message names the variable, the value and what is accepted."""
+    error = config_error({"OTEL_GUNICORN_METRICS_INTERVAL": raw})
+
+    expected = (
+        f"OTEL_GUNICORN_METRICS_INTERVAL={raw!r} is not valid: "
+        "expected a number of seconds greater than 0 and at most 3600, e.g. 5 or 0.5"
+    )
+
+    assert expected == str(error)
+
+
+def test_config_error_carries_its_parts() -> None:
+    """ConfigError exposes variable, value and accepted separately."""
+    error = config_error({"OTEL_GUNICORN_METRICS_INTERVAL": "soon"})
+
+    expected = (
+        "OTEL_GUNICORN_METRICS_INTERVAL",
+        "soon",
+        "a number of seconds greater than 0 and at most 3600, e.g. 5 or 0.5",
+    )
+
+    assert expected == (error.variable, error.value, error.accepted)
+
+
+def test_config_error_is_a_value_error() -> None:
+    """Callers catching ValueError also catch ConfigError."""
+    assert True is isinstance(config_error({"OTEL_GUNICORN_METRICS_INTERVAL": "0"}), ValueError)
+
+
+# ---------------------------------------------------------------- OTEL_GUNICORN_MAX_FRAME_BYTES
+
+
+@pytest.mark.parametrize("raw", ["1024", "268435456", "1048576"])
+def test_max_frame_bytes_in_range_is_accepted(raw: str) -> None:
+    """1024 to 256 MiB inclusive is accepted."""
+    assert int(raw) == Config.from_env({"OTEL_GUNICORN_MAX_FRAME_BYTES": raw}).max_frame_bytes
+
+
+@pytest.mark.parametrize("raw", ["1023", "268435457", "0", "-5", "1.5", "16MiB", "big"])
+def test_max_frame_bytes_out_of_range_raises(raw: str) -> None:
+    """Outside 1024..268435456 or not an integer is a ConfigError naming the range."""
+    error = config_error({"OTEL_GUNICORN_MAX_FRAME_BYTES": raw})
+
+    expected = f"OTEL_GUNICORN_MAX_FRAME_BYTES={raw!r} is not valid: expected an integer from 1024 to 268435456"
+
+    assert expected == str(error)
+
+
+# ---------------------------------------------------------------- OTEL_GUNICORN_CHANNEL_DIR
+
+
+def test_existing_channel_dir_is_accepted(tmp_path: Path) -> None:
+    """An existing directory is used as given."""
+    assert str(tmp_path) == Config.from_env({"OTEL_GUNICORN_CHANNEL_DIR": str(tmp_path)}).channel_dir
+
+
+def test_missing_channel_dir_raises(tmp_path: Path) -> None:
+    """A directory that does not exist is a ConfigError."""
+    missing = str(tmp_path / "missing")
+
+    expected = f"OTEL_GUNICORN_CHANNEL_DIR={missing!r} is not valid: expected an existing directory"
+
+    assert expected == str(config_error({"OTEL_GUNICORN_CHANNEL_DIR": missing}))
+
+
+def test_channel_dir_that_is_a_file_raises(tmp_path: Path) -> None:
+    """A regular file is not a directory."""
+    path = tmp_path / "file"
+    path.write_text("")
+
+    assert "OTEL_GUNICORN_CHANNEL_DIR" == config_error({"OTEL_GUNICORN_CHANNEL_DIR": str(path)}).variable
