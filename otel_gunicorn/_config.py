@@ -13,8 +13,10 @@ import dataclasses
 import logging
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
+from typing import NoReturn
 
 from otel_gunicorn import _environment as env
 
@@ -22,6 +24,9 @@ _log = logging.getLogger("otel_gunicorn")
 
 #: Exporters the arbiter knows how to run for the merged metrics.
 METRICS_EXPORTERS = frozenset({"prometheus", "none"})
+#: Exporters a worker can run for its spans and its log records.
+SPAN_AND_LOG_EXPORTERS = ("none", "otlp", "console")
+OTLP_PROTOCOLS = ("http/protobuf", "grpc")
 
 
 class ConfigError(ValueError):
@@ -45,6 +50,19 @@ class Config:
     metrics_interval: float = 5.0
     max_frame_bytes: int = 16 * 1024 * 1024
     channel_dir: str = dataclasses.field(default_factory=tempfile.gettempdir)
+    log_format: str = "console"
+    metric_export_interval: float = 60.0
+    traces_exporter: str = "none"
+    logs_exporter: str = "none"
+    otlp_protocols: tuple[tuple[str, str], ...] = (
+        ("metrics", "http/protobuf"),
+        ("traces", "http/protobuf"),
+        ("logs", "http/protobuf"),
+    )
+
+    def otlp_protocol(self, signal: str) -> str:
+        """``http/protobuf`` or ``grpc`` for ``signal`` (metrics, traces or logs)."""
+        return dict(self.otlp_protocols)[signal]
 
     @property
     def metrics_enabled(self) -> bool:
@@ -66,7 +84,36 @@ class Config:
                 environ, env.OTEL_GUNICORN_MAX_FRAME_BYTES, defaults.max_frame_bytes, 1024, 256 * 1024 * 1024
             ),
             channel_dir=_directory(environ, env.OTEL_GUNICORN_CHANNEL_DIR, defaults.channel_dir),
+            log_format=log_format(environ),
+            metric_export_interval=_standard_millis(environ, env.OTEL_METRIC_EXPORT_INTERVAL, 60_000) / 1000,
+            traces_exporter=_standard_choice(environ, env.OTEL_TRACES_EXPORTER, SPAN_AND_LOG_EXPORTERS),
+            logs_exporter=_standard_choice(environ, env.OTEL_LOGS_EXPORTER, SPAN_AND_LOG_EXPORTERS),
+            otlp_protocols=tuple((signal, _otlp_protocol(environ, signal)) for signal in ("metrics", "traces", "logs")),
         )
+
+
+#: accepted values of ``OTEL_GUNICORN_LOG_FORMAT``
+LOG_FORMATS = ("console", "json")
+
+
+def log_format(environ: Mapping[str, str]) -> str:
+    """``OTEL_GUNICORN_LOG_FORMAT``: ``console`` (default when unset) or ``json``; else :class:`ConfigError`."""
+    raw = environ.get(env.OTEL_GUNICORN_LOG_FORMAT, "").strip()
+    if not raw:
+        return LOG_FORMATS[0]
+    if raw.lower() not in LOG_FORMATS:
+        raise ConfigError(env.OTEL_GUNICORN_LOG_FORMAT, raw, " or ".join(LOG_FORMATS))
+    return raw.lower()
+
+
+def fail_fast(exc: ConfigError) -> NoReturn:
+    """Stop gunicorn with one line on stderr naming the variable, the value and what is accepted.
+
+    SystemExit rather than an exception: it is not an ``Exception``, so gunicorn's config loader does not turn it into a
+    traceback, and raised from a hook in the arbiter it ends the master before any worker forks.
+    """
+    print(f"otel_gunicorn: configuration error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
 
 
 def _standard_bool(environ: Mapping[str, str], name: str, *, default: bool) -> bool:
@@ -108,6 +155,35 @@ def _standard_port(environ: Mapping[str, str], name: str, default: int) -> int:
     if 0 <= port <= 65535:
         return port
     _log.warning("%s=%r is not valid: expected a TCP port 0-65535; using %d", name, raw, default)
+    return default
+
+
+def _standard_choice(environ: Mapping[str, str], name: str, accepted: tuple[str, ...]) -> str:
+    """A standard variable with a fixed set of values; the first of ``accepted`` is the default."""
+    raw = environ.get(name, "").strip().lower()
+    if not raw or raw in accepted:
+        return raw or accepted[0]
+    _log.warning("%s=%r is not valid: expected %s; using %s", name, raw, ", ".join(accepted), accepted[0])
+    return accepted[0]
+
+
+def _otlp_protocol(environ: Mapping[str, str], signal: str) -> str:
+    specific = f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
+    name = specific if environ.get(specific, "").strip() else env.OTEL_EXPORTER_OTLP_PROTOCOL
+    return _standard_choice(environ, name, OTLP_PROTOCOLS)
+
+
+def _standard_millis(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value > 0:
+        return value
+    _log.warning("%s=%r is not valid: expected a positive number of milliseconds; using %d", name, raw, default)
     return default
 
 

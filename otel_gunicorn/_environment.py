@@ -19,6 +19,26 @@ OTEL_METRICS_EXPORTER = "OTEL_METRICS_EXPORTER"
 ``none``. Unset means ``prometheus``: an endpoint that works with nothing else running. An unknown value is
 warned about and ignored, as the OpenTelemetry specification asks."""
 
+OTEL_METRIC_EXPORT_INTERVAL = "OTEL_METRIC_EXPORT_INTERVAL"
+"""Standard. Milliseconds between two OTLP pushes of the merged metrics by the arbiter
+(``OTEL_METRICS_EXPORTER=otlp``). Default ``60000``. An invalid value is warned about and the default used."""
+
+OTEL_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
+"""Standard. Where each worker sends its request spans: ``otlp``, ``console`` (stdout) or ``none``. Default ``none``
+(otel_gunicorn's choice: tracing costs, so it is opt-in); trace ids of requests arriving with a ``traceparent`` still
+reach the logs. An unknown value is warned about and ``none`` used."""
+
+OTEL_LOGS_EXPORTER = "OTEL_LOGS_EXPORTER"
+"""Standard. ``otlp`` also sends every worker's log records (stdlib ``logging``, with their trace ids) to the
+collector through the OpenTelemetry SDK; ``none`` (default) keeps logs local. An unknown value is warned about and
+``none`` used."""
+
+OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
+"""Standard. ``http/protobuf`` (default) or ``grpc``, for every OTLP signal; the per-signal variables
+``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL``, ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` and ``OTEL_EXPORTER_OTLP_LOGS_PROTOCOL``
+take precedence. Endpoint, headers, timeout, compression and certificate come from the standard
+``OTEL_EXPORTER_OTLP_*`` variables, read by the OpenTelemetry exporters themselves."""
+
 OTEL_EXPORTER_PROMETHEUS_HOST = "OTEL_EXPORTER_PROMETHEUS_HOST"
 """Standard. Address the arbiter's Prometheus endpoint binds to. Default ``localhost``: nothing outside the
 machine can scrape it unless you say so."""
@@ -35,6 +55,12 @@ SIGKILL loses at most its last interval."""
 OTEL_GUNICORN_MAX_FRAME_BYTES = "OTEL_GUNICORN_MAX_FRAME_BYTES"
 """Largest report (bytes, 1024 to 268435456) the arbiter accepts from one worker. Default ``16777216`` (16 MiB).
 A larger report is dropped and counted; raise this only for applications with a very large number of series."""
+
+OTEL_GUNICORN_LOG_FORMAT = "OTEL_GUNICORN_LOG_FORMAT"
+"""Format of otel_gunicorn's structured logs (``otel_gunicorn.logs.logconfig_dict()``, used by
+``python:otel_gunicorn.conf``, and ``configure_structlog()``): ``console``, a readable line, coloured only on a
+terminal, or ``json``, one JSON object per line. Default ``console``; case-insensitive. Read when gunicorn reads its
+configuration, so set it in gunicorn's environment, not with ``--env``."""
 
 OTEL_GUNICORN_CHANNEL_DIR = "OTEL_GUNICORN_CHANNEL_DIR"
 """Existing directory in which the arbiter creates its private (mode 0700) directory holding the unix socket

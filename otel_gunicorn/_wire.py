@@ -31,6 +31,8 @@ class FrameKind(enum.IntEnum):
 
     SNAPSHOT = 1
     """A worker's cumulative metrics (see :mod:`otel_gunicorn._snapshot`)."""
+    GOODBYE = 2
+    """A worker's last word from ``worker_exit``: ``{"exit": "normal" | "error"}``."""
 
 
 class ProtocolError(ValueError):

@@ -31,8 +31,10 @@ __all__ = [
     "on_exit",
     "on_starting",
     "post_fork",
+    "post_request",
     "post_worker_init",
     "pre_fork",
+    "pre_request",
     "when_ready",
     "worker_exit",
 ]
@@ -57,13 +59,24 @@ def pre_fork(server: Any, worker: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """Worker, right after the fork (before gevent patches): nothing to do yet; the at-fork handler already
-    closed the arbiter's sockets. Kept so a user's own ``post_fork`` can chain to it safely."""
+    """Worker, right after the fork (before gevent patches): log lines start carrying the worker's slot. (The
+    at-fork handler has already closed the arbiter's sockets; the SDK objects wait for post_worker_init.)"""
+    _worker.forked(worker)
 
 
 def post_worker_init(worker: Any) -> None:
     """Worker, application loaded, just before serving: build the worker's MeterProvider."""
     _worker.start(worker)
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    """Worker, on the thread/greenlet/loop about to run the request: count it in flight, record its queue time."""
+    _worker.request_started(req)
+
+
+def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+    """Worker, after the response (streamed body included) is sent: record the request's duration."""
+    _worker.request_finished(req, resp)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
@@ -72,7 +85,7 @@ def worker_exit(server: Any, worker: Any) -> None:
     if os.getpid() == getattr(server, "pid", None):
         runtime = _arbiter.current()
         if runtime is not None:
-            runtime.worker_exited(worker.pid)
+            runtime.worker_exited(worker)
     else:
         _worker.shutdown()
 
@@ -81,7 +94,7 @@ def child_exit(server: Any, worker: Any) -> None:
     """Arbiter, after reaping a worker: its gauges disappear and its totals are kept."""
     runtime = _arbiter.current()
     if runtime is not None:
-        runtime.worker_exited(worker.pid)
+        runtime.worker_exited(worker)
 
 
 def on_exit(server: Any) -> None:

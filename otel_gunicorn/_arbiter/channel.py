@@ -1,14 +1,13 @@
 """The arbiter's end of the worker→arbiter channel: a unix stream socket in a private directory, one thread.
 
-Runs in the arbiter only. Hazards and how they are handled:
+Runs in the arbiter only. This module is transport: it authenticates connections, decodes frames and hands what
+arrives to a :class:`ChannelSink` (the runtime), which owns the merge store. Hazards and how they are handled:
 
 * identity: a connection is accepted only when ``SO_PEERCRED`` says its uid is ours and ``/proc`` says its parent is
   this arbiter; the socket also lives in a mode-0700 directory. Refusals are counted and logged (rate-limited);
 * garbage: a malformed or oversized frame closes that one connection and is counted; the worker reconnects;
-* fork: every state change happens under the runtime's lock, which the fork handler holds across ``fork()``; the
-  thread itself only ever blocks in ``select``/``recv`` outside it. A child closes every socket here
-  (:meth:`close_in_child`);
-* a dead worker whose connection stays open (its fd leaked into a grandchild) is retired after a grace period.
+* fork: the sink does its work under the runtime lock, which the fork handler holds across ``fork()``; this thread
+  only ever blocks in ``select``/``recv``. A child closes every socket here (:meth:`ChannelServer.close_in_child`).
 """
 
 from __future__ import annotations
@@ -21,19 +20,27 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from otel_gunicorn._arbiter import peer
-from otel_gunicorn._arbiter.merge import MergeStore
 from otel_gunicorn._ratelimit import RateLimitedLogger
-from otel_gunicorn._snapshot import snapshot_from_payload
-from otel_gunicorn._wire import FrameDecoder, FrameKind, ProtocolError
+from otel_gunicorn._snapshot import Snapshot, snapshot_from_payload
+from otel_gunicorn._wire import Frame, FrameDecoder, FrameKind, ProtocolError
 
 _log = logging.getLogger("otel_gunicorn")
 _RECV_BYTES = 256 * 1024
-#: seconds a dead worker's connection may stay open before its data is retired anyway
+#: seconds a dead worker's connection may stay open before the sink is told it closed anyway
 DEAD_CONNECTION_GRACE = 2.0
+
+
+class ChannelSink(Protocol):
+    """What the channel reports to (the arbiter runtime)."""
+
+    def connected(self, pid: int) -> None: ...
+    def report(self, pid: int, snapshot: Snapshot) -> None: ...
+    def goodbye(self, pid: int, reason: str) -> None: ...
+    def disconnected(self, pid: int, running: bool) -> None: ...
+    def leaked(self, grace: float) -> set[int]: ...
 
 
 @dataclasses.dataclass
@@ -54,29 +61,18 @@ class _Connection:
 
 
 class ChannelServer:
-    """Accepts worker connections and feeds their reports into ``store``.
+    """Accepts worker connections and passes their frames to ``sink``.
 
     Args:
         directory: where to create the private socket directory.
-        store: the merge store, only touched while holding ``lock``.
-        lock: the runtime lock (held across every fork).
-        slot_of: maps a worker pid to its slot (None while unknown).
-        max_frame_bytes: size limit of one report.
+        sink: receives connections, reports, goodbyes and disconnections.
+        max_frame_bytes: size limit of one frame.
     """
 
-    def __init__(
-        self,
-        directory: str,
-        store: MergeStore,
-        lock: threading.RLock,
-        slot_of: Callable[[int], int | None],
-        max_frame_bytes: int,
-    ) -> None:
+    def __init__(self, directory: str, sink: ChannelSink, max_frame_bytes: int) -> None:
         self._dir = tempfile.mkdtemp(prefix="otel-gunicorn-", dir=directory)  # mode 0700
         self.path = os.path.join(self._dir, "channel.sock")
-        self._store = store
-        self._lock = lock
-        self._slot_of = slot_of
+        self._sink = sink
         self._max_frame_bytes = max_frame_bytes
         self.stats = ChannelStats()
         self._errors = RateLimitedLogger(_log)
@@ -136,9 +132,9 @@ class ChannelServer:
                     self._accept()
                 elif sock is self._wake_r:
                     return
-                else:
+                elif sock in self._connections:
                     self._read(self._connections[sock])
-            self._retire_leaked()
+            self._close_leaked()
 
     def _accept(self) -> None:
         while True:
@@ -151,31 +147,29 @@ class ChannelServer:
                 return
             pid = self._authenticate(sock)
             if pid is None:
+                self.stats.connections_refused += 1
                 sock.close()
                 continue
             sock.setblocking(False)
-            conn = _Connection(sock, pid, FrameDecoder(self._max_frame_bytes))
-            self._connections[sock] = conn
+            self._connections[sock] = _Connection(sock, pid, FrameDecoder(self._max_frame_bytes))
             self._selector.register(sock, selectors.EVENT_READ, None)
-            with self._lock:
-                self.stats.connections_accepted += 1
-                self._store.connected(pid, self._slot_of(pid))
+            self.stats.connections_accepted += 1
+            self._sink.connected(pid)
 
     def _authenticate(self, sock: socket.socket) -> int | None:
+        """The peer's pid when it is one of this arbiter's workers; otherwise log why and return None."""
         try:
             creds = peer.peer_credentials(sock)
         except OSError as exc:
-            return self._refuse(f"peer credentials unavailable: {exc}")
-        if creds.uid != os.getuid():
-            return self._refuse(f"pid {creds.pid} runs as uid {creds.uid}, not {os.getuid()}")
-        stat = peer.read_proc_stat(creds.pid)
-        if stat is None or stat.ppid != os.getpid():
-            return self._refuse(f"pid {creds.pid} is not a worker of this arbiter")
-        return creds.pid
-
-    def _refuse(self, why: str) -> int | None:
-        with self._lock:
-            self.stats.connections_refused += 1
+            why = f"peer credentials unavailable: {exc}"
+        else:
+            stat = peer.read_proc_stat(creds.pid)
+            if creds.uid != os.getuid():
+                why = f"pid {creds.pid} runs as uid {creds.uid}, not {os.getuid()}"
+            elif stat is None or stat.ppid != os.getpid():
+                why = f"pid {creds.pid} is not a worker of this arbiter"
+            else:
+                return creds.pid
         self._errors.log(logging.WARNING, "refused", "otel_gunicorn: refused a channel connection: %s", why)
         return None
 
@@ -187,38 +181,42 @@ class ChannelServer:
         except OSError:
             data = b""
         if not data:
-            self._drop(conn)
+            self._close(conn)
             return
         try:
             frames = conn.decoder.feed(data)
-            snapshots = [snapshot_from_payload(f.payload) for f in frames if f.kind is FrameKind.SNAPSHOT]
+            latest = None
+            for frame in frames:
+                if frame.kind is FrameKind.SNAPSHOT:
+                    latest = snapshot_from_payload(frame.payload)  # cumulative: the newest supersedes the rest
+                    self.stats.reports_received += 1
+                else:
+                    self._sink.goodbye(conn.pid, _goodbye_reason(frame))
         except ProtocolError as exc:
-            with self._lock:
-                self.stats.frames_rejected += 1
+            self.stats.frames_rejected += 1
             self._errors.log(
                 logging.WARNING, "frame", "otel_gunicorn: dropped a bad report from pid %d: %s", conn.pid, exc
             )
-            self._drop(conn)
+            self._close(conn)
             return
-        if snapshots:
-            slot = self._slot_of(conn.pid)
-            with self._lock:
-                self.stats.reports_received += len(snapshots)
-                self._store.report(conn.pid, slot, snapshots[-1])  # cumulative: the newest supersedes the rest
+        if latest is not None:
+            self._sink.report(conn.pid, latest)
 
-    def _drop(self, conn: _Connection) -> None:
-        """Close a connection; if its worker is gone, its data can now be retired."""
+    def _close(self, conn: _Connection) -> None:
         self._selector.unregister(conn.sock)
         del self._connections[conn.sock]
         conn.sock.close()
-        running = peer.is_running(conn.pid)
-        with self._lock:
-            if not running:
-                self._store.exited(conn.pid)
-            self._store.disconnected(conn.pid)
+        self._sink.disconnected(conn.pid, peer.is_running(conn.pid))
 
-    def _retire_leaked(self) -> None:
-        with self._lock:
-            leaked = set(self._store.dead_but_connected(DEAD_CONNECTION_GRACE))
+    def _close_leaked(self) -> None:
+        """A dead worker's fd can live on in a process it forked; stop waiting for that connection to close."""
+        leaked = self._sink.leaked(DEAD_CONNECTION_GRACE)
         for conn in [c for c in self._connections.values() if c.pid in leaked]:
-            self._drop(conn)
+            self._close(conn)
+
+
+def _goodbye_reason(frame: Frame) -> str:
+    payload = frame.payload
+    if not isinstance(payload, dict) or not isinstance(payload.get("exit"), str):
+        raise ProtocolError("goodbye payload must be an object with an 'exit' string")
+    return str(payload["exit"])

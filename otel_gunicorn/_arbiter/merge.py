@@ -97,35 +97,36 @@ class MergeStore:
             worker.slot = slot
         worker.snapshot = snapshot
 
-    def disconnected(self, pid: int) -> None:
-        """The worker's connection closed; retire it if it is also known dead."""
+    def disconnected(self, pid: int) -> bool:
+        """The worker's connection closed; retire it if it is also known dead. True when it was retired now."""
         worker = self._workers.get(pid)
         if worker is None:
-            return
+            return False
         worker.connected = False
-        if not worker.alive:
-            self.retire(pid)
+        return not worker.alive and self.retire(pid)
 
-    def exited(self, pid: int, now: float | None = None) -> None:
-        """The worker process is gone: its gauges vanish now; its totals are retired once its connection closes."""
+    def exited(self, pid: int, now: float | None = None) -> bool:
+        """The worker process is gone: its gauges vanish now; its totals are retired once its connection closes.
+
+        True when it was retired now (or held no data at all)."""
         worker = self._workers.get(pid)
         if worker is None:
-            return
+            return True
         worker.alive = False
         worker.died_at = time.monotonic() if now is None else now
-        if not worker.connected:
-            self.retire(pid)
+        return not worker.connected and self.retire(pid)
 
-    def retire(self, pid: int) -> None:
+    def retire(self, pid: int) -> bool:
         """Fold the worker's counters and histograms into the permanent totals and forget it."""
         worker = self._workers.pop(pid, None)
         if worker is None:
-            return
+            return False
         for meta, points in worker.snapshot.items():
             if meta.kind is Kind.COUNTER or meta.kind is Kind.HISTOGRAM:
                 retired = self._retired.setdefault(meta, {})
                 for key, value in points.items():
                     self._fold(retired, key, value)
+        return True
 
     def dead_but_connected(self, older_than: float, now: float | None = None) -> list[int]:
         """Pids dead for more than ``older_than`` seconds whose connection is still open (an fd leaked to a child)."""
@@ -142,6 +143,16 @@ class MergeStore:
     def worker_pids(self) -> list[int]:
         """Pids the store holds data for (live, or dead with data not yet retired)."""
         return list(self._workers)
+
+    def live_totals(self, name: str) -> dict[int, float]:
+        """Per live worker pid, the sum of its latest points of metric ``name`` (workers without it are left out)."""
+        totals = {}
+        for pid, worker in self._workers.items():
+            if worker.alive:
+                values = [v for meta, pts in worker.snapshot.items() if meta.name == name for v in pts.values()]
+                if values:
+                    totals[pid] = float(sum(v for v in values if not isinstance(v, HistogramValue)))
+        return totals
 
     def merged(self) -> Snapshot:
         """The merged view of every metric, by the merge rules."""

@@ -14,7 +14,6 @@ import itertools
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from typing import Any
@@ -22,32 +21,32 @@ from typing import Any
 from opentelemetry.sdk.metrics.export import MetricsData
 from opentelemetry.sdk.resources import Resource
 
-from otel_gunicorn import __version__
+from otel_gunicorn import _instruments as inst
+from otel_gunicorn._arbiter import server_metrics
 from otel_gunicorn._arbiter.channel import ChannelServer
+from otel_gunicorn._arbiter.lifecycle import ExitLedger
 from otel_gunicorn._arbiter.merge import MergeStore
 from otel_gunicorn._arbiter.prometheus import PrometheusEndpoint
-from otel_gunicorn._config import Config, ConfigError
-from otel_gunicorn._snapshot import Kind, MetricMeta, Snapshot, metrics_data_from_snapshot
+from otel_gunicorn._config import Config, ConfigError, fail_fast
+from otel_gunicorn._snapshot import Snapshot, metrics_data_from_snapshot
 from otel_gunicorn._worker import link
+from otel_gunicorn._worker.link import SLOT_ATTR
 
 _log = logging.getLogger("otel_gunicorn")
 
-#: attribute set on gunicorn's Worker object in pre_fork; the child inherits it, the arbiter reads it back by pid
-SLOT_ATTR = "otel_gunicorn_slot"
-_SCOPE = ("otel_gunicorn", __version__, "")
-
 
 class ArbiterRuntime:
-    """Everything otel_gunicorn runs in one arbiter."""
+    """Everything otel_gunicorn runs in one arbiter; also the channel's sink (every method takes :attr:`lock`)."""
 
     def __init__(self, config: Config, server: Any) -> None:
         self.config = config
         self._server = server
         self.lock = threading.RLock()
         self.store = MergeStore()
+        self.exits = ExitLedger()
         self.start_ns = time.time_ns()
         self.resource = Resource.create({"process.pid": os.getpid(), "host.name": socket.gethostname()})
-        self.channel = ChannelServer(config.channel_dir, self.store, self.lock, self.slot_of, config.max_frame_bytes)
+        self.channel = ChannelServer(config.channel_dir, self, config.max_frame_bytes)
         self.endpoint: PrometheusEndpoint | None = None
         if "prometheus" in config.metrics_exporters:
             self.endpoint = PrometheusEndpoint(
@@ -65,7 +64,7 @@ class ArbiterRuntime:
             self.endpoint.stop()
         self.channel.stop()
 
-    # ---------------------------------------------------------------- slots
+    # ---------------------------------------------------------------- slots and lifecycle (main thread)
 
     def assign_slot(self, worker: Any) -> int:
         """Give a worker about to be forked the smallest slot no live worker holds (so slots are reused)."""
@@ -77,42 +76,62 @@ class ArbiterRuntime:
     def slot_of(self, pid: int) -> int | None:
         return getattr(self._server.WORKERS.get(pid), SLOT_ATTR, None)
 
-    def worker_exited(self, pid: int) -> None:
+    def worker_exited(self, worker: Any) -> None:
+        """The arbiter reaped ``worker`` (child_exit), or found it already gone (worker_exit on ESRCH)."""
+        pid = worker.pid
         with self.lock:
-            self.store.exited(pid)
+            self.exits.reaped(pid, aborted=bool(getattr(worker, "aborted", False)))
+            if self.store.exited(pid):
+                self.exits.settle(pid)
+
+    # ---------------------------------------------------------------- ChannelSink (channel thread)
+
+    def connected(self, pid: int) -> None:
+        with self.lock:
+            self.exits.forget(pid)
+            self.store.connected(pid, self.slot_of(pid))
+
+    def report(self, pid: int, snapshot: Snapshot) -> None:
+        slot = self.slot_of(pid)
+        with self.lock:
+            self.store.report(pid, slot, snapshot)
+
+    def goodbye(self, pid: int, reason: str) -> None:
+        with self.lock:
+            self.exits.goodbye(pid, reason)
+
+    def disconnected(self, pid: int, running: bool) -> None:
+        with self.lock:
+            if not running:  # gone before child_exit told us: its gauges must go now
+                self.store.exited(pid)
+            if self.store.disconnected(pid) and self.exits.is_reaped(pid):
+                self.exits.settle(pid)
+
+    def leaked(self, grace: float) -> set[int]:
+        with self.lock:
+            return set(self.store.dead_but_connected(grace))
 
     # ---------------------------------------------------------------- the merged view
 
     def metrics_data(self) -> MetricsData:
-        """Merged worker metrics plus otel_gunicorn's own, as SDK data; call with :attr:`lock` held."""
+        """Merged worker metrics plus the arbiter's own, as SDK data; call with :attr:`lock` held."""
         snapshot = self.store.merged()
+        snapshot.update(server_metrics.collect(self._server, self.store, self.exits, self.slot_of))
         snapshot.update(self._own_metrics())
         return metrics_data_from_snapshot(snapshot, self.resource, self.start_ns, time.time_ns())
 
     def _own_metrics(self) -> Snapshot:
         stats = self.channel.stats
-
-        def counter(name: str, unit: str, description: str, points: dict[Any, int]) -> tuple[MetricMeta, dict]:
-            return MetricMeta(*_SCOPE, name, description, unit, Kind.COUNTER), points
-
-        own = [
-            counter(
-                "otel_gunicorn.channel.connections",
-                "{connection}",
-                "Worker connections to the arbiter's channel, by outcome (refused: not one of this server's workers).",
-                {
-                    (("outcome", "accepted"),): stats.connections_accepted,
-                    (("outcome", "refused"),): stats.connections_refused,
-                },
-            ),
-            counter(
-                "otel_gunicorn.channel.reports",
-                "{report}",
-                "Worker reports received by the arbiter, by outcome (rejected: malformed or oversized, dropped).",
-                {(("outcome", "accepted"),): stats.reports_received, (("outcome", "rejected"),): stats.frames_rejected},
-            ),
-        ]
-        return dict(own)
+        return {
+            inst.CHANNEL_CONNECTIONS.meta: {
+                (("outcome", "accepted"),): stats.connections_accepted,
+                (("outcome", "refused"),): stats.connections_refused,
+            },
+            inst.CHANNEL_REPORTS.meta: {
+                (("outcome", "accepted"),): stats.reports_received,
+                (("outcome", "rejected"),): stats.frames_rejected,
+            },
+        }
 
     # ---------------------------------------------------------------- fork handlers
 
@@ -130,7 +149,8 @@ class ArbiterRuntime:
         self.channel.close_in_child()
         if self.endpoint is not None:
             self.endpoint.close_in_child()
-        link.inherit(self.config, self.channel.path)
+        attributes = {k: v for k, v in self.resource.attributes.items() if k != "process.pid"}
+        link.inherit(self.config, self.channel.path, attributes)
 
 
 _current: ArbiterRuntime | None = None
@@ -173,8 +193,7 @@ def check_config(environ: dict[str, str] | None = None) -> Config:
     try:
         _config = Config.from_env(os.environ if environ is None else environ)
     except ConfigError as exc:
-        print(f"otel_gunicorn: configuration error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+        fail_fast(exc)
     return _config
 
 

@@ -7,22 +7,28 @@ of its own so the worker side never imports the arbiter side.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from otel_gunicorn._config import Config
+
+#: attribute the arbiter sets on gunicorn's Worker object in pre_fork: the worker's ``gunicorn.worker.slot``
+SLOT_ATTR = "otel_gunicorn_slot"
 
 
 @dataclasses.dataclass(frozen=True)
 class ArbiterLink:
     config: Config
     channel_path: str
+    #: the server's resource (service.name, service.instance.id, ...) so a worker's spans and logs match its metrics
+    resource_attributes: dict[str, Any]
 
 
 _link: ArbiterLink | None = None
 
 
-def inherit(config: Config, channel_path: str) -> None:
+def inherit(config: Config, channel_path: str, resource_attributes: dict[str, Any]) -> None:
     global _link
-    _link = ArbiterLink(config, channel_path)
+    _link = ArbiterLink(config, channel_path, resource_attributes)
 
 
 def inherited() -> ArbiterLink | None:

@@ -74,11 +74,21 @@ class ChannelExporter(MetricExporter):
         self._errors.reset("send")
         return MetricExportResult.SUCCESS
 
+    def goodbye(self, reason: str) -> None:
+        """Tell the arbiter how this worker is exiting (``normal`` or ``error``); best effort."""
+        if os.getpid() != self._pid:
+            return
+        try:
+            self._connect().sendall(encode_frame(FrameKind.GOODBYE, {"exit": reason}))
+        except OSError:
+            pass  # the arbiter will count the exit as "killed": the best it can know
+        self._close()
+
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return True
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self._close()
+        """Called by the SDK after the final report; the connection stays open for :meth:`goodbye`."""
 
     def _connect(self) -> socket.socket:
         if self._sock is None:

@@ -3,13 +3,15 @@
 Runs in a worker only. Built in ``post_worker_init`` — after the fork, and after gevent has monkey-patched — and set
 as the global provider, so the application's plain ``metrics.get_meter(...)`` works, including instruments created
 in the arbiter before the fork under ``--preload`` (the API's proxies attach to this provider). Shut down in
-``worker_exit`` so a graceful exit (TERM, HUP, max_requests) sends one final report.
+``worker_exit`` so a graceful exit (TERM, HUP, max_requests) sends one final report and a goodbye saying how the
+worker ended.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from opentelemetry import metrics
@@ -19,62 +21,117 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from otel_gunicorn import __version__
-from otel_gunicorn._worker import link
+from otel_gunicorn import _instruments as inst
+from otel_gunicorn._logs.processors import set_worker_slot
+from otel_gunicorn._worker import link, server_gauges
+from otel_gunicorn._worker.log_export import build_logger_provider
 from otel_gunicorn._worker.reporter import ChannelExporter
+from otel_gunicorn._worker.requests import RequestObserver
+from otel_gunicorn._worker.state import state_reader
+from otel_gunicorn._worker.tracing import RequestTracing, build_tracer_provider
 
 _log = logging.getLogger("otel_gunicorn")
 
 #: seconds a graceful exit may spend on its final report
 FINAL_REPORT_TIMEOUT = 2.0
 
-_provider: MeterProvider | None = None
 
+class WorkerRuntime:
+    """This worker's provider, exporter and request metrics."""
 
-def start(worker: Any) -> MeterProvider | None:
-    """Build this worker's MeterProvider and make it global; a no-op outside an otel_gunicorn worker."""
-    global _provider
-    arbiter = link.inherited()
-    if arbiter is None or _provider is not None:
-        return _provider
-    interval = arbiter.config.metrics_interval
-    exporter = ChannelExporter(arbiter.channel_path, send_timeout=min(interval, 1.0))
-    reader = PeriodicExportingMetricReader(
-        exporter, export_interval_millis=interval * 1000, export_timeout_millis=max(interval, 1.0) * 1000
-    )
-    # The arbiter exports under its own resource (one per server); a worker's resource never leaves the worker.
-    provider = MeterProvider(metric_readers=[reader], resource=Resource.get_empty())
-    metrics.set_meter_provider(provider)
-    if metrics.get_meter_provider() is not provider:
-        _log.warning(
-            "otel_gunicorn: a global MeterProvider was set before the worker forked; metrics recorded through it "
-            "cannot be merged. Let otel_gunicorn set the provider (do not call set_meter_provider in the app)."
+    def __init__(self, worker: Any, arbiter: link.ArbiterLink) -> None:
+        interval = arbiter.config.metrics_interval
+        self.exporter = ChannelExporter(arbiter.channel_path, send_timeout=min(interval, 1.0))
+        reader = PeriodicExportingMetricReader(
+            self.exporter, export_interval_millis=interval * 1000, export_timeout_millis=max(interval, 1.0) * 1000
         )
-    _own_instruments(provider, exporter)
-    _provider = provider
-    return provider
+        # The arbiter exports under its own resource (one per server); a worker's resource never leaves the worker.
+        self.provider = MeterProvider(metric_readers=[reader], resource=Resource.get_empty())
+        metrics.set_meter_provider(self.provider)
+        if metrics.get_meter_provider() is not self.provider:
+            _log.warning(
+                "otel_gunicorn: a global MeterProvider was set before the worker forked; metrics recorded through it "
+                "cannot be merged. Let otel_gunicorn set the provider (do not call set_meter_provider in the app)."
+            )
+        meter = self.provider.get_meter(inst.SCOPE_NAME, __version__)
+        state = state_reader(worker)
+        server_gauges.register(meter, state)
+        if getattr(getattr(worker, "cfg", None), "reuse_port", False):
+            server_gauges.register_own_listeners(meter, worker)
+        resource = Resource.create(dict(arbiter.resource_attributes, **{"process.pid": os.getpid()}))
+        self.tracer_provider = build_tracer_provider(arbiter.config, resource)
+        self.logger_provider = build_logger_provider(arbiter.config, resource)
+        slot = getattr(worker, link.SLOT_ATTR, None)
+        tracing = RequestTracing(self.tracer_provider)
+        self.requests = RequestObserver(meter, slot, tracing) if state.requests_via_hooks else None
+        exporter = self.exporter
+
+        def dropped(_options: CallbackOptions) -> list[Observation]:
+            return [Observation(exporter.dropped)]
+
+        meter.create_observable_counter(
+            inst.REPORTS_DROPPED.name,
+            [dropped],
+            unit=inst.REPORTS_DROPPED.unit,
+            description=inst.REPORTS_DROPPED.description,
+        )
+
+    def shutdown(self, reason: str) -> None:
+        """Flush spans and log records, send the final report, then the goodbye, and stop reporting."""
+        for provider in (self.tracer_provider, self.logger_provider):
+            if provider is not None:
+                try:
+                    provider.shutdown()
+                except Exception:  # noqa: BLE001 - telemetry must never break a worker's exit
+                    _log.warning("otel_gunicorn: flushing telemetry of worker %d failed", os.getpid(), exc_info=True)
+        try:
+            self.provider.shutdown(timeout_millis=FINAL_REPORT_TIMEOUT * 1000)
+        except Exception:  # noqa: BLE001 - telemetry must never break a worker's exit
+            _log.warning("otel_gunicorn: final report of worker %d failed", os.getpid(), exc_info=True)
+        self.exporter.goodbye(reason)
 
 
-def _own_instruments(provider: MeterProvider, exporter: ChannelExporter) -> None:
-    meter = provider.get_meter("otel_gunicorn", __version__)
+_runtime: WorkerRuntime | None = None
 
-    def dropped(_options: CallbackOptions) -> list[Observation]:
-        return [Observation(exporter.dropped)]
 
-    meter.create_observable_counter(
-        "otel_gunicorn.worker.reports.dropped",
-        [dropped],
-        unit="{report}",
-        description="Worker reports dropped because the arbiter could not be reached in time (the next repairs it).",
-    )
+def start(worker: Any) -> WorkerRuntime | None:
+    """Build this worker's runtime; a no-op outside a worker forked by a running otel_gunicorn arbiter."""
+    global _runtime
+    arbiter = link.inherited()
+    if arbiter is None or _runtime is not None:
+        return _runtime
+    _runtime = WorkerRuntime(worker, arbiter)
+    return _runtime
+
+
+def forked(worker: Any) -> None:
+    """Right after the fork: log records of this process carry its ``gunicorn.worker.slot`` from now on."""
+    set_worker_slot(getattr(worker, link.SLOT_ATTR, None))
+
+
+def request_started(req: Any) -> None:
+    runtime = _runtime
+    if runtime is not None and runtime.requests is not None:
+        runtime.requests.started(req)
+
+
+def request_finished(req: Any, resp: Any) -> None:
+    runtime = _runtime
+    if runtime is not None and runtime.requests is not None:
+        runtime.requests.finished(req, resp)
+
+
+def exit_reason() -> str:
+    """How the worker is leaving, judged inside ``worker_exit`` (which gunicorn calls from a ``finally``)."""
+    exc = sys.exc_info()[1]
+    if exc is None or isinstance(exc, SystemExit) and exc.code in (0, None):
+        return "normal"
+    return "error"
 
 
 def shutdown() -> None:
-    """Send the final report and stop reporting (graceful worker exit)."""
-    global _provider
-    provider, _provider = _provider, None
-    if provider is None:
-        return
-    try:
-        provider.shutdown(timeout_millis=FINAL_REPORT_TIMEOUT * 1000)
-    except Exception:  # noqa: BLE001 - telemetry must never break a worker's exit
-        _log.warning("otel_gunicorn: final report of worker %d failed", os.getpid(), exc_info=True)
+    """Graceful worker exit: final report and goodbye."""
+    global _runtime
+    runtime, _runtime = _runtime, None
+    if runtime is not None:
+        runtime.shutdown(exit_reason())

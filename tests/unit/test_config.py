@@ -64,7 +64,7 @@ def test_empty_environment_gives_the_defaults() -> None:
 
 def test_unrelated_variables_are_ignored() -> None:
     """Variables that are not ours change nothing."""
-    assert Config.from_env({}) == Config.from_env({"PATH": "/bin", "OTEL_TRACES_EXPORTER": "otlp"})
+    assert Config.from_env({}) == Config.from_env({"PATH": "/bin", "OTEL_PYTHON_LOG_LEVEL": "debug"})
 
 
 def test_empty_values_mean_unset(logged: Records) -> None:

@@ -1,0 +1,251 @@
+"""Every instrument otel_gunicorn records itself: name, unit, kind, attributes and what it means to an operator.
+
+Names follow ARCHITECTURE.md's catalogue with one deliberate exception: gauges are never named ``*.count``
+(``gunicorn.workers``, ``gunicorn.thread_pool.threads``) because the OTel→Prometheus mapping keeps the name, and
+Prometheus reserves the ``_count`` suffix for histogram and summary series — ``promtool check metrics`` rejects
+a gauge called ``gunicorn_worker_count``.
+
+One table for both process sides: the worker builds its SDK instruments from it, the arbiter builds its merged
+points from it, and ``docs/metrics.md`` is generated from it (a test fails when they disagree).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from otel_gunicorn import __version__
+from otel_gunicorn._snapshot import Kind, MetricMeta
+
+SCOPE_NAME = "otel_gunicorn"
+
+#: semantic-convention bucket boundaries for HTTP durations (seconds)
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+ALL_CLASSES = "all"
+HOOK_CLASSES = "sync, gthread, gevent, asgi (not tornado, not uvicorn-worker: they never call pre/post_request)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Instrument:
+    """One row of the metric reference."""
+
+    name: str
+    unit: str
+    kind: Kind
+    description: str
+    attributes: tuple[str, ...]
+    measured_in: str
+    worker_classes: str
+    meaning: str
+
+    @property
+    def meta(self) -> MetricMeta:
+        return MetricMeta(SCOPE_NAME, __version__, "", self.name, self.description, self.unit, self.kind)
+
+
+LISTENER_ATTRS = ("gunicorn.listener", "network.transport")
+
+LISTENER_QUEUED = Instrument(
+    "gunicorn.listener.queued_connections",
+    "{connection}",
+    Kind.GAUGE,
+    "Connections the kernel has completed but no worker has accepted yet.",
+    LISTENER_ATTRS,
+    "arbiter (each worker under reuse_port, with its slot)",
+    "all (Linux; TCP, TCP6, unix sockets)",
+    "The queue in front of the server. Sustained non-zero means workers are saturated: scale out or add workers. "
+    "gthread and asyncio workers accept eagerly, so for them look at the thread pool queue instead.",
+)
+LISTENER_LIMIT = Instrument(
+    "gunicorn.listener.backlog.limit",
+    "{connection}",
+    Kind.GAUGE,
+    "Effective accept-queue limit of the listener: min(backlog, net.core.somaxconn).",
+    LISTENER_ATTRS,
+    "arbiter (each worker under reuse_port, with its slot)",
+    "all (Linux; TCP, TCP6, unix sockets)",
+    "When queued connections reach this, new connections are dropped or refused by the kernel.",
+)
+WORKER_COUNT = Instrument(
+    "gunicorn.workers",
+    "{worker}",
+    Kind.GAUGE,
+    "Live workers, by whether they are serving at least one request (as of their latest report).",
+    ("gunicorn.worker.state",),
+    "arbiter",
+    HOOK_CLASSES,
+    "busy == limit for long means every worker is occupied: requests queue up.",
+)
+WORKER_LIMIT = Instrument(
+    "gunicorn.worker.limit",
+    "{worker}",
+    Kind.GAUGE,
+    "Configured number of workers (follows TTIN/TTOU).",
+    (),
+    "arbiter",
+    ALL_CLASSES,
+    "Compare with gunicorn.workers.",
+)
+WORKER_EXITS = Instrument(
+    "gunicorn.worker.exits",
+    "{worker}",
+    Kind.COUNTER,
+    "Workers that exited, by reason: timeout (aborted by the arbiter), killed (a signal the arbiter did not send, "
+    "e.g. the OOM killer), error (exited through an exception or a non-zero status), normal.",
+    ("gunicorn.worker.exit.reason",),
+    "arbiter",
+    ALL_CLASSES,
+    "Alert on any rate of timeout or killed: requests were cut off.",
+)
+HEARTBEAT_AGE = Instrument(
+    "gunicorn.worker.heartbeat.age",
+    "s",
+    Kind.GAUGE,
+    "Seconds since the worker last notified the arbiter it is alive.",
+    ("gunicorn.worker.slot",),
+    "arbiter",
+    ALL_CLASSES,
+    "Approaching --timeout means the worker is stuck and about to be aborted.",
+)
+ACTIVE_CONNECTIONS = Instrument(
+    "gunicorn.worker.active_connections",
+    "{connection}",
+    Kind.GAUGE,
+    "Connections the worker holds open (being served, kept alive or waiting for a thread).",
+    ("gunicorn.worker.slot",),
+    "worker",
+    "gthread, asgi, uvicorn-worker",
+    "Close to the connection limit means the worker stops accepting and connections queue in the kernel.",
+)
+CONNECTION_LIMIT = Instrument(
+    "gunicorn.worker.connection.limit",
+    "{connection}",
+    Kind.GAUGE,
+    "Most connections the worker will hold at once (--worker-connections, per listener for gevent).",
+    ("gunicorn.worker.slot",),
+    "worker",
+    "gthread, gevent, uvicorn-worker (limit_concurrency)",
+    "The ceiling for gunicorn.worker.active_connections.",
+)
+THREADS = Instrument(
+    "gunicorn.thread_pool.threads",
+    "{thread}",
+    Kind.GAUGE,
+    "Request threads of the worker, by whether they are running a request.",
+    ("gunicorn.worker.slot", "gunicorn.thread.state"),
+    "worker",
+    "gthread",
+    "busy == limit means accepted work now waits in the thread pool queue.",
+)
+THREAD_LIMIT = Instrument(
+    "gunicorn.thread_pool.thread.limit",
+    "{thread}",
+    Kind.GAUGE,
+    "Configured request threads per worker (--threads).",
+    ("gunicorn.worker.slot",),
+    "worker",
+    "gthread",
+    "Ceiling for busy threads.",
+)
+THREAD_QUEUE = Instrument(
+    "gunicorn.thread_pool.queue.length",
+    "{request}",
+    Kind.GAUGE,
+    "Accepted connections with a request waiting for a free thread.",
+    ("gunicorn.worker.slot",),
+    "worker",
+    "gthread",
+    "gthread's real queue: the kernel backlog stays near 0 because gthread accepts eagerly. Non-zero: add threads "
+    "or workers.",
+)
+ACTIVE_REQUESTS = Instrument(
+    "http.server.active_requests",
+    "{request}",
+    Kind.UPDOWNCOUNTER,
+    "Requests being served right now.",
+    ("gunicorn.worker.slot", "http.request.method"),
+    "worker",
+    HOOK_CLASSES,
+    "In-flight work; with sync workers at most 1 per worker.",
+)
+REQUEST_DURATION = Instrument(
+    "http.server.request.duration",
+    "s",
+    Kind.HISTOGRAM,
+    "Time from pre_request to post_request: the whole response, streamed bodies included.",
+    ("http.request.method", "http.response.status_code", "url.scheme", "network.protocol.version"),
+    "worker",
+    HOOK_CLASSES,
+    "Latency SLOs; rate of 5xx via http_response_status_code.",
+)
+QUEUE_DURATION = Instrument(
+    "gunicorn.request.queue.duration",
+    "s",
+    Kind.HISTOGRAM,
+    "Time a request waited between the front proxy (X-Request-Start / X-Queue-Start header) and the worker.",
+    (),
+    "worker",
+    HOOK_CLASSES + "; only requests carrying the header",
+    "Queueing in front of gunicorn that the server's own latency does not show.",
+)
+QUEUE_HEADER_INVALID = Instrument(
+    "otel_gunicorn.request.queue_header.invalid",
+    "{request}",
+    Kind.COUNTER,
+    "Requests whose X-Request-Start / X-Queue-Start header was malformed, in the future or absurdly old (ignored).",
+    (),
+    "worker",
+    HOOK_CLASSES,
+    "A rising rate means the proxy's header format or clock is off.",
+)
+CHANNEL_CONNECTIONS = Instrument(
+    "otel_gunicorn.channel.connections",
+    "{connection}",
+    Kind.COUNTER,
+    "Connections to the arbiter's channel, by outcome (refused: not one of this server's workers).",
+    ("outcome",),
+    "arbiter",
+    ALL_CLASSES,
+    "Any refused connection deserves a look: something else on the host tried to report.",
+)
+CHANNEL_REPORTS = Instrument(
+    "otel_gunicorn.channel.reports",
+    "{report}",
+    Kind.COUNTER,
+    "Worker reports received by the arbiter, by outcome (rejected: malformed or oversized, dropped).",
+    ("outcome",),
+    "arbiter",
+    ALL_CLASSES,
+    "Rejected reports mean lost freshness (the next report repairs the data).",
+)
+REPORTS_DROPPED = Instrument(
+    "otel_gunicorn.worker.reports.dropped",
+    "{report}",
+    Kind.COUNTER,
+    "Reports a worker could not deliver to the arbiter in time (the next one repairs the data).",
+    (),
+    "worker",
+    ALL_CLASSES,
+    "Non-zero: the arbiter is overloaded or its channel is gone.",
+)
+
+ALL = (
+    LISTENER_QUEUED,
+    LISTENER_LIMIT,
+    WORKER_COUNT,
+    WORKER_LIMIT,
+    WORKER_EXITS,
+    HEARTBEAT_AGE,
+    ACTIVE_CONNECTIONS,
+    CONNECTION_LIMIT,
+    THREADS,
+    THREAD_LIMIT,
+    THREAD_QUEUE,
+    ACTIVE_REQUESTS,
+    REQUEST_DURATION,
+    QUEUE_DURATION,
+    QUEUE_HEADER_INVALID,
+    CHANNEL_CONNECTIONS,
+    CHANNEL_REPORTS,
+    REPORTS_DROPPED,
+)

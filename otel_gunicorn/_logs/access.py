@@ -1,0 +1,171 @@
+"""A structured access log: gunicorn's ``Logger`` writing one event with fields per request instead of a text line.
+
+``GunicornLogger`` is built by gunicorn in the arbiter (its ``logger_class`` setting) and inherited by every worker;
+``access()`` runs in the worker, on the thread, greenlet or event loop that served the request, after the response
+and before ``post_request`` — so still inside the request's span, and the trace ids are added by the formatter.
+
+gunicorn calls ``access(resp, req, environ, request_time)`` with different objects per worker class, all read
+defensively here:
+
+* sync, gthread: gunicorn's WSGI ``Response`` (``status`` "200 OK", ``status_code``, ``sent``), its ``Request`` and the
+  WSGI environ; ``request_time`` a ``timedelta``.
+* gevent's pywsgi worker: a stand-in response (``status`` string, ``sent``), the request *headers* as ``req``.
+* asgi: ``ASGIResponseInfo`` (``status`` an int, ``sent``), the parsed request, and a small dict built only for
+  logging (``REQUEST_METHOD``, ``RAW_URI``, ``PATH_INFO``, ``QUERY_STRING``, ``SERVER_PROTOCOL`` — ``HTTP/2`` for h2 —,
+  ``REMOTE_ADDR`` and ``HTTP_*`` headers); ``request_time`` has only ``seconds`` and ``microseconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from gunicorn.glogging import Logger
+
+from otel_gunicorn._logs.formats import FORMATTER_FACTORY, isatty, log_format_or_exit, processor_formatter
+
+#: the event of every access record; the request is in the fields
+ACCESS_EVENT = "request"
+
+
+def access_fields(resp: Any, req: Any, environ: Mapping[str, Any] | None, request_time: Any) -> dict[str, Any]:
+    """The access record's fields for one request; a field gunicorn cannot tell us is ``None``.
+
+    Read like gunicorn's own access log atoms, from the environ first (it exists for every worker class), then from
+    the request object.
+    """
+    environ = environ or {}
+    return {
+        "method": environ.get("REQUEST_METHOD") or _str_attr(req, "method"),
+        "path": _path(req, environ),
+        "query": environ.get("QUERY_STRING", _str_attr(req, "query")) or "",
+        "status": _status(resp),
+        "bytes": _int_attr(resp, "sent"),
+        "duration": _seconds(request_time),
+        "remote_addr": _address(environ.get("REMOTE_ADDR")),
+        "user_agent": environ.get("HTTP_USER_AGENT"),
+        "referer": environ.get("HTTP_REFERER"),
+        "protocol": environ.get("SERVER_PROTOCOL") or _protocol(getattr(req, "version", None)),
+    }
+
+
+def _str_attr(obj: Any, name: str) -> str | None:
+    value = getattr(obj, name, None)
+    return value if isinstance(value, str) else None
+
+
+def _int_attr(obj: Any, name: str) -> int | None:
+    value = getattr(obj, name, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _path(req: Any, environ: Mapping[str, Any]) -> str | None:
+    # The WSGI environ splits the path at a mount point (SCRIPT_NAME); the log wants the whole path the client asked.
+    path_info = environ.get("PATH_INFO")
+    if path_info is None:
+        return _str_attr(req, "path")
+    return f"{environ.get('SCRIPT_NAME', '')}{path_info}"
+
+
+def _address(remote_addr: Any) -> str | None:
+    # gunicorn writes "-" (asgi) or "" (WSGI) for a peer without an address, as on a unix socket
+    return remote_addr if isinstance(remote_addr, str) and remote_addr not in ("", "-") else None
+
+
+def _status(resp: Any) -> int | None:
+    code = _int_attr(resp, "status_code")
+    if code is not None:
+        return code
+    status = getattr(resp, "status", None)  # an int under asgi, "200 OK" under WSGI
+    if isinstance(status, int) and not isinstance(status, bool):
+        return status
+    if isinstance(status, bytes):
+        status = status.decode("latin-1")
+    if isinstance(status, str):
+        head = status.split(None, 1)[:1]
+        if head and head[0].isdigit():
+            return int(head[0])
+    return None
+
+
+def _seconds(request_time: Any) -> float | None:
+    total_seconds = getattr(request_time, "total_seconds", None)
+    if callable(total_seconds):
+        return float(total_seconds())
+    seconds = getattr(request_time, "seconds", None)
+    microseconds = getattr(request_time, "microseconds", 0)
+    if isinstance(seconds, int):
+        return seconds + (microseconds or 0) / 1_000_000
+    return None
+
+
+def _protocol(version: Any) -> str | None:
+    if isinstance(version, tuple) and len(version) == 2:
+        return f"HTTP/{version[0]}.{version[1]}"
+    return None
+
+
+class GunicornLogger(Logger):
+    """gunicorn's ``Logger`` with a structured access log. Use it as ``logger_class``.
+
+    Each request becomes one ``gunicorn.access`` record whose message is ``request`` and whose fields (``method``,
+    ``path``, ``query``, ``status``, ``bytes``, ``duration``, ``remote_addr``, ``user_agent``, ``referer``,
+    ``protocol``) travel as ``extra`` attributes, lifted into the event by the formatter. Whether a request is logged
+    is decided exactly as gunicorn decides it; ``access_log_format`` is not used.
+
+    With ``logconfig_dict`` (or another logging configuration) that configuration decides where records go and how
+    they look. Without one, gunicorn's own handlers (``--access-logfile``, ``--error-logfile``, syslog) are kept and
+    given our formatter, in the format ``OTEL_GUNICORN_LOG_FORMAT`` names.
+    """
+
+    def setup(self, cfg: Any) -> None:
+        """gunicorn's setup (also run on HUP); then our formatter on its own handlers if nothing configures them."""
+        super().setup(cfg)
+        if not (cfg.logconfig_dict or cfg.logconfig or getattr(cfg, "logconfig_json", None)):
+            self._structure_own_handlers(log_format_or_exit(os.environ))
+
+    def _structure_own_handlers(self, log_format: str) -> None:
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                if not getattr(handler, "_gunicorn", False):
+                    continue
+                # syslog needs its "gunicorn.<name>.access: [pid]" prefix to be routed; a stream or file does not need
+                # gunicorn's own timestamp and level, the event carries them
+                old = handler.formatter
+                fmt = "%(message)s"
+                if isinstance(handler, logging.handlers.SysLogHandler) and old is not None and old._fmt:
+                    fmt = old._fmt
+                handler.setFormatter(processor_formatter(log_format, isatty(getattr(handler, "stream", None)), fmt))
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        """Log one request as a structured ``gunicorn.access`` event (worker, after the response, inside its span)."""
+        if not self._access_enabled():
+            return
+        try:
+            self.access_log.info(ACCESS_EVENT, extra=access_fields(resp, req, environ, request_time))
+        except Exception:  # noqa: BLE001 - as gunicorn's own access(): a broken log line must not fail the request
+            self.exception("otel_gunicorn: could not write the access log")
+
+    def _access_enabled(self) -> bool:
+        # gunicorn treats any logconfig_dict as a request for access logging; otel_gunicorn's own (which
+        # python:otel_gunicorn.conf always sets) must not switch on a log nobody asked for, so with it the access
+        # log follows --access-logfile / accesslog, exactly as with gunicorn's default logging.
+        cfg = self.cfg
+        return bool(
+            cfg.accesslog
+            or cfg.logconfig
+            or (cfg.logconfig_dict and not _is_ours(cfg.logconfig_dict))
+            or getattr(cfg, "logconfig_json", None)
+            or (cfg.syslog and not cfg.disable_redirect_access_to_syslog)
+        )
+
+
+def _is_ours(config: Any) -> bool:
+    """Whether a logconfig_dict is the one :func:`otel_gunicorn.logs.logconfig_dict` built."""
+    formatters = config.get("formatters", {}) if isinstance(config, dict) else {}
+    return bool(formatters) and all(
+        isinstance(f, dict) and f.get("()") == FORMATTER_FACTORY for f in formatters.values()
+    )

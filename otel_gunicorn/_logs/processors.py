@@ -1,0 +1,106 @@
+"""structlog processors adding trace and process context to every event, in the arbiter and in the workers.
+
+They run for stdlib records (in ``ProcessorFormatter``'s ``foreign_pre_chain``) and for structlog-native events alike,
+on the thread that emits the record: the handlers we configure are synchronous, so the current span and thread are
+the caller's. Behind a ``QueueHandler`` that would no longer hold for the span (see ``docs/logging.md``).
+
+A processor must never break the log call it decorates, so each one swallows its own failures and returns the event
+unchanged; each adds a key only when it is missing, so an explicit value from the caller wins.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from opentelemetry import trace
+from structlog.typing import EventDict, WrappedLogger
+
+from otel_gunicorn._worker.link import SLOT_ATTR
+
+#: event key of the worker's ``gunicorn.worker.slot``, named like the metric attribute so logs and metrics join
+SLOT_KEY = "gunicorn.worker.slot"
+
+# Set once in each worker right after the fork (the worker hook calls set_worker_slot). A forked child inherits the
+# arbiter's value, which is always None: the arbiter never sets it, so arbiter records carry no slot.
+_slot: int | None = None
+
+
+def set_worker_slot(slot: int | None) -> None:
+    """Record this worker's ``gunicorn.worker.slot`` for :func:`add_process_info`; ``None`` removes it.
+
+    Called by the worker after the fork. Slots are small integers the arbiter reuses, so a dashboard can follow
+    "worker 2" across restarts, as the metrics do.
+
+    Args:
+        slot: The slot the arbiter gave this worker, or ``None`` outside a worker.
+
+    Raises:
+        TypeError: If ``slot`` is neither an ``int`` nor ``None``.
+    """
+    global _slot
+    if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int)):
+        raise TypeError(f"slot must be an int or None, not {type(slot).__name__}")
+    _slot = slot
+
+
+def slot_of(worker: Any) -> int | None:
+    """The slot the arbiter's ``pre_fork`` hook stored on gunicorn's Worker object, or ``None`` when it did not."""
+    slot = getattr(worker, SLOT_ATTR, None)
+    return slot if isinstance(slot, int) and not isinstance(slot, bool) else None
+
+
+def add_trace_context(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Add the current span's ``trace_id``, ``span_id`` and ``trace_flags``, as the OpenTelemetry log spec names them.
+
+    ``trace_id`` is 32 lowercase hex digits, ``span_id`` 16, ``trace_flags`` 2 (``01`` when sampled). They are added
+    for any valid span context, sampled or not: an unsampled request still has a trace id worth correlating on.
+    Outside a span (or for an invalid context) nothing is added. Existing keys are kept.
+
+    Args:
+        logger: The wrapped logger (unused).
+        method_name: The name of the log method called (unused).
+        event_dict: The event dictionary to add the keys to.
+
+    Returns:
+        ``event_dict``, with the keys added when a valid span is current.
+    """
+    try:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+            event_dict.setdefault("span_id", format(context.span_id, "016x"))
+            event_dict.setdefault("trace_flags", format(context.trace_flags, "02x"))
+    except Exception:  # noqa: BLE001 - a log call must never fail because of its decoration
+        pass
+    return event_dict
+
+
+def add_process_info(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Add ``pid``, ``thread_id`` and, in a worker, ``gunicorn.worker.slot``.
+
+    For a stdlib record the pid and thread come from the record itself (``%(process)d`` and ``%(thread)d``), so they
+    stay right even when the record is formatted elsewhere; otherwise from the calling thread. ``thread_id`` is
+    :func:`threading.get_ident`, the value stdlib logging records. The slot is what :func:`set_worker_slot` stored;
+    without one (in the arbiter) the key is omitted. Existing keys are kept.
+
+    Args:
+        logger: The wrapped logger (unused).
+        method_name: The name of the log method called (unused).
+        event_dict: The event dictionary to add the keys to.
+
+    Returns:
+        ``event_dict``, with the keys added.
+    """
+    try:
+        record = event_dict.get("_record")
+        pid = getattr(record, "process", None)
+        thread_id = getattr(record, "thread", None)
+        event_dict.setdefault("pid", pid if pid is not None else os.getpid())
+        event_dict.setdefault("thread_id", thread_id if thread_id is not None else threading.get_ident())
+        if _slot is not None:
+            event_dict.setdefault(SLOT_KEY, _slot)
+    except Exception:  # noqa: BLE001 - a log call must never fail because of its decoration
+        pass
+    return event_dict

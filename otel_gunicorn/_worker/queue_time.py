@@ -1,0 +1,66 @@
+"""How long a request waited in front of the worker, from a proxy's ``X-Request-Start`` / ``X-Queue-Start`` header.
+
+Pure functions, used by the worker's ``pre_request`` hook. Formats seen in the wild:
+
+* ``t=1700000000123456`` — microseconds since the epoch (Heroku, New Relic convention);
+* ``t=1700000000.123`` — nginx ``t=${msec}``: seconds with a fraction;
+* a bare number of seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude.
+
+A value that cannot be parsed, lies in the future beyond clock-skew tolerance, or is absurdly old is *invalid*:
+ignored and counted by the caller, never raised into the request.
+"""
+
+from __future__ import annotations
+
+import math
+
+HEADERS = ("X-REQUEST-START", "X-QUEUE-START")
+
+#: a start up to this many seconds in the future is clock skew between proxy and worker, counted as no wait
+SKEW_TOLERANCE = 1.0
+#: a wait longer than this is not a queue but a wrong clock or a replayed header
+MAX_WAIT = 3600.0
+
+# Epoch timestamps of the current era by unit: seconds ~1.7e9, ms ~1.7e12, µs ~1.7e15, ns ~1.7e18.
+_UNIT_BY_MAGNITUDE = ((1e11, 1.0), (1e14, 1e-3), (1e17, 1e-6), (1e20, 1e-9))
+
+
+class InvalidHeader(ValueError):
+    """The header's value is unusable (malformed, future or absurd)."""
+
+
+def parse_start(value: str) -> float:
+    """The epoch time in seconds a request-start header value stands for; raise :class:`InvalidHeader`."""
+    text = value.strip()
+    if text[:2] in ("t=", "T="):
+        text = text[2:]
+    try:
+        number = float(text)
+    except ValueError:
+        raise InvalidHeader(f"not a number: {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise InvalidHeader(f"not a positive finite number: {value!r}")
+    for below, scale in _UNIT_BY_MAGNITUDE:
+        if number < below:
+            return number * scale
+    raise InvalidHeader(f"too large for an epoch timestamp: {value!r}")
+
+
+def wait_seconds(value: str, now: float) -> float:
+    """Seconds between the proxy's start time in ``value`` and ``now`` (epoch seconds); raise :class:`InvalidHeader`."""
+    waited = now - parse_start(value)
+    if waited < -SKEW_TOLERANCE:
+        raise InvalidHeader(f"{-waited:.3f} s in the future: {value!r}")
+    if waited > MAX_WAIT:
+        raise InvalidHeader(f"{waited:.0f} s ago, longer than {MAX_WAIT:.0f} s: {value!r}")
+    return max(waited, 0.0)
+
+
+def header_value(headers: object) -> str | None:
+    """The first request-start header in gunicorn's ``[(NAME, value), ...]`` list, or None."""
+    if not isinstance(headers, list):
+        return None
+    for item in headers:
+        if isinstance(item, tuple) and len(item) == 2 and str(item[0]).upper() in HEADERS:
+            return str(item[1])
+    return None

@@ -1,0 +1,46 @@
+"""The gevent workers (``gunicorn.workers.ggevent``): the connection cap; open connections are not reachable.
+
+``GeventWorker.run()`` builds one ``gevent.pool.Pool(self.worker_connections)`` per listening socket and hands it to
+that listener's ``StreamServer`` (or ``PyWSGIServer``) as ``spawn``; a server stops accepting while its pool is full.
+So the worker holds at most ``worker_connections × len(self.sockets)`` connections. (``self.sockets`` is the list
+the worker serves: set before the fork, rebuilt per worker under ``reuse_port``, re-wrapped as gevent sockets by
+``patch()`` — its length is the listener count every time.)
+
+Open connections are **absent**: the pools and the servers are local variables of ``run()`` (``pool``,
+``servers``), never stored on the worker, and gunicorn keeps no counter. Reaching them would mean walking the gevent
+hub's watchers or ``gc.get_referrers()`` — neither cheap nor an interface. Same layout in gunicorn 23.0.
+
+Requests: ``GeventWorker`` serves through ``AsyncWorker.handle_request``, which calls ``pre_request`` and
+``post_request``. ``GeventPyWSGIWorker`` (``gevent_wsgi``, ``gevent_pywsgi``) hands requests to gevent's own
+``pywsgi.WSGIHandler`` (subclassed only for access logging), which **never calls the hooks** (nor counts ``nr``).
+
+Hazards: called from a greenlet on the worker's only OS thread (``threading`` is monkey-patched before
+``post_worker_init``): it must not block — it only reads two attributes.
+"""
+
+from __future__ import annotations
+
+from otel_gunicorn._worker.state import WorkerStateReader, absent_on_error, count, size
+
+__all__ = ["GeventPyWSGIReader", "GeventReader"]
+
+
+class GeventReader(WorkerStateReader):
+    """``GeventWorker``: a cap of ``worker_connections`` per listener; open connections unreadable."""
+
+    requests_via_hooks = True
+
+    @absent_on_error
+    def connection_limit(self) -> int | None:
+        """``worker_connections`` times the number of listeners: one pool of that size per listener."""
+        per_listener = count(getattr(self._worker, "worker_connections", None))
+        listeners = size(getattr(self._worker, "sockets", None))
+        if per_listener is None or listeners is None:
+            return None
+        return per_listener * listeners
+
+
+class GeventPyWSGIReader(GeventReader):
+    """``GeventPyWSGIWorker``: like ``GeventWorker``, but gevent's pywsgi serves requests without gunicorn's hooks."""
+
+    requests_via_hooks = False

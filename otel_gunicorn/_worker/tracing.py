@@ -1,0 +1,109 @@
+"""Request spans and log export in a worker: a server span from ``pre_request`` to ``post_request``.
+
+Runs in a worker. The TracerProvider (and LoggerProvider) are built after the fork, in ``post_worker_init``, and set
+as the global ones so the application's own instrumentation joins the same traces. Each request continues the
+caller's W3C ``traceparent``/``tracestate`` and baggage (the globally configured propagators, ``OTEL_PROPAGATORS``).
+The request's context is attached on the thread, greenlet or task that serves it, so everything logged while the
+request runs — the application's lines and the access line — carries its trace ids. With tracing off
+(``OTEL_TRACES_EXPORTER=none``) no span is created, but an incoming ``traceparent`` is still made current, so logs
+still carry the caller's trace id.
+
+If the application is also wrapped by opentelemetry-instrumentation-wsgi, that middleware sees our span as the
+active server span and records an internal child span instead of a second server span.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from otel_gunicorn import __version__, _otlp
+from otel_gunicorn._config import Config
+
+
+class _HeaderListGetter(Getter[list]):  # type: ignore[type-arg]
+    """Reads gunicorn's ``[(NAME, value), ...]`` request headers (names upper-cased) for the propagators."""
+
+    def get(self, carrier: list, key: str) -> list[str] | None:  # type: ignore[type-arg]
+        wanted = key.upper()
+        values = [str(v) for k, v in carrier if str(k).upper() == wanted]
+        return values or None
+
+    def keys(self, carrier: list) -> list[str]:  # type: ignore[type-arg]
+        return [str(k).lower() for k, _v in carrier]
+
+
+_GETTER = _HeaderListGetter()
+
+
+def build_tracer_provider(config: Config, resource: Resource) -> TracerProvider | None:
+    """The worker's TracerProvider for ``OTEL_TRACES_EXPORTER`` (None when tracing is off), set as the global one."""
+    if config.traces_exporter == "none":
+        return None
+    exporter = (
+        ConsoleSpanExporter()
+        if config.traces_exporter == "console"
+        else _otlp.span_exporter(config.otlp_protocol("traces"))
+    )
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+class RequestTracing:
+    """Starts and ends the server span of each request and keeps its context current while it runs."""
+
+    def __init__(self, provider: TracerProvider | None) -> None:
+        self._tracer = provider.get_tracer("otel_gunicorn", __version__) if provider is not None else None
+
+    def start(self, req: Any, attributes: dict[str, Any]) -> tuple[trace.Span | None, object]:
+        """Continue the caller's trace; return the span (None when tracing is off) and the context token."""
+        headers = getattr(req, "headers", None)
+        parent = propagate.extract(headers, getter=_GETTER) if isinstance(headers, list) else context.get_current()
+        span = None
+        ctx = parent
+        if self._tracer is not None:
+            span = self._tracer.start_span(
+                str(attributes.get("http.request.method", "HTTP")),
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes=_request_attributes(req, attributes),
+            )
+            ctx = trace.set_span_in_context(span, parent)
+        return span, context.attach(ctx)
+
+    @staticmethod
+    def finish(span: trace.Span | None, token: object, status: int | None) -> None:
+        """End the span with the response status (5xx marks it as an error) and restore the previous context."""
+        if span is not None:
+            if status is not None:
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_attribute("error.type", str(status))
+                    span.set_status(Status(StatusCode.ERROR))
+            span.end()
+        context.detach(token)  # type: ignore[arg-type]
+
+
+def _request_attributes(req: Any, base: dict[str, Any]) -> dict[str, Any]:
+    attributes = {k: v for k, v in base.items() if k != "gunicorn.worker.slot"}
+    for attribute, name in (("url.path", "path"), ("url.query", "query"), ("url.scheme", "scheme")):
+        value = getattr(req, name, None)
+        if isinstance(value, str) and value:
+            attributes[attribute] = value
+    peer = getattr(req, "peer_addr", None)
+    if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
+        attributes["client.address"] = peer[0]
+    headers = getattr(req, "headers", None)
+    if isinstance(headers, list):
+        agent = _GETTER.get(headers, "user-agent")
+        if agent:
+            attributes["user_agent.original"] = agent[0]
+    return attributes

@@ -1,0 +1,19 @@
+"""Test application: a slow endpoint for the asgi worker."""
+
+import asyncio
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope.get("path", "/")
+    if path.startswith("/slow"):
+        await asyncio.sleep(float(scope.get("query_string", b"").decode() or 3))
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"3")]})
+    await send({"type": "http.response.body", "body": b"ok\n"})

@@ -1,0 +1,155 @@
+"""Structured logs from a real gunicorn: the application's records and the access log as JSON, once each, across HUP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import gunicorn
+import pytest
+
+from tests.e2e.servers import APPS, ROOT, free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+TRACE_KEYS = {"trace_id", "span_id", "trace_flags"}
+
+# What a user writes: our hooks, our logger class, our logging configuration. The post_fork hands the worker its
+# slot for the log records, as otel_gunicorn's own post_fork hook is meant to.
+CONF = """\
+from otel_gunicorn.hooks import *  # noqa: F403
+from otel_gunicorn import hooks as otel_hooks
+from otel_gunicorn._logs.processors import slot_of
+from otel_gunicorn.logs import GunicornLogger, logconfig_dict, set_worker_slot
+
+logger_class = GunicornLogger
+logconfig_dict = logconfig_dict("json")
+accesslog = "-"
+
+
+def post_fork(server, worker):
+    otel_hooks.post_fork(server, worker)
+    set_worker_slot(slot_of(worker))
+"""
+
+WORKERS = {
+    "sync": ("logging_app:app", ["-k", "sync"]),
+    "gthread": ("logging_app:app", ["-k", "gthread", "--threads", "2"]),
+    "asgi": ("logging_app:asgi_app", ["-k", "asgi"]),
+}
+
+
+@pytest.fixture
+def conf(tmp_path):
+    path = tmp_path / "gunicorn_logs.conf.py"
+    path.write_text(CONF)
+    return str(path)
+
+
+def records(server) -> list[dict]:
+    """Every line of the combined log as a JSON object; fails on any line that is not one."""
+    found = []
+    for line in server.log().splitlines():
+        if line.strip():
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                raise AssertionError(f"not a JSON line: {line!r}") from None
+    return found
+
+
+def app_records(server) -> list[dict]:
+    return [r for r in records(server) if r.get("logger") == "app"]
+
+
+def access_records(server, path: str) -> list[dict]:
+    return [r for r in records(server) if r.get("logger") == "gunicorn.access" and r.get("path") == path]
+
+
+def wait_access(server, path: str, count: int = 1) -> list[dict]:
+    return wait_until(
+        lambda: access_records(server, path) if len(access_records(server, path)) >= count else None,
+        10,
+        what=f"{count} access record(s) for {path}",
+    )
+
+
+@pytest.mark.parametrize("worker", list(WORKERS))
+def test_app_and_access_records_are_json_objects(start_gunicorn, conf, worker):
+    """One request writes one app record and one access record, both JSON objects with their fields."""
+    app, args = WORKERS[worker]
+    server = start_gunicorn(app, args=args, config=conf)
+    status, body = server.get("/hello?name=x", headers={"User-Agent": "tests/1", "Referer": "http://ref.test/"})
+    assert 200 == status
+
+    (access,) = wait_access(server, "/hello")
+    (in_app,) = app_records(server)
+    expected_access = {
+        "event": "request",
+        "level": "info",
+        "method": "GET",
+        "query": "name=x",
+        "status": 200,
+        "bytes": len(body),
+        "remote_addr": "127.0.0.1",
+        "user_agent": "tests/1",
+        "referer": "http://ref.test/",
+        "protocol": "HTTP/1.1",
+    }
+    assert expected_access == {k: access[k] for k in expected_access}
+    assert isinstance(access["duration"], float) and 0 <= access["duration"] < 5
+    assert ("in.app", "info") == (in_app["event"], in_app["level"])
+    for record in (in_app, access):
+        assert record["timestamp"].endswith("Z")
+        assert record["pid"] in server.worker_pids()
+        assert isinstance(record["gunicorn.worker.slot"], int)
+        # no traceparent and no server span: nothing to correlate, and no empty trace fields either
+        assert not TRACE_KEYS & set(record)
+
+
+def test_arbiter_records_are_json_without_a_slot(start_gunicorn, conf):
+    """gunicorn's own records from the arbiter are JSON objects too, with the arbiter's pid and no slot."""
+    server = start_gunicorn("logging_app:app", config=conf)
+    starting = [r for r in records(server) if r["event"].startswith("Starting gunicorn")]
+    assert 1 == len(starting)
+    assert ("gunicorn.error", server.process.pid) == (starting[0]["logger"], starting[0]["pid"])
+    assert "gunicorn.worker.slot" not in starting[0]
+
+
+def test_logging_survives_hup_without_duplicates(start_gunicorn, conf):
+    """After HUP (config re-read, logging re-applied, new workers) each request is still logged exactly once."""
+    server = start_gunicorn("logging_app:app", args=["-w", "2"], config=conf)
+    assert 200 == server.get("/before")[0]
+    wait_access(server, "/before")
+    old_workers = server.worker_pids()
+
+    server.signal(signal.SIGHUP)
+    wait_until(
+        lambda: len(server.worker_pids()) == 2 and not server.worker_pids() & old_workers, 20, what="new workers"
+    )
+    assert 200 == server.get("/after")[0]
+
+    (after,) = wait_access(server, "/after")
+    assert after["pid"] in server.worker_pids()
+    assert 1 == len(access_records(server, "/before"))
+    assert 2 == len(app_records(server))
+    assert 1 == len([r for r in records(server) if r["event"] == "Handling signal: hup"])
+
+
+def test_bad_log_format_stops_gunicorn_with_one_line(tmp_path, conf):
+    """OTEL_GUNICORN_LOG_FORMAT=xml with logconfig_dict() reading it: non-zero exit, one line naming it, no worker."""
+    (tmp_path / "gunicorn_logs.conf.py").write_text(CONF.replace('logconfig_dict("json")', "logconfig_dict()"))
+    command = [sys.executable, "-m", "gunicorn", "-c", conf, "-b", f"127.0.0.1:{free_port()}", "logging_app:app"]
+    if gunicorn.version_info >= (25, 1):
+        command.insert(-1, "--no-control-socket")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GUNICORN_"))}
+    environ.update(PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]), OTEL_GUNICORN_LOG_FORMAT="xml")
+    result = subprocess.run(command, cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=20)
+    assert 0 != result.returncode
+    assert [
+        "otel_gunicorn: configuration error: OTEL_GUNICORN_LOG_FORMAT='xml' is not valid: expected console or json"
+    ] == result.stderr.splitlines(), textwrap.indent(result.stderr, "  ")
