@@ -23,7 +23,7 @@ from otel_gunicorn import _environment as env
 _log = logging.getLogger("otel_gunicorn")
 
 #: Exporters the arbiter knows how to run for the merged metrics.
-METRICS_EXPORTERS = frozenset({"prometheus", "none"})
+METRICS_EXPORTERS = frozenset({"prometheus", "otlp", "none"})
 #: Exporters a worker can run for its spans and its log records.
 SPAN_AND_LOG_EXPORTERS = ("none", "otlp", "console")
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")

@@ -16,8 +16,9 @@ OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
 
 OTEL_METRICS_EXPORTER = "OTEL_METRICS_EXPORTER"
 """Standard. Comma-separated exporters for the merged metrics: ``prometheus`` (the endpoint in the arbiter),
-``none``. Unset means ``prometheus``: an endpoint that works with nothing else running. An unknown value is
-warned about and ignored, as the OpenTelemetry specification asks."""
+``otlp`` (pushed by the arbiter every ``OTEL_METRIC_EXPORT_INTERVAL``, one stream per server), ``none``; e.g.
+``prometheus,otlp`` for both. Unset means ``prometheus``: an endpoint that works with nothing else running. An
+unknown value is warned about and ignored, as the OpenTelemetry specification asks."""
 
 OTEL_METRIC_EXPORT_INTERVAL = "OTEL_METRIC_EXPORT_INTERVAL"
 """Standard. Milliseconds between two OTLP pushes of the merged metrics by the arbiter

@@ -145,6 +145,40 @@ def _encode_metric(data: Any) -> tuple[str, list[dict[str, Any]]] | None:
     return None  # exponential histograms are not merged (documented limitation)
 
 
+def payload_from_snapshot(snapshot: Snapshot) -> dict[str, Any]:
+    """The JSON payload of a (merged) snapshot: the inverse of :func:`snapshot_from_payload`."""
+    metrics = []
+    for meta, points in snapshot.items():
+        encoded = []
+        for key, value in points.items():
+            attributes = {k: list(v) if isinstance(v, tuple) else v for k, v in key}
+            if isinstance(value, HistogramValue):
+                encoded.append(
+                    {
+                        "a": attributes,
+                        "n": value.count,
+                        "s": value.sum,
+                        "b": list(value.bounds),
+                        "c": list(value.counts),
+                        "lo": value.min,
+                        "hi": value.max,
+                    }
+                )
+            else:
+                encoded.append({"a": attributes, "v": value})
+        metrics.append(
+            {
+                "scope": [meta.scope_name, meta.scope_version, meta.scope_schema_url],
+                "name": meta.name,
+                "description": meta.description,
+                "unit": meta.unit,
+                "kind": meta.kind.value,
+                "points": encoded,
+            }
+        )
+    return {"metrics": metrics}
+
+
 # ---------------------------------------------------------------- arbiter side: payload -> validated Snapshot
 
 
@@ -236,13 +270,23 @@ def _histogram(raw: dict[str, Any]) -> HistogramValue:
 # ---------------------------------------------------------------- arbiter side: merged Snapshot -> SDK MetricsData
 
 
-def metrics_data_from_snapshot(snapshot: Snapshot, resource: Resource, start_time_ns: int, now_ns: int) -> MetricsData:
-    """Build SDK ``MetricsData`` (what every SDK exporter consumes) from a merged snapshot, cumulative since start."""
+def metrics_data_from_snapshot(
+    snapshot: Snapshot, resource: Resource, start_time_ns: int, now_ns: int, delta_start_ns: int | None = None
+) -> MetricsData:
+    """Build SDK ``MetricsData`` (what every SDK exporter consumes) from a merged snapshot, cumulative since start.
+
+    With ``delta_start_ns``, counters and histograms are marked as deltas since that time instead (the caller has
+    already subtracted; see :mod:`otel_gunicorn._exporter.temporality`).
+    """
     by_scope: dict[tuple[str, str, str], list[Metric]] = {}
     for meta, points in snapshot.items():
         if not points:
             continue
-        data = _sdk_data(meta.kind, points, start_time_ns, now_ns)
+        temporality = AggregationTemporality.CUMULATIVE
+        start_ns = start_time_ns
+        if delta_start_ns is not None and meta.kind in (Kind.COUNTER, Kind.HISTOGRAM):
+            temporality, start_ns = AggregationTemporality.DELTA, delta_start_ns
+        data = _sdk_data(meta.kind, points, start_ns, now_ns, temporality)
         metric = Metric(name=meta.name, description=meta.description, unit=meta.unit, data=data)
         by_scope.setdefault((meta.scope_name, meta.scope_version, meta.scope_schema_url), []).append(metric)
     scope_metrics = [
@@ -258,7 +302,9 @@ def metrics_data_from_snapshot(snapshot: Snapshot, resource: Resource, start_tim
     )
 
 
-def _sdk_data(kind: Kind, points: dict[AttrKey, Value], start_ns: int, now_ns: int) -> Sum | Gauge | Histogram:
+def _sdk_data(
+    kind: Kind, points: dict[AttrKey, Value], start_ns: int, now_ns: int, temporality: AggregationTemporality
+) -> Sum | Gauge | Histogram:
     if kind is Kind.HISTOGRAM:
         hist_points = [
             HistogramDataPoint(
@@ -275,7 +321,7 @@ def _sdk_data(kind: Kind, points: dict[AttrKey, Value], start_ns: int, now_ns: i
             for key, v in points.items()
             if isinstance(v, HistogramValue)
         ]
-        return Histogram(data_points=hist_points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
+        return Histogram(data_points=hist_points, aggregation_temporality=temporality)
     number_points = [
         NumberDataPoint(attributes=dict(key), start_time_unix_nano=start_ns, time_unix_nano=now_ns, value=v)
         for key, v in points.items()
@@ -285,6 +331,6 @@ def _sdk_data(kind: Kind, points: dict[AttrKey, Value], start_ns: int, now_ns: i
         return Gauge(data_points=number_points)
     return Sum(
         data_points=number_points,
-        aggregation_temporality=AggregationTemporality.CUMULATIVE,
+        aggregation_temporality=temporality,
         is_monotonic=kind is Kind.COUNTER,
     )

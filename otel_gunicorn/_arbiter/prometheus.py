@@ -174,14 +174,17 @@ class PrometheusEndpoint:
             return
 
     def _bind(self) -> ThreadingWSGIServer:
-        family, host = _best_family(self._host, self._port)
-
-        class _Server(ThreadingWSGIServer):
-            address_family = family
-
+        # All of it under the fork lock, name resolution included: getaddrinfo() of a str host imports
+        # encodings.idna on first use, and a worker forked while this thread holds that module's import lock
+        # deadlocks on its first `import requests` (seen: a worker stuck in _ModuleLock.acquire).
         with self._lock:
             if self._stop.is_set():
                 raise OSError("stopping")
+            family, host = _best_family(self._host, self._port)
+
+            class _Server(ThreadingWSGIServer):
+                address_family = family
+
             server = make_server(host, self._port, self._wsgi, _Server, handler_class=_QuietHandler)
             self._server = server
         return server

@@ -20,15 +20,17 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricsData
 from opentelemetry.sdk.resources import Resource
+from prometheus_client import generate_latest
 
 from otel_gunicorn import _instruments as inst
 from otel_gunicorn._arbiter import server_metrics
 from otel_gunicorn._arbiter.channel import ChannelServer
 from otel_gunicorn._arbiter.lifecycle import ExitLedger
 from otel_gunicorn._arbiter.merge import MergeStore
+from otel_gunicorn._arbiter.otlp import OtlpPusher
 from otel_gunicorn._arbiter.prometheus import PrometheusEndpoint
 from otel_gunicorn._config import Config, ConfigError, fail_fast
-from otel_gunicorn._snapshot import Snapshot, metrics_data_from_snapshot
+from otel_gunicorn._snapshot import Snapshot, metrics_data_from_snapshot, payload_from_snapshot
 from otel_gunicorn._worker import link
 from otel_gunicorn._worker.link import SLOT_ATTR
 
@@ -52,16 +54,34 @@ class ArbiterRuntime:
             self.endpoint = PrometheusEndpoint(
                 config.prometheus_host, config.prometheus_port, self.metrics_data, self.lock
             )
+        self.pusher: OtlpPusher | None = None
+        if "otlp" in config.metrics_exporters:
+            self.pusher = OtlpPusher(
+                config.otlp_protocol("metrics"), config.metric_export_interval, self.otlp_payload, self.lock
+            )
         self._fork_locked = False
 
     def start(self) -> None:
+        # Render the endpoint once on this (main) thread before any arbiter thread exists, so every module the
+        # scrape path imports lazily is imported now: an import in progress on another thread at fork time leaves
+        # its module lock held forever in the child.
+        with self.lock:
+            if self.endpoint is not None:
+                generate_latest(self.endpoint.registry)
+            else:
+                self.otlp_payload()
+            "localhost".encode("idna")
         self.channel.start()
         if self.endpoint is not None:
             self.endpoint.start()
+        if self.pusher is not None:
+            self.pusher.start()
 
     def stop(self) -> None:
         if self.endpoint is not None:
             self.endpoint.stop()
+        if self.pusher is not None:
+            self.pusher.stop()
         self.channel.stop()
 
     # ---------------------------------------------------------------- slots and lifecycle (main thread)
@@ -113,12 +133,22 @@ class ArbiterRuntime:
 
     # ---------------------------------------------------------------- the merged view
 
-    def metrics_data(self) -> MetricsData:
-        """Merged worker metrics plus the arbiter's own, as SDK data; call with :attr:`lock` held."""
+    def merged_snapshot(self) -> Snapshot:
+        """Merged worker metrics plus the arbiter's own; call with :attr:`lock` held."""
         snapshot = self.store.merged()
         snapshot.update(server_metrics.collect(self._server, self.store, self.exits, self.slot_of))
         snapshot.update(self._own_metrics())
-        return metrics_data_from_snapshot(snapshot, self.resource, self.start_ns, time.time_ns())
+        return snapshot
+
+    def metrics_data(self) -> MetricsData:
+        """:meth:`merged_snapshot` as SDK data, for the Prometheus exporter; call with :attr:`lock` held."""
+        return metrics_data_from_snapshot(self.merged_snapshot(), self.resource, self.start_ns, time.time_ns())
+
+    def otlp_payload(self) -> dict[str, Any]:
+        """:meth:`merged_snapshot` as a wire payload for the exporter process; call with :attr:`lock` held."""
+        payload = payload_from_snapshot(self.merged_snapshot())
+        payload.update(resource=dict(self.resource.attributes), start=self.start_ns, time=time.time_ns())
+        return payload
 
     def _own_metrics(self) -> Snapshot:
         stats = self.channel.stats
@@ -149,6 +179,8 @@ class ArbiterRuntime:
         self.channel.close_in_child()
         if self.endpoint is not None:
             self.endpoint.close_in_child()
+        if self.pusher is not None:
+            self.pusher.close_in_child()
         attributes = {k: v for k, v in self.resource.attributes.items() if k != "process.pid"}
         link.inherit(self.config, self.channel.path, attributes)
 

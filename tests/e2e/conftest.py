@@ -44,6 +44,23 @@ def start_prometheus(tmp_path: Path) -> Iterator[Any]:
         server.stop()
 
 
+@pytest.fixture
+def start_rotel(tmp_path: Path) -> Iterator[Any]:
+    """Factory for real Rotel collectors (``start_rotel(grpc_port=..., http_port=...)`` to reuse ports)."""
+    from tests.e2e.collector import Rotel
+
+    started: list[Rotel] = []
+
+    def start(**ports: int) -> Rotel:
+        collector = Rotel(tmp_path, **ports)
+        started.append(collector)
+        return collector
+
+    yield start
+    for collector in started:
+        collector.stop()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
     outcome = yield

@@ -18,22 +18,15 @@ pytestmark = pytest.mark.e2e
 
 TRACE_KEYS = {"trace_id", "span_id", "trace_flags"}
 
-# What a user writes: our hooks, our logger class, our logging configuration. The post_fork hands the worker its
-# slot for the log records, as otel_gunicorn's own post_fork hook is meant to.
+# What a user writes: our hooks, our logger class, our logging configuration. (otel_gunicorn's own post_fork
+# gives the worker's log records its slot.)
 CONF = """\
 from otel_gunicorn.hooks import *  # noqa: F403
-from otel_gunicorn import hooks as otel_hooks
-from otel_gunicorn._logs.processors import slot_of
-from otel_gunicorn.logs import GunicornLogger, logconfig_dict, set_worker_slot
+from otel_gunicorn.logs import GunicornLogger, logconfig_dict
 
 logger_class = GunicornLogger
 logconfig_dict = logconfig_dict("json")
 accesslog = "-"
-
-
-def post_fork(server, worker):
-    otel_hooks.post_fork(server, worker)
-    set_worker_slot(slot_of(worker))
 """
 
 WORKERS = {

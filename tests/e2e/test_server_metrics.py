@@ -71,8 +71,12 @@ def test_sync_worker_listener_queues_busy_worker_and_exit_reasons(start_gunicorn
     threads, statuses = fire(5, tcp(server))
     more, more_statuses = fire(5, lambda: UnixHTTPConnection(unix_path, 60))
 
-    assert 3 <= reaches(server, "gunicorn_listener_queued_connections", lambda v: v >= 3, gunicorn_listener=tcp_listener)
-    assert 3 <= reaches(server, "gunicorn_listener_queued_connections", lambda v: v >= 3, gunicorn_listener=unix_listener)
+    assert 3 <= reaches(
+        server, "gunicorn_listener_queued_connections", lambda v: v >= 3, gunicorn_listener=tcp_listener
+    )
+    assert 3 <= reaches(
+        server, "gunicorn_listener_queued_connections", lambda v: v >= 3, gunicorn_listener=unix_listener
+    )
     assert 0 < server.value("gunicorn_listener_backlog_limit", gunicorn_listener=tcp_listener)
     assert 0 < server.value("gunicorn_listener_backlog_limit", gunicorn_listener=unix_listener)
     assert 1 == reaches(server, "gunicorn_workers", lambda v: v == 1, gunicorn_worker_state="busy")
@@ -83,8 +87,9 @@ def test_sync_worker_listener_queues_busy_worker_and_exit_reasons(start_gunicorn
     for thread in threads + more:
         thread.join(60)
     assert [200] * 10 == statuses + more_statuses
-    assert 10 == reaches(server, "http_server_request_duration_seconds_count", lambda v: v == 10,
-                         http_response_status_code="200")
+    assert 10 == reaches(
+        server, "http_server_request_duration_seconds_count", lambda v: v == 10, http_response_status_code="200"
+    )
     assert 0 == server.value("gunicorn_listener_queued_connections", gunicorn_listener=tcp_listener)
 
     [victim] = server.worker_pids()

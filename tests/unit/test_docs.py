@@ -29,8 +29,7 @@ def test_no_prometheus_name_ends_in_a_reserved_suffix():
     offenders = [
         i.name
         for i in ALL
-        if i.kind is not Kind.HISTOGRAM and _docs.prometheus_name(i).removesuffix("_total").endswith(
-            ("_count", "_sum", "_bucket")
-        )
+        if i.kind is not Kind.HISTOGRAM
+        and _docs.prometheus_name(i).removesuffix("_total").endswith(("_count", "_sum", "_bucket"))
     ]
     assert [] == offenders

@@ -1,0 +1,155 @@
+"""OTLP push from the arbiter: every ``OTEL_METRIC_EXPORT_INTERVAL`` the merged metrics go to the exporter process.
+
+Runs in the arbiter. The OTLP client itself lives in a child process (:mod:`otel_gunicorn._exporter`) started with
+fork+exec, because the arbiter forks workers all its life and grpc does not survive that. This side only builds
+the merged snapshot (under the runtime lock) and writes it to the child's stdin without ever blocking: when the pipe
+is full — the child is stuck on a slow collector — the new snapshot is dropped and counted (the next one, being
+cumulative, carries everything). A child that dies is restarted with backoff; stopping closes its stdin so it
+sends what it has and exits.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from otel_gunicorn._ratelimit import RateLimitedLogger
+from otel_gunicorn._wire import FrameKind, encode_frame
+
+_log = logging.getLogger("otel_gunicorn")
+_STOP_TIMEOUT = 15.0
+_RESTART_BACKOFF_MAX = 60.0
+
+
+class OtlpPusher:
+    """Feeds the exporter process.
+
+    Args:
+        protocol: ``http/protobuf`` or ``grpc``.
+        interval: seconds between pushes.
+        produce: returns the payload to push; called with ``lock`` held.
+        lock: the runtime lock (held across every fork).
+    """
+
+    def __init__(self, protocol: str, interval: float, produce: Callable[[], dict[str, Any]], lock: threading.RLock):
+        self._protocol = protocol
+        self._interval = interval
+        self._produce = produce
+        self._lock = lock
+        self._process: subprocess.Popen[bytes] | None = None
+        self._pending = b""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="otel-gunicorn-otlp", daemon=True)
+        self._errors = RateLimitedLogger(_log)
+        self.pushed = 0
+        self.dropped = 0
+        self.restarts = 0
+
+    def start(self) -> None:
+        self._spawn()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Push one last time, then let the child export it and exit."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
+        self._push()
+        process = self._process
+        if process is None:
+            return
+        self._close_pipe()
+        try:
+            process.wait(_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(2.0)
+
+    def close_in_child(self) -> None:
+        """In a freshly forked worker: the pipe to the exporter process belongs to the arbiter."""
+        process = self._process
+        if process is not None and process.stdin is not None:
+            try:
+                os.close(process.stdin.fileno())
+            except OSError:
+                pass
+
+    # ---------------------------------------------------------------- the thread
+
+    def _run(self) -> None:
+        backoff = 1.0
+        while not self._stop.wait(self._interval):
+            process = self._process
+            if process is None or process.poll() is not None:
+                self._errors.log(logging.WARNING, "died", "otel_gunicorn: the OTLP exporter process exited; restarting")
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, _RESTART_BACKOFF_MAX)
+                self._spawn()
+                self.restarts += 1
+                continue
+            backoff = 1.0
+            self._push()
+
+    def _spawn(self) -> None:
+        self._close_pipe()
+        self._pending = b""
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "otel_gunicorn._exporter", self._protocol],
+                stdin=subprocess.PIPE,
+                close_fds=True,
+            )
+        except OSError as exc:
+            self._process = None
+            self._errors.log(logging.ERROR, "spawn", "otel_gunicorn: cannot start the OTLP exporter process: %s", exc)
+            return
+        assert self._process.stdin is not None
+        os.set_blocking(self._process.stdin.fileno(), False)
+
+    def _push(self) -> None:
+        process = self._process
+        if process is None or process.stdin is None or process.stdin.closed:
+            return
+        if self._pending and not self._flush():
+            self.dropped += 1  # the child has not even taken the previous snapshot: it is stuck on the collector
+            return
+        with self._lock:
+            payload = self._produce()
+        self._pending = encode_frame(FrameKind.SNAPSHOT, payload)
+        self._flush()
+        self.pushed += 1
+
+    def _flush(self) -> bool:
+        """Write what is pending without blocking; True when all of it went."""
+        process = self._process
+        if process is None or process.stdin is None:
+            return False
+        try:
+            while self._pending:
+                written = os.write(process.stdin.fileno(), self._pending)
+                self._pending = self._pending[written:]
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                self._errors.log(
+                    logging.WARNING, "write", "otel_gunicorn: writing to the OTLP exporter failed: %s", exc
+                )
+            self._pending = b""
+            return False
+        return True
+
+    def _close_pipe(self) -> None:
+        process = self._process
+        if process is not None and process.stdin is not None and not process.stdin.closed:
+            try:
+                process.stdin.close()
+            except OSError:
+                pass

@@ -1,0 +1,55 @@
+"""Delta temporality for the OTLP push, computed from the arbiter's cumulative snapshots.
+
+Pure functions, used by the exporter process when ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` asks for
+``delta`` or ``lowmemory``: counters and histograms are sent as the change since the last *successful* export (so a
+failed export loses nothing: the next delta covers both intervals); up-down counters and gauges stay as they are,
+as the specification's preference tables say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from otel_gunicorn._snapshot import HistogramValue, Kind, Snapshot, Value
+
+DELTA_PREFERENCES = frozenset({"delta", "lowmemory"})
+
+
+def wants_delta(environ: Mapping[str, str]) -> bool:
+    raw = environ.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "").strip().lower()
+    return raw in DELTA_PREFERENCES
+
+
+def is_delta_kind(kind: Kind) -> bool:
+    return kind is Kind.COUNTER or kind is Kind.HISTOGRAM
+
+
+def delta(current: Snapshot, previous: Snapshot) -> Snapshot:
+    """Counters and histograms of ``current`` minus ``previous``; other kinds unchanged.
+
+    A point that is new, or smaller than before (the arbiter restarted), is taken whole: it all happened since.
+    """
+    result: Snapshot = {}
+    for meta, points in current.items():
+        if not is_delta_kind(meta.kind):
+            result[meta] = dict(points)
+            continue
+        before = previous.get(meta, {})
+        result[meta] = {key: _minus(value, before.get(key)) for key, value in points.items()}
+    return result
+
+
+def _minus(value: Value, before: Value | None) -> Value:
+    if before is None:
+        return value
+    if isinstance(value, HistogramValue):
+        if not isinstance(before, HistogramValue) or before.bounds != value.bounds or before.count > value.count:
+            return value
+        counts = tuple(a - b for a, b in zip(value.counts, before.counts))
+        # min and max of the interval alone are unknowable from cumulative data: the cumulative ones bound them.
+        return HistogramValue(
+            value.count - before.count, value.sum - before.sum, value.bounds, counts, value.min, value.max
+        )
+    if isinstance(before, HistogramValue) or value < before:
+        return value
+    return value - before
