@@ -149,7 +149,7 @@ def test_unknown_metrics_exporter_warns_and_uses_the_default(logged: Records) ->
             (
                 logging.WARNING,
                 "OTEL_METRICS_EXPORTER='carrier-pigeon': ignoring unknown exporter(s) carrier-pigeon; "
-                "accepted: none, prometheus",
+                "accepted: none, otlp, prometheus",
             )
         ],
     )
