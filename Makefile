@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint docs bench clean
+OLDEST_GUNICORN := 23.0.0
+OLD := .venv-gunicorn-$(OLDEST_GUNICORN)
+
+.PHONY: demo test test-oldest lint docs bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +26,17 @@ test: $(VENV)/.installed
 	    (apt-get install -y -q prometheus >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null)); \
 	  else echo "make test needs the 'prometheus' package (promtool, prometheus): apt-get install prometheus" >&2; exit 1; fi; }
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-oldest
+
+# The end-to-end server tests again on the oldest gunicorn we support.
+$(OLD)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(OLD)
+	$(OLD)/bin/pip install --quiet --upgrade pip
+	$(OLD)/bin/pip install --quiet -e '.[test]' 'gunicorn==$(OLDEST_GUNICORN)'
+	touch $@
+
+test-oldest: $(OLD)/.installed
+	$(OLD)/bin/python -m pytest tests/e2e/test_core.py tests/e2e/test_server_metrics.py tests/e2e/test_configuration.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check otel_gunicorn tests bench examples
@@ -36,4 +50,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(OLD) build dist *.egg-info .pytest_cache .hypothesis

@@ -61,7 +61,7 @@ def pre_fork(server: Any, worker: Any) -> None:
 def post_fork(server: Any, worker: Any) -> None:
     """Worker, right after the fork (before gevent patches): log lines start carrying the worker's slot. (The
     at-fork handler has already closed the arbiter's sockets; the SDK objects wait for post_worker_init.)"""
-    _worker.forked(worker)
+    _worker.forked(server, worker)
 
 
 def post_worker_init(worker: Any) -> None:

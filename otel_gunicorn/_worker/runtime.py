@@ -56,7 +56,7 @@ class WorkerRuntime:
         meter = self.provider.get_meter(inst.SCOPE_NAME, __version__)
         state = state_reader(worker)
         server_gauges.register(meter, state)
-        if getattr(getattr(worker, "cfg", None), "reuse_port", False):
+        if _own_listeners:
             server_gauges.register_own_listeners(meter, worker)
         resource = Resource.create(dict(arbiter.resource_attributes, **{"process.pid": os.getpid()}))
         self.tracer_provider = build_tracer_provider(arbiter.config, resource)
@@ -104,9 +104,18 @@ def start(worker: Any) -> WorkerRuntime | None:
     return _runtime
 
 
-def forked(worker: Any) -> None:
-    """Right after the fork: log records of this process carry its ``gunicorn.worker.slot`` from now on."""
+_own_listeners = False
+
+
+def forked(server: Any, worker: Any) -> None:
+    """Right after the fork: log records carry the worker's ``gunicorn.worker.slot`` from now on, and we note
+    whether the worker listens on sockets of its own (``reuse_port`` on gunicorn >= 24 binds them in the child;
+    before that, and without reuse_port, the sockets are the arbiter's, which measures them itself)."""
+    global _own_listeners
     set_worker_slot(getattr(worker, link.SLOT_ATTR, None))
+    inherited = {id(listener) for listener in getattr(server, "LISTENERS", None) or []}
+    sockets = getattr(worker, "sockets", None) or []
+    _own_listeners = bool(sockets) and not any(id(listener) in inherited for listener in sockets)
 
 
 def request_started(req: Any) -> None:
