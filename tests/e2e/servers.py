@@ -72,7 +72,8 @@ class Gunicorn:
         wait_metrics: bool = True,
     ) -> None:
         self.port = free_port()
-        self.metrics_port = free_port()
+        port_override = (env or {}).get("OTEL_EXPORTER_PROMETHEUS_PORT", "")
+        self.metrics_port = int(port_override) if port_override.isdigit() else free_port()
         self.log_path = tmp_path / f"gunicorn-{self.port}.log"
         self.interval = float((env or {}).get("OTEL_GUNICORN_METRICS_INTERVAL", "0.5"))
         command = [

@@ -12,7 +12,7 @@ import urllib.request
 import gunicorn
 import pytest
 
-from tests.e2e.servers import APPS, ROOT, free_port
+from tests.e2e.servers import APPS, ROOT, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -120,6 +120,9 @@ def test_metrics_port_taken_keeps_the_application_serving(start_gunicorn):
     try:
         server = start_gunicorn(env={"OTEL_EXPORTER_PROMETHEUS_PORT": str(port)}, wait_metrics=False)
         assert [200] * 20 == server.load(20)
-        assert f"cannot serve metrics on 127.0.0.1:{port}" in server.log()
+        wait_until(lambda: f"cannot serve metrics on 127.0.0.1:{port}" in server.log(), 5, what="the port in the log")
     finally:
         blocker.close()
+    # the endpoint keeps retrying in the background and serves once the port is free
+    server.wait_value("app_requests_total", 20, timeout=20)
+    assert 1 == server.log().count("cannot serve metrics on")

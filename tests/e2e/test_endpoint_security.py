@@ -1,0 +1,163 @@
+"""The Prometheus endpoint behind an exporter-toolkit web-config file: HTTPS and basic authentication, for real.
+
+One gunicorn master serves the endpoint with a self-signed certificate (made with the ``openssl`` command) and one
+bcrypt user; the tests scrape it as Prometheus would, and as things that are not Prometheus would.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import gunicorn
+import pytest
+
+import otel_gunicorn._environment
+from tests.e2e.servers import APPS, ROOT, Gunicorn, free_port, wait_until
+
+VARIABLE = "OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG"
+USER = "prometheus"
+PASSWORD = "e2e-Scrape-Passw0rd"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not hasattr(otel_gunicorn._environment, VARIABLE), reason=f"{VARIABLE} is not integrated yet"),
+    pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate"),
+]
+
+
+def write_web_config(directory: Path, hashed: bytes) -> Path:
+    """A web-config file in ``directory`` with a self-signed certificate for 127.0.0.1 beside it (relative paths)."""
+    directory.mkdir()
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "server.key", "-out", "server.crt", "-days", "2", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        cwd=directory, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    path = directory / "web.yml"
+    path.write_text(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        f"basic_auth_users:\n  {USER}: '{hashed.decode()}'\n"
+    )
+    return path
+
+
+def authorization(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+class Secured:
+    """The running master and how to reach its endpoint."""
+
+    def __init__(self, server: Gunicorn, ca: Path) -> None:
+        self.server = server
+        self.port = server.metrics_port
+        self.context = ssl.create_default_context(cafile=str(ca))
+
+    def scrape(self, auth: str | None = None, timeout: float = 5.0) -> tuple[int, str]:
+        """``(status, body)`` of one HTTPS GET /metrics."""
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context, timeout=timeout)
+        try:
+            conn.request("GET", "/metrics", headers={"Authorization": auth} if auth else {})
+            response = conn.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            conn.close()
+
+    def authorised(self, timeout: float = 5.0) -> tuple[int, str]:
+        return self.scrape(authorization(USER, PASSWORD), timeout)
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    """One gunicorn whose endpoint takes the web-config; stopped (and its log printed) at the end of the module."""
+    tmp_path = tmp_path_factory.mktemp("secured")
+    web = write_web_config(tmp_path / "web", bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)))
+    server = Gunicorn(tmp_path, "counting:app", env={VARIABLE: str(web)}, wait_metrics=False)
+    try:
+        endpoint = Secured(server, tmp_path / "web" / "server.crt")
+        wait_until(lambda: endpoint.authorised()[0] == 200, 20, what="the HTTPS metrics endpoint")
+        yield endpoint
+    finally:
+        server.stop()
+        print(f"--- gunicorn log ({server.log_path}) ---\n{server.log()}")
+
+
+def test_authorised_scrape_gets_metrics(secured: Secured) -> None:
+    """An HTTPS scrape with the right credentials gets 200 and the application's metrics."""
+    secured.server.get("/")
+    wait_until(lambda: "app_requests_total" in secured.authorised()[1], 10, what="app_requests_total over HTTPS")
+    assert 200 == secured.authorised()[0]
+
+
+def test_no_credentials(secured: Secured) -> None:
+    """An HTTPS scrape without credentials gets 401."""
+    assert 401 == secured.scrape()[0]
+
+
+def test_wrong_password(secured: Secured) -> None:
+    """An HTTPS scrape with a wrong password gets 401."""
+    assert 401 == secured.scrape(authorization(USER, "not-the-password"))[0]
+
+
+def test_plain_http_gets_no_http_response(secured: Secured) -> None:
+    """Plain HTTP to the endpoint gets no HTTP response: the failed handshake closes the connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", secured.port, timeout=5)
+    try:
+        with pytest.raises((ConnectionError, http.client.HTTPException)):
+            conn.request("GET", "/metrics", headers={"Authorization": authorization(USER, PASSWORD)})
+            conn.getresponse()
+    finally:
+        conn.close()
+
+
+def test_silent_client_does_not_stall_scrapes(secured: Secured) -> None:
+    """A TCP client that connects and never sends does not keep an authorised scrape from succeeding within 5 s."""
+    with socket.create_connection(("127.0.0.1", secured.port)) as _silent:
+        time.sleep(0.5)  # let the server accept it and start waiting for its handshake
+        started = time.monotonic()
+        status, _ = secured.authorised(timeout=5)
+        assert (200, True) == (status, time.monotonic() - started < 5)
+
+
+def test_password_never_logged(secured: Secured) -> None:
+    """Neither the password nor the encoded credentials appear in gunicorn's log, after good and bad scrapes."""
+    secured.authorised()
+    secured.scrape(authorization(USER, PASSWORD + "x"))
+    log = secured.server.log()
+    encoded = authorization(USER, PASSWORD).split()[1]
+    assert (False, False) == (PASSWORD in log, encoded in log)
+
+
+def test_bad_web_config_stops_gunicorn_before_any_worker(tmp_path: Path) -> None:
+    """A web-config with a plain password where a hash belongs stops gunicorn with one line that does not show it."""
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  {USER}: {PASSWORD}\n")
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:otel_gunicorn.conf", "-b", f"127.0.0.1:{free_port()}"]
+    if gunicorn.version_info >= (25, 1):
+        command.append("--no-control-socket")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    environ.update(PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]), **{VARIABLE: str(web)})
+    result = subprocess.run(
+        [*command, "counting:app"], cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=20
+    )
+    lines = [line for line in result.stderr.splitlines() if VARIABLE in line]
+    assert (True, 1, False, False) == (
+        result.returncode != 0,
+        len(lines),
+        PASSWORD in result.stderr,
+        "Booting worker" in result.stderr,
+    ), result.stderr
