@@ -14,7 +14,7 @@ from pathlib import Path
 
 import rotel
 
-from tests.e2e.servers import free_port, wait_until
+from tests.e2e.servers import free_port, stop_process, wait_until
 
 BINARY = Path(rotel.__file__).resolve().parent / "rotel-agent"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -126,11 +126,5 @@ class Rotel:
         return parse(self.text())[1]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process, grace=10.0)
         self._log.close()

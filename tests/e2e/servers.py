@@ -51,6 +51,33 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
+def gunicorn_command(config: str, bind: str, app: str, *args: str) -> list[str]:
+    """The command line of a test gunicorn (no control socket where gunicorn has one: tests run side by side)."""
+    command = [sys.executable, "-m", "gunicorn", "-c", config, "-b", bind, *args]
+    if gunicorn.version_info >= (25, 1):
+        command.append("--no-control-socket")
+    return [*command, app]
+
+
+def server_environment(**env: str) -> dict[str, str]:
+    """This process's environment without any OTEL_/GUNICORN_ setting of its own, plus the test apps' path."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GUNICORN_"))}
+    environ["PYTHONPATH"] = os.pathsep.join([str(APPS), str(ROOT)])
+    environ.update(env)
+    return environ
+
+
+def stop_process(process: subprocess.Popen, grace: float = 15.0) -> None:
+    """TERM, wait up to ``grace`` seconds, then KILL: every server a test starts ends with the test."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 @dataclasses.dataclass
 class Sample:
     name: str
@@ -76,31 +103,13 @@ class Gunicorn:
         self.metrics_port = int(port_override) if port_override.isdigit() else free_port()
         self.log_path = tmp_path / f"gunicorn-{self.port}.log"
         self.interval = float((env or {}).get("OTEL_GUNICORN_METRICS_INTERVAL", "0.5"))
-        command = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            config,
-            "-b",
-            f"127.0.0.1:{self.port}",
-            "--graceful-timeout",
-            "5",
-            *args,
-            app,
-        ]
-        if gunicorn.version_info >= (25, 1):
-            command.insert(-1, "--no-control-socket")
-        environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GUNICORN_"))}
-        environ.update(
-            {
-                "OTEL_GUNICORN_METRICS_INTERVAL": "0.5",
-                "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-                "OTEL_EXPORTER_PROMETHEUS_PORT": str(self.metrics_port),
-                "PYTHONPATH": os.pathsep.join([str(APPS), str(ROOT)]),
-                **(env or {}),
-            }
-        )
+        command = gunicorn_command(config, f"127.0.0.1:{self.port}", app, "--graceful-timeout", "5", *args)
+        defaults = {
+            "OTEL_GUNICORN_METRICS_INTERVAL": "0.5",
+            "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+            "OTEL_EXPORTER_PROMETHEUS_PORT": str(self.metrics_port),
+        }
+        environ = server_environment(**{**defaults, **(env or {})})
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, cwd=tmp_path, env=environ, stdout=self._log, stderr=subprocess.STDOUT)
         try:
@@ -185,13 +194,7 @@ class Gunicorn:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
         self._log.close()
         return self.process.returncode
 
@@ -242,13 +245,7 @@ class Prometheus:
         return list(body["data"]["result"])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)
         self._log.close()
 
 

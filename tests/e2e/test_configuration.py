@@ -2,37 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import textwrap
 import urllib.error
 import urllib.request
 
-import gunicorn
 import pytest
 
-from tests.e2e.servers import APPS, ROOT, free_port, wait_until
+from tests.e2e.servers import free_port, gunicorn_command, server_environment, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
 def run_gunicorn(tmp_path, env, timeout=20):
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        "python:otel_gunicorn.conf",
-        "-b",
-        f"127.0.0.1:{port}",
-        "counting:app",
-    ]
-    if gunicorn.version_info >= (25, 1):
-        command.insert(-1, "--no-control-socket")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    environ.update(PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]), **env)
+    command = gunicorn_command("python:otel_gunicorn.conf", f"127.0.0.1:{free_port()}", "counting:app")
+    environ = server_environment(**env)
     return subprocess.run(command, cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=timeout)
 
 

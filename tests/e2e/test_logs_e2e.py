@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 
-import gunicorn
 import pytest
 
-from tests.e2e.servers import APPS, ROOT, free_port, wait_until
+from tests.e2e.servers import free_port, gunicorn_command, server_environment, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -136,11 +133,8 @@ def test_logging_survives_hup_without_duplicates(start_gunicorn, conf):
 def test_bad_log_format_stops_gunicorn_with_one_line(tmp_path, conf):
     """OTEL_GUNICORN_LOG_FORMAT=xml with logconfig_dict() reading it: non-zero exit, one line naming it, no worker."""
     (tmp_path / "gunicorn_logs.conf.py").write_text(CONF.replace('logconfig_dict("json")', "logconfig_dict()"))
-    command = [sys.executable, "-m", "gunicorn", "-c", conf, "-b", f"127.0.0.1:{free_port()}", "logging_app:app"]
-    if gunicorn.version_info >= (25, 1):
-        command.insert(-1, "--no-control-socket")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GUNICORN_"))}
-    environ.update(PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]), OTEL_GUNICORN_LOG_FORMAT="xml")
+    command = gunicorn_command(conf, f"127.0.0.1:{free_port()}", "logging_app:app")
+    environ = server_environment(OTEL_GUNICORN_LOG_FORMAT="xml")
     result = subprocess.run(command, cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=20)
     assert 0 != result.returncode
     assert [

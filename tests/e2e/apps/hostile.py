@@ -3,9 +3,9 @@
 import socket
 import struct
 
-from otel_gunicorn._worker import link
-
 from counting import app as counting_app
+
+from otel_gunicorn._worker import link
 
 
 def _send(payload: bytes) -> None:

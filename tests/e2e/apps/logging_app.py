@@ -2,6 +2,8 @@
 
 import logging
 
+from lifespan import answer_lifespan
+
 log = logging.getLogger("app")
 BODY = b"hello\n"
 
@@ -15,13 +17,8 @@ def app(environ, start_response):
 
 async def asgi_app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await answer_lifespan(receive, send)
+        return
     if scope.get("path") != "/ready":
         log.info("in.app")
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(BODY))]})

@@ -2,16 +2,13 @@
 
 import asyncio
 
+from lifespan import answer_lifespan
+
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await answer_lifespan(receive, send)
+        return
     path = scope.get("path", "/")
     if path.startswith("/slow"):
         await asyncio.sleep(float(scope.get("query_string", b"").decode() or 3))
