@@ -19,7 +19,7 @@ import enum
 import logging
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -57,9 +57,11 @@ class Kind(str, enum.Enum):
     """Buckets, count and sum added; a dead worker's totals are kept."""
 
 
-@dataclasses.dataclass(frozen=True)
-class MetricMeta:
-    """Identity of one metric stream: its scope, name, kind and unit."""
+class MetricMeta(NamedTuple):
+    """Identity of one metric stream: its scope, name, kind and unit.
+
+    A NamedTuple rather than a frozen dataclass: it is a dict key in every merge, and a tuple hashes in C.
+    """
 
     scope_name: str
     scope_version: str

@@ -179,6 +179,10 @@ class MergeStore:
 
     def _fold(self, target: dict[AttrKey, Exact | _ExactHistogram], key: AttrKey, value: Value) -> None:
         current = target.get(key)
+        # Fast path for the common case, integer counters: exact already, no Fraction needed.
+        if type(value) is int and (current is None or type(current) is int):
+            target[key] = value if current is None else current + value
+            return
         if isinstance(value, HistogramValue):
             if current is None:
                 target[key] = _ExactHistogram.of(value)
