@@ -16,9 +16,12 @@ import os
 import sys
 import tempfile
 from collections.abc import Mapping
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from otel_gunicorn import _environment as env
+
+if TYPE_CHECKING:
+    from otel_gunicorn._arbiter.webconfig import WebConfig
 
 _log = logging.getLogger("otel_gunicorn")
 
@@ -47,6 +50,7 @@ class Config:
     metrics_exporters: frozenset[str] = frozenset({"prometheus"})
     prometheus_host: str = "localhost"
     prometheus_port: int = 9464
+    prometheus_web_config: WebConfig | None = None
     metrics_interval: float = 5.0
     max_frame_bytes: int = 16 * 1024 * 1024
     channel_dir: str = dataclasses.field(default_factory=tempfile.gettempdir)
@@ -79,6 +83,7 @@ class Config:
             metrics_exporters=_metrics_exporters(environ),
             prometheus_host=environ.get(env.OTEL_EXPORTER_PROMETHEUS_HOST, "").strip() or defaults.prometheus_host,
             prometheus_port=_standard_port(environ, env.OTEL_EXPORTER_PROMETHEUS_PORT, defaults.prometheus_port),
+            prometheus_web_config=_web_config(environ, env.OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG),
             metrics_interval=_seconds(environ, env.OTEL_GUNICORN_METRICS_INTERVAL, defaults.metrics_interval),
             max_frame_bytes=_int_in_range(
                 environ, env.OTEL_GUNICORN_MAX_FRAME_BYTES, defaults.max_frame_bytes, 1024, 256 * 1024 * 1024
@@ -222,3 +227,19 @@ def _directory(environ: Mapping[str, str], name: str, default: str) -> str:
     if not os.path.isdir(raw):
         raise ConfigError(name, raw, "an existing directory")
     return raw
+
+
+def _web_config(environ: Mapping[str, str], name: str) -> WebConfig | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    # Imported here: bcrypt and PyYAML are loaded only by those who use a web-config.
+    from otel_gunicorn._arbiter import webconfig
+
+    try:
+        web = webconfig.load_web_config(raw)
+        # Loads certificate, key and client CA now, so a bad pair stops gunicorn before any fork, not at first scrape.
+        webconfig.ssl_context(web)
+    except webconfig.WebConfigError as exc:
+        raise ConfigError(name, raw, f"a Prometheus web-config file; in it, {exc}") from None
+    return web

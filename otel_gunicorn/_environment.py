@@ -48,6 +48,20 @@ OTEL_EXPORTER_PROMETHEUS_PORT = "OTEL_EXPORTER_PROMETHEUS_PORT"
 """Standard. TCP port of the arbiter's Prometheus endpoint, 0–65535 (0 picks a free port and logs it).
 Default ``9464``. An invalid value is warned about and the default used."""
 
+OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG = "OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG"
+"""Path of a web-config file securing the arbiter's Prometheus endpoint, in the format Prometheus' own exporters take
+with ``--web.config.file`` (https://prometheus.io/docs/prometheus/latest/configuration/https/):
+``tls_server_config`` (``cert_file``, ``key_file``, ``client_ca_file``, ``client_auth_type``, ``min_version``,
+``max_version``) makes the endpoint HTTPS only; ``basic_auth_users`` (user name: bcrypt hash) requires HTTP basic
+authentication; ``http_server_config.headers`` adds security headers. Relative paths are relative to the file's
+directory. Unset (default): plain HTTP, no authentication. Read once, in the arbiter: a renewed certificate or a
+changed user takes a restart of the master. Differences from exporter-toolkit: ``VerifyClientCertIfGiven``,
+``RequireAnyClientCert`` and ``RequireAndVerifyClientCert`` need ``client_ca_file`` and verify client certificates
+against it; ``rate_limit``, ``cipher_suites``, ``curve_preferences``, ``client_allowed_sans`` and the inline ``cert``,
+``key`` and ``client_ca`` are refused rather than ignored. A file that cannot be used (unknown key, missing file,
+certificate and key that do not load, a user whose value is not a bcrypt hash) stops gunicorn before any worker
+forks, without showing the offending secret."""
+
 OTEL_GUNICORN_METRICS_INTERVAL = "OTEL_GUNICORN_METRICS_INTERVAL"
 """Seconds (a positive number, fractions allowed, at most 3600) between two reports of a worker to the arbiter.
 Default ``5``. A metric recorded in a worker reaches the endpoint within one interval; a worker killed with

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 
+from otel_gunicorn._arbiter.webconfig import TLSThreadingWSGIServer, WebConfig, secure_app, ssl_context
 from otel_gunicorn._ratelimit import RateLimitedLogger
 
 _log = logging.getLogger("otel_gunicorn")
@@ -101,9 +102,17 @@ class PrometheusEndpoint:
         host, port: where to listen.
         produce: returns the merged ``MetricsData``; called under ``lock``.
         lock: the runtime lock (held across every fork).
+        web: the ``OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG`` file, parsed: TLS, basic auth, extra headers.
     """
 
-    def __init__(self, host: str, port: int, produce: Callable[[], MetricsData], lock: threading.RLock) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        produce: Callable[[], MetricsData],
+        lock: threading.RLock,
+        web: WebConfig | None = None,
+    ) -> None:
         self._host = host
         self._port = port
         self._lock = lock
@@ -113,6 +122,11 @@ class PrometheusEndpoint:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.families)  # type: ignore[arg-type]
         self._app = make_wsgi_app(self.registry)
+        # Authentication wraps _wsgi from outside: a bcrypt check (~100 ms) must never run under the runtime lock,
+        # which every fork waits for.
+        self._served = self._wsgi if web is None else secure_app(self._wsgi, web)
+        # Built here, on the main thread before any fork; Config.from_env already loaded the same files once.
+        self._ssl = None if web is None else ssl_context(web)
         self._server: ThreadingWSGIServer | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -165,7 +179,8 @@ class PrometheusEndpoint:
                 delay = min(delay * 2, _BIND_RETRY_MAX)
                 continue
             host, port = str(server.server_address[0]), server.server_address[1]
-            _log.info("otel_gunicorn: serving metrics at http://%s:%d/metrics", _url_host(host), port)
+            scheme = "http" if self._ssl is None else "https"
+            _log.info("otel_gunicorn: serving metrics at %s://%s:%d/metrics", scheme, _url_host(host), port)
             # handle_request() with a timeout rather than serve_forever(): stop() then never waits on a loop
             # that has not started yet, and the thread notices the stop within one poll.
             server.timeout = 0.5
@@ -181,11 +196,16 @@ class PrometheusEndpoint:
             if self._stop.is_set():
                 raise OSError("stopping")
             family, host = _best_family(self._host, self._port)
+            tls = self._ssl
 
-            class _Server(ThreadingWSGIServer):
+            # With TLS, the listening socket is wrapped once listening and each handshake runs in its connection's
+            # thread (see webconfig.TLSThreadingWSGIServer): a silent client cannot stall the accept loop.
+            class _Server(TLSThreadingWSGIServer):
                 address_family = family
+                ssl_context = tls
+                handshake_timeout = SCRAPE_SOCKET_TIMEOUT
 
-            server = make_server(host, self._port, self._wsgi, _Server, handler_class=_QuietHandler)
+            server = make_server(host, self._port, self._served, _Server, handler_class=_QuietHandler)
             self._server = server
         return server
 

@@ -52,7 +52,11 @@ class ArbiterRuntime:
         self.endpoint: PrometheusEndpoint | None = None
         if "prometheus" in config.metrics_exporters:
             self.endpoint = PrometheusEndpoint(
-                config.prometheus_host, config.prometheus_port, self.metrics_data, self.lock
+                config.prometheus_host,
+                config.prometheus_port,
+                self.metrics_data,
+                self.lock,
+                config.prometheus_web_config,
             )
         self.pusher: OtlpPusher | None = None
         if "otlp" in config.metrics_exporters:

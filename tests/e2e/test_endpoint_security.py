@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import base64
 import http.client
-import os
 import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import bcrypt
-import gunicorn
 import pytest
 
 import otel_gunicorn._environment
-from tests.e2e.servers import APPS, ROOT, Gunicorn, free_port, wait_until
+from tests.e2e.servers import Gunicorn, free_port, gunicorn_command, server_environment, wait_until
 
 VARIABLE = "OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG"
 USER = "prometheus"
@@ -146,14 +143,9 @@ def test_bad_web_config_stops_gunicorn_before_any_worker(tmp_path: Path) -> None
     """A web-config with a plain password where a hash belongs stops gunicorn with one line that does not show it."""
     web = tmp_path / "web.yml"
     web.write_text(f"basic_auth_users:\n  {USER}: {PASSWORD}\n")
-    command = [sys.executable, "-m", "gunicorn", "-c", "python:otel_gunicorn.conf", "-b", f"127.0.0.1:{free_port()}"]
-    if gunicorn.version_info >= (25, 1):
-        command.append("--no-control-socket")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    environ.update(PYTHONPATH=os.pathsep.join([str(APPS), str(ROOT)]), **{VARIABLE: str(web)})
-    result = subprocess.run(
-        [*command, "counting:app"], cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=20
-    )
+    command = gunicorn_command("python:otel_gunicorn.conf", f"127.0.0.1:{free_port()}", "counting:app")
+    environ = server_environment(**{VARIABLE: str(web)})
+    result = subprocess.run(command, cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=20)
     lines = [line for line in result.stderr.splitlines() if VARIABLE in line]
     assert (True, 1, False, False) == (
         result.returncode != 0,
