@@ -42,7 +42,6 @@ INTERVAL = 1.0  # OTEL_GUNICORN_METRICS_INTERVAL for every server
 PACKAGE_ROOT = ROOT
 SCRAPES = 50
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-MIB = 1024 * 1024
 
 
 # ---------------------------------------------------------------- /proc
@@ -361,6 +360,9 @@ def bench_rss_and_cpu(start: Callable[..., Server], rounds: int, seconds: int) -
     cpu: dict[str, Any] = {"rounds": per_round}
     for name in ("bare", "otel"):
         cpu[f"{name}_us_per_request"] = round(statistics.median(r["us_per_request"] for r in per_round[name]), 1)
+        cpu[f"{name}_master_us_per_request"] = round(
+            statistics.median(r["master_us_per_request"] for r in per_round[name]), 1
+        )
         cpu[f"{name}_requests_per_s"] = round(statistics.median(r["requests_per_s"] for r in per_round[name]), 0)
     cpu["overhead_percent"] = round(100 * (cpu["otel_us_per_request"] / cpu["bare_us_per_request"] - 1), 1)
     result["cpu"] = cpu
@@ -370,6 +372,7 @@ def bench_rss_and_cpu(start: Callable[..., Server], rounds: int, seconds: int) -
 def cpu_under_wrk(wrk: str, server: Server, seconds: int) -> dict[str, Any]:
     workers = server.workers()
     pids = [server.pid, *workers]
+    master_before = cpu_seconds(server.pid)
     before = sum(cpu_seconds(p) for p in pids)
     run = subprocess.run(
         [wrk, "-t1", "-c4", f"-d{seconds}s", f"http://127.0.0.1:{server.port}/"],
@@ -378,6 +381,7 @@ def cpu_under_wrk(wrk: str, server: Server, seconds: int) -> dict[str, Any]:
         timeout=seconds + 30,
     )
     after = sum(cpu_seconds(p) for p in pids)
+    master = cpu_seconds(server.pid) - master_before
     match = re.search(r"(\d+) requests in", run.stdout)
     if run.returncode != 0 or match is None:
         raise AssertionError(f"wrk failed ({run.returncode}):\n{run.stdout}\n{run.stderr}")
@@ -390,6 +394,7 @@ def cpu_under_wrk(wrk: str, server: Server, seconds: int) -> dict[str, Any]:
         "requests_per_s": round(requests / seconds, 0),
         "cpu_s": round(after - before, 3),
         "us_per_request": round((after - before) / requests * 1e6, 1),
+        "master_us_per_request": round(master / requests * 1e6, 1),
         "wrk_errors": errors.group(0) if errors else None,
     }
 
@@ -462,6 +467,10 @@ def table(results: dict[str, Any]) -> str:
             row(
                 "4. CPU per request (master+workers), bare -> otel_gunicorn",
                 change(c["bare_us_per_request"], c["otel_us_per_request"], f"us ({c['overhead_percent']:+}%)"),
+            )
+            row(
+                "   of which the master (arbiter), bare -> otel_gunicorn",
+                change(c["bare_master_us_per_request"], c["otel_master_us_per_request"], "us"),
             )
             row(
                 "   throughput under wrk -t1 -c4, bare -> otel_gunicorn",

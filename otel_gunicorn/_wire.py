@@ -65,7 +65,7 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._failed = False
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes | bytearray) -> list[Frame]:
         """Append ``data`` and return every frame now complete; raise :class:`ProtocolError` on garbage."""
         if self._failed:
             raise ProtocolError("decoder already failed on this stream")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.sdk.metrics import (
@@ -24,7 +25,7 @@ from opentelemetry.sdk.metrics import (
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult, MetricsData
 
 from otel_gunicorn._ratelimit import RateLimitedLogger
-from otel_gunicorn._snapshot import payload_from_metrics_data
+from otel_gunicorn._snapshot import Snapshot, payload_from_metrics_data, payload_from_snapshot
 from otel_gunicorn._wire import FrameKind, encode_frame
 
 _log = logging.getLogger("otel_gunicorn")
@@ -41,10 +42,12 @@ class ChannelExporter(MetricExporter):
     Args:
         path: the arbiter's channel socket.
         send_timeout: seconds one report may take to send before it is dropped.
+        extra: more cumulative points to send with each report (otel_gunicorn's request metrics).
     """
 
-    def __init__(self, path: str, send_timeout: float) -> None:
+    def __init__(self, path: str, send_timeout: float, extra: Callable[[], Snapshot] | None = None) -> None:
         super().__init__(preferred_temporality=_CUMULATIVE)
+        self._extra = extra
         self._path = path
         self._send_timeout = send_timeout
         self._sock: socket.socket | None = None
@@ -59,7 +62,10 @@ class ChannelExporter(MetricExporter):
             # A process forked by the application inherited this exporter: its copy of the worker's counters must
             # not be reported as if it were the worker.
             return MetricExportResult.FAILURE
-        frame = encode_frame(FrameKind.SNAPSHOT, payload_from_metrics_data(metrics_data))
+        payload = payload_from_metrics_data(metrics_data)
+        if self._extra is not None:  # metrics aggregated outside the SDK (otel_gunicorn's request metrics)
+            payload["metrics"] += payload_from_snapshot(self._extra())["metrics"]
+        frame = encode_frame(FrameKind.SNAPSHOT, payload)
         try:
             sock = self._connect()
             sock.sendall(frame)

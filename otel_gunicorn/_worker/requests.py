@@ -15,11 +15,10 @@ import logging
 import time
 from typing import Any
 
-from opentelemetry.metrics import Meter
-
-from otel_gunicorn import _instruments as inst
 from otel_gunicorn._ratelimit import RateLimitedLogger
+from otel_gunicorn._snapshot import AttrKey
 from otel_gunicorn._worker.queue_time import InvalidHeader, header_value, wait_seconds
+from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.tracing import RequestTracing
 
 _log = logging.getLogger("otel_gunicorn")
@@ -31,35 +30,17 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "O
 @dataclasses.dataclass
 class _InFlight:
     started: float
-    attributes: dict[str, Any]
+    active_key: AttrKey
+    method: str
     span: Any
     token: object
 
 
 class RequestObserver:
-    """Everything otel_gunicorn does per request: metrics and, through :class:`RequestTracing`, the server span."""
+    """Everything otel_gunicorn does per request: metrics (:class:`RequestStats`) and the server span."""
 
-    def __init__(self, meter: Meter, slot: int | None, tracing: RequestTracing) -> None:
-        self._active = meter.create_up_down_counter(
-            inst.ACTIVE_REQUESTS.name, unit=inst.ACTIVE_REQUESTS.unit, description=inst.ACTIVE_REQUESTS.description
-        )
-        self._duration = meter.create_histogram(
-            inst.REQUEST_DURATION.name,
-            unit=inst.REQUEST_DURATION.unit,
-            description=inst.REQUEST_DURATION.description,
-            explicit_bucket_boundaries_advisory=inst.DURATION_BUCKETS,
-        )
-        self._queue = meter.create_histogram(
-            inst.QUEUE_DURATION.name,
-            unit=inst.QUEUE_DURATION.unit,
-            description=inst.QUEUE_DURATION.description,
-            explicit_bucket_boundaries_advisory=inst.DURATION_BUCKETS,
-        )
-        self._invalid_headers = meter.create_counter(
-            inst.QUEUE_HEADER_INVALID.name,
-            unit=inst.QUEUE_HEADER_INVALID.unit,
-            description=inst.QUEUE_HEADER_INVALID.description,
-        )
+    def __init__(self, stats: RequestStats, slot: int | None, tracing: RequestTracing) -> None:
+        self._stats = stats
         self._slot = slot
         self._tracing = tracing
         # Keyed by the request object's id: the asgi worker's request has __slots__, nothing can be stored on it.
@@ -70,18 +51,24 @@ class RequestObserver:
         """``pre_request``: count the request in flight, record its queue time, start its span."""
         try:
             method = str(getattr(req, "method", "") or "").upper()
-            attributes: dict[str, Any] = {"http.request.method": method if method in KNOWN_METHODS else "_OTHER"}
+            if method not in KNOWN_METHODS:
+                method = "_OTHER"
+            attributes: dict[str, Any] = {"http.request.method": method}
             if self._slot is not None:
                 attributes["gunicorn.worker.slot"] = self._slot
+            # attribute keys built in sorted order directly: this is the request path
+            active_key: AttrKey = (
+                tuple(sorted(attributes.items())) if len(attributes) > 1 else (("http.request.method", method),)
+            )
             span, token = self._tracing.start(req, attributes)
-            self._in_flight[id(req)] = _InFlight(time.perf_counter(), attributes, span, token)
-            self._active.add(1, attributes)
+            self._in_flight[id(req)] = _InFlight(time.perf_counter(), active_key, method, span, token)
+            self._stats.started(active_key)
             header = header_value(getattr(req, "headers", None))
             if header is not None:
                 try:
-                    self._queue.record(wait_seconds(header, time.time()))
+                    self._stats.queued(wait_seconds(header, time.time()))
                 except InvalidHeader:
-                    self._invalid_headers.add(1)
+                    self._stats.invalid_header()
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._errors.log(logging.WARNING, "pre", "otel_gunicorn: pre_request telemetry failed: %r", exc)
 
@@ -92,27 +79,26 @@ class RequestObserver:
             if entry is None:
                 return
             elapsed = time.perf_counter() - entry.started
-            self._active.add(-1, entry.attributes)
             status = _status_code(resp)
-            method = entry.attributes["http.request.method"]
-            self._duration.record(elapsed, _duration_attributes(req, status, method))
+            self._stats.finished(entry.active_key, _duration_key(req, status, entry.method), elapsed)
             self._tracing.finish(entry.span, entry.token, status)
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._errors.log(logging.WARNING, "post", "otel_gunicorn: post_request telemetry failed: %r", exc)
 
 
-def _duration_attributes(req: Any, status: int | None, method: str) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"http.request.method": method}
+def _duration_key(req: Any, status: int | None, method: str) -> AttrKey:
+    """The duration histogram's attributes, as a key already in sorted order."""
+    key: list[tuple[str, Any]] = [("http.request.method", method)]
     if status is not None:
-        attributes["http.response.status_code"] = status
-    scheme = getattr(req, "scheme", None)
-    if isinstance(scheme, str):
-        attributes["url.scheme"] = scheme
+        key.append(("http.response.status_code", status))
     version = getattr(req, "version", None)
     if isinstance(version, tuple) and len(version) == 2:
         major, minor = version
-        attributes["network.protocol.version"] = f"{major}.{minor}" if major < 2 else str(major)
-    return attributes
+        key.append(("network.protocol.version", f"{major}.{minor}" if major < 2 else str(major)))
+    scheme = getattr(req, "scheme", None)
+    if isinstance(scheme, str):
+        key.append(("url.scheme", scheme))
+    return tuple(key)
 
 
 def _status_code(resp: Any) -> int | None:

@@ -26,6 +26,7 @@ from otel_gunicorn._logs.processors import set_worker_slot
 from otel_gunicorn._worker import link, server_gauges
 from otel_gunicorn._worker.log_export import build_logger_provider
 from otel_gunicorn._worker.reporter import ChannelExporter
+from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.requests import RequestObserver
 from otel_gunicorn._worker.state import state_reader
 from otel_gunicorn._worker.tracing import RequestTracing, build_tracer_provider
@@ -41,7 +42,10 @@ class WorkerRuntime:
 
     def __init__(self, worker: Any, arbiter: link.ArbiterLink) -> None:
         interval = arbiter.config.metrics_interval
-        self.exporter = ChannelExporter(arbiter.channel_path, send_timeout=min(interval, 1.0))
+        self.request_stats = RequestStats()
+        self.exporter = ChannelExporter(
+            arbiter.channel_path, send_timeout=min(interval, 1.0), extra=self.request_stats.snapshot
+        )
         reader = PeriodicExportingMetricReader(
             self.exporter, export_interval_millis=interval * 1000, export_timeout_millis=max(interval, 1.0) * 1000
         )
@@ -63,7 +67,7 @@ class WorkerRuntime:
         self.logger_provider = build_logger_provider(arbiter.config, resource)
         slot = getattr(worker, link.SLOT_ATTR, None)
         tracing = RequestTracing(self.tracer_provider)
-        self.requests = RequestObserver(meter, slot, tracing) if state.requests_via_hooks else None
+        self.requests = RequestObserver(self.request_stats, slot, tracing) if state.requests_via_hooks else None
         exporter = self.exporter
 
         def dropped(_options: CallbackOptions) -> list[Observation]:

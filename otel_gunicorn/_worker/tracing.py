@@ -66,6 +66,8 @@ class RequestTracing:
     def start(self, req: Any, attributes: dict[str, Any]) -> tuple[trace.Span | None, object]:
         """Continue the caller's trace; return the span (None when tracing is off) and the context token."""
         headers = getattr(req, "headers", None)
+        if self._tracer is None and not _has_traceparent(headers):
+            return None, None  # tracing off and no caller's trace to correlate with: nothing to do per request
         parent = propagate.extract(headers, getter=_GETTER) if isinstance(headers, list) else context.get_current()
         span = None
         ctx = parent
@@ -89,7 +91,12 @@ class RequestTracing:
                     span.set_attribute("error.type", str(status))
                     span.set_status(Status(StatusCode.ERROR))
             span.end()
-        context.detach(token)  # type: ignore[arg-type]
+        if token is not None:
+            context.detach(token)  # type: ignore[arg-type]
+
+
+def _has_traceparent(headers: Any) -> bool:
+    return isinstance(headers, list) and any(str(name).upper() == "TRACEPARENT" for name, _value in headers)
 
 
 def _request_attributes(req: Any, base: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,97 @@
+"""otel_gunicorn's request metrics, aggregated outside the SDK, and the hook adapter feeding them."""
+
+from __future__ import annotations
+
+from otel_gunicorn import _instruments as inst
+from otel_gunicorn._worker.request_stats import RequestStats
+from otel_gunicorn._worker.requests import RequestObserver
+from otel_gunicorn._worker.tracing import RequestTracing
+
+BOUNDS = (0.1, 0.5, 1.0)
+
+
+class Req:
+    method = "GET"
+    scheme = "http"
+    version = (1, 1)
+    headers: list = []
+
+
+class Resp:
+    status_code = 200
+
+
+def test_active_requests_go_up_and_down():
+    """started/finished leave the in-flight count of that key at zero, the point kept."""
+    stats = RequestStats(BOUNDS)
+    key = (("http.request.method", "GET"),)
+    stats.started(key)
+    stats.started(key)
+    assert {key: 2} == stats.snapshot()[inst.ACTIVE_REQUESTS.meta]
+    stats.finished(key, key, 0.2)
+    stats.finished(key, key, 0.2)
+    assert {key: 0} == stats.snapshot()[inst.ACTIVE_REQUESTS.meta]
+
+
+def test_durations_fill_buckets_with_le_semantics():
+    """A duration equal to a boundary counts in the bucket that boundary closes, as Prometheus' le does."""
+    stats = RequestStats(BOUNDS)
+    key = ()
+    stats.started(key)
+    stats.finished(key, key, 0.5)
+    stats.started(key)
+    stats.finished(key, key, 3.0)
+    [point] = stats.snapshot()[inst.REQUEST_DURATION.meta].values()
+    assert ((0, 1, 0, 1), 2, 3.5, 0.5, 3.0) == (point.counts, point.count, point.sum, point.min, point.max)
+
+
+def test_nothing_recorded_means_no_metric():
+    """A worker that served nothing reports no request metrics at all (absent, not zero)."""
+    assert {} == RequestStats(BOUNDS).snapshot()
+
+
+def test_queue_time_and_invalid_headers():
+    """Queue times go to their histogram; invalid headers are only counted."""
+    stats = RequestStats(BOUNDS)
+    stats.queued(0.25)
+    stats.invalid_header()
+    snapshot = stats.snapshot()
+    assert 1 == snapshot[inst.QUEUE_DURATION.meta][()].count
+    assert {(): 1} == snapshot[inst.QUEUE_HEADER_INVALID.meta]
+
+
+def test_observer_records_semantic_convention_attributes():
+    """A GET answered 200 over HTTP/1.1 is recorded with method, status, protocol version and scheme, by slot."""
+    stats = RequestStats(BOUNDS)
+    observer = RequestObserver(stats, 3, RequestTracing(None))
+    req = Req()
+    observer.started(req)
+    assert {(("gunicorn.worker.slot", 3), ("http.request.method", "GET")): 1} == stats.snapshot()[
+        inst.ACTIVE_REQUESTS.meta
+    ]
+    observer.finished(req, Resp())
+    expected_key = (
+        ("http.request.method", "GET"),
+        ("http.response.status_code", 200),
+        ("network.protocol.version", "1.1"),
+        ("url.scheme", "http"),
+    )
+    assert [expected_key] == list(stats.snapshot()[inst.REQUEST_DURATION.meta])
+
+
+def test_unknown_methods_are_folded_into_other():
+    """A method semantic conventions do not name is recorded as _OTHER, keeping cardinality bounded."""
+    stats = RequestStats(BOUNDS)
+    observer = RequestObserver(stats, None, RequestTracing(None))
+    req = Req()
+    req.method = "BREW"
+    observer.started(req)
+    assert [(("http.request.method", "_OTHER"),)] == list(stats.snapshot()[inst.ACTIVE_REQUESTS.meta])
+
+
+def test_a_broken_request_object_never_raises():
+    """Whatever gunicorn hands the hooks, they do not raise into the request."""
+    observer = RequestObserver(RequestStats(BOUNDS), 0, RequestTracing(None))
+    observer.started(object())
+    observer.finished(object(), None)
+    observer.finished(None, None)
