@@ -228,6 +228,28 @@ REPORTS_DROPPED = Instrument(
     ALL_CLASSES,
     "Non-zero: the arbiter is overloaded or its channel is gone.",
 )
+OTLP_SNAPSHOTS = Instrument(
+    "otel_gunicorn.otlp.snapshots",
+    "{snapshot}",
+    Kind.COUNTER,
+    "Merged snapshots handed to the OTLP exporter process, by outcome (dropped: it had not taken the previous one "
+    "yet, busy with a slow or unreachable collector).",
+    ("outcome",),
+    "arbiter (OTEL_METRICS_EXPORTER=otlp)",
+    ALL_CLASSES,
+    "A rising dropped rate means the collector is slower than OTEL_METRIC_EXPORT_INTERVAL; nothing is lost "
+    "(snapshots are cumulative), data just arrives less often.",
+)
+OTLP_RESTARTS = Instrument(
+    "otel_gunicorn.otlp.exporter.restarts",
+    "{restart}",
+    Kind.COUNTER,
+    "Times the arbiter restarted its OTLP exporter process after it died.",
+    (),
+    "arbiter (OTEL_METRICS_EXPORTER=otlp)",
+    ALL_CLASSES,
+    "Should stay 0; otherwise the exporter process's log on stderr says why.",
+)
 
 ALL = (
     LISTENER_QUEUED,
@@ -248,4 +270,6 @@ ALL = (
     CHANNEL_CONNECTIONS,
     CHANNEL_REPORTS,
     REPORTS_DROPPED,
+    OTLP_SNAPSHOTS,
+    OTLP_RESTARTS,
 )

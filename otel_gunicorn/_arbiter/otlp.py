@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from otel_gunicorn._arbiter.forklock import ForkLock
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._wire import FrameKind, encode_frame
 
@@ -37,7 +38,7 @@ class OtlpPusher:
         lock: the runtime lock (held across every fork).
     """
 
-    def __init__(self, protocol: str, interval: float, produce: Callable[[], dict[str, Any]], lock: threading.RLock):
+    def __init__(self, protocol: str, interval: float, produce: Callable[[], dict[str, Any]], lock: ForkLock):
         self._protocol = protocol
         self._interval = interval
         self._produce = produce

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 
+from otel_gunicorn._arbiter.forklock import ForkLock
 from otel_gunicorn._arbiter.webconfig import TLSThreadingWSGIServer, WebConfig, secure_app, ssl_context
 from otel_gunicorn._ratelimit import RateLimitedLogger
 
@@ -37,7 +38,9 @@ _log = logging.getLogger("otel_gunicorn")
 #: seconds a scrape connection may stay silent before it is dropped (a stuck scraper holds only its own thread)
 SCRAPE_SOCKET_TIMEOUT = 10.0
 _BIND_RETRY_INITIAL = 0.5
-_BIND_RETRY_MAX = 30.0
+# Short, because the common reason the port is taken is the old master during a USR2 upgrade: the new master must
+# take the endpoint over within a second of the old one leaving. A failed bind() costs next to nothing.
+_BIND_RETRY_MAX = 1.0
 
 
 class MergedMetricsReader(PrometheusMetricReader):
@@ -110,7 +113,7 @@ class PrometheusEndpoint:
         host: str,
         port: int,
         produce: Callable[[], MetricsData],
-        lock: threading.RLock,
+        lock: ForkLock,
         web: WebConfig | None = None,
     ) -> None:
         self._host = host
@@ -204,6 +207,9 @@ class PrometheusEndpoint:
                 address_family = family
                 ssl_context = tls
                 handshake_timeout = SCRAPE_SOCKET_TIMEOUT
+                # socketserver's default accept queue of 5 drops connections when many scrapers arrive at once
+                # (100 concurrent scrapes: hundreds of SYNs dropped, clients retrying after 1, 3, 7 s)
+                request_queue_size = 128
 
             server = make_server(host, self._port, self._served, _Server, handler_class=_QuietHandler)
             self._server = server

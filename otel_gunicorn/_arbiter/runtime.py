@@ -14,7 +14,6 @@ import itertools
 import logging
 import os
 import socket
-import threading
 import time
 from typing import Any
 
@@ -25,6 +24,7 @@ from prometheus_client import generate_latest
 from otel_gunicorn import _instruments as inst
 from otel_gunicorn._arbiter import server_metrics
 from otel_gunicorn._arbiter.channel import ChannelServer
+from otel_gunicorn._arbiter.forklock import FORK_WAIT, ForkLock
 from otel_gunicorn._arbiter.lifecycle import ExitLedger
 from otel_gunicorn._arbiter.merge import MergeStore
 from otel_gunicorn._arbiter.otlp import OtlpPusher
@@ -43,7 +43,7 @@ class ArbiterRuntime:
     def __init__(self, config: Config, server: Any) -> None:
         self.config = config
         self._server = server
-        self.lock = threading.RLock()
+        self.lock = ForkLock()
         self.store = MergeStore()
         self.exits = ExitLedger()
         self.start_ns = time.time_ns()
@@ -156,7 +156,14 @@ class ArbiterRuntime:
 
     def _own_metrics(self) -> Snapshot:
         stats = self.channel.stats
-        return {
+        own: Snapshot = {}
+        if self.pusher is not None:
+            own[inst.OTLP_SNAPSHOTS.meta] = {
+                (("outcome", "sent"),): self.pusher.pushed,
+                (("outcome", "dropped"),): self.pusher.dropped,
+            }
+            own[inst.OTLP_RESTARTS.meta] = {(): self.pusher.restarts}
+        return own | {
             inst.CHANNEL_CONNECTIONS.meta: {
                 (("outcome", "accepted"),): stats.connections_accepted,
                 (("outcome", "refused"),): stats.connections_refused,
@@ -170,14 +177,13 @@ class ArbiterRuntime:
     # ---------------------------------------------------------------- fork handlers
 
     def before_fork(self) -> None:
-        self._fork_locked = self.lock.acquire(timeout=2.0)
+        self._fork_locked = self.lock.hold_for_fork()
         if not self._fork_locked:
-            _log.warning("otel_gunicorn: an arbiter thread held its lock for 2 s; forking anyway")
+            _log.warning("otel_gunicorn: an arbiter thread held its lock for %.0f s; forking anyway", FORK_WAIT)
 
     def after_fork_in_parent(self) -> None:
-        if self._fork_locked:
-            self._fork_locked = False
-            self.lock.release()
+        self.lock.release_after_fork(self._fork_locked)
+        self._fork_locked = False
 
     def after_fork_in_child(self) -> None:
         self.channel.close_in_child()

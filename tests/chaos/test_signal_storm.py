@@ -1,0 +1,136 @@
+"""HUP, TTIN, TTOU and kill -9 in a random mix while traffic flows and the endpoint is scraped every 100 ms."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from tests.chaos.conftest import (
+    Scraper,
+    Traffic,
+    children_of,
+    fds_of,
+    requests_total,
+    scrape,
+    settle,
+    threads_of,
+    wait_counter_settled,
+    wait_until,
+)
+
+pytestmark = pytest.mark.chaos
+
+WORKERS = 3
+INTERVAL = 0.5
+ROUNDS = 12
+SEED = int(os.environ.get("CHAOS_SEED", "20240606"))
+#: the arbiter may hold this many more fds at the end than after warm-up (the OTLP pusher is off here)
+FD_GROWTH_BOUND = 2
+THREAD_GROWTH_BOUND = 0
+
+
+def gauge_slots(metrics_port: int) -> set[str]:
+    """Slots of the app_worker_pid series (one per live, reporting worker)."""
+    result = scrape(metrics_port)
+    return set(result.slots) if result.ok else set()
+
+
+def plan(rng: random.Random) -> list[str]:
+    """ROUNDS actions, each kind at least once and at least three kill -9."""
+    actions = ["HUP", "TTIN", "TTOU", "KILL", "KILL", "KILL"]
+    actions += [rng.choice(["HUP", "TTIN", "TTOU", "KILL"]) for _ in range(ROUNDS - len(actions))]
+    rng.shuffle(actions)
+    return actions
+
+
+def test_signal_storm(start_gunicorn, figures):
+    rng = random.Random(SEED)
+    server = start_gunicorn(args=["-w", str(WORKERS)], env={"OTEL_GUNICORN_METRICS_INTERVAL": str(INTERVAL)})
+    master = server.process.pid
+    port = server.metrics_port
+    figures.update(seed=SEED, workers=WORKERS, interval_s=INTERVAL)
+
+    def workers_reporting(count: int) -> bool:
+        return len(children_of(master)) == count and len(gauge_slots(port)) == count
+
+    with Traffic(server.port, max_requests=20_000, max_seconds=90, concurrency=2) as traffic, Scraper(port) as scraper:
+        wait_until(lambda: (requests_total(port) or 0) > 0, 10, what="the first requests to be reported")
+        wait_until(lambda: workers_reporting(WORKERS), 10, what=f"{WORKERS} workers reporting")
+        scraper.pause()
+        warm_threads, warm_fds = settle(lambda: threads_of(master)), settle(lambda: fds_of(master))
+        scraper.resume()
+
+        target = WORKERS
+        done: list[str] = []
+        killed_at: list[tuple[int, float]] = []
+        for action in plan(rng):
+            if action == "HUP":
+                os.kill(master, signal.SIGHUP)
+                target = WORKERS  # HUP re-reads the configuration: back to -w
+            elif action == "TTIN":
+                os.kill(master, signal.SIGTTIN)
+                target += 1
+            elif action == "TTOU" and target > 1:
+                os.kill(master, signal.SIGTTOU)
+                target -= 1
+            elif action == "KILL":
+                # Everything served so far must be reported first: then a SIGKILL loses nothing, and the final
+                # total can be asserted exactly.
+                served = traffic.pause()
+                wait_until(
+                    lambda served=served: requests_total(port) == served,
+                    2 * INTERVAL + 5,
+                    what=f"app_requests_total == {served} before kill -9",
+                )
+                candidates = sorted(children_of(master))
+                if candidates:
+                    victim = rng.choice(candidates)
+                    os.kill(victim, signal.SIGKILL)
+                    killed_at.append((victim, served))
+                traffic.resume()
+            done.append(action)
+            time.sleep(rng.uniform(0.3, 0.7))
+
+        # Back to the configured worker count, so threads and fds compare like with like.
+        while target != WORKERS:
+            os.kill(master, signal.SIGTTIN if target < WORKERS else signal.SIGTTOU)
+            target += 1 if target < WORKERS else -1
+            time.sleep(0.3)
+
+        served = traffic.stop()
+        final = wait_counter_settled(port, INTERVAL)
+        wait_until(lambda: workers_reporting(WORKERS), 20, what=f"{WORKERS} workers reporting after the storm")
+        time.sleep(2 * INTERVAL)
+        scraper.pause()
+        end_threads, end_fds = settle(lambda: threads_of(master)), settle(lambda: fds_of(master))
+        final = requests_total(port)
+
+    log = server.log()
+    figures.update(
+        actions=done,
+        kills=len(killed_at),
+        requests_200=served,
+        requests_failed=len(traffic.failures),
+        request_failures=sorted(set(traffic.failures))[:5],
+        final_counter=final,
+        lost_to_sigkill_expected=0,
+        threads_warm=warm_threads,
+        threads_end=end_threads,
+        thread_growth=end_threads - warm_threads,
+        fds_warm=warm_fds,
+        fds_end=end_fds,
+        fd_growth=end_fds - warm_fds,
+        worker_boots=log.count("Booting worker"),
+        **scraper.summary(),
+    )
+    assert server.process.poll() is None, "the arbiter died"
+    assert [] == scraper.misses, f"{len(scraper.misses)} scrapes failed: {scraper.summary()['miss_errors']}"
+    assert [] == scraper.decreases(), f"app_requests_total decreased: {scraper.decreases()[:5]}"
+    # Before each kill -9 everything served had been reported, so nothing may be missing: exact.
+    assert final == served, f"counter {final} != {served} requests answered 200 ({len(traffic.failures)} failed)"
+    assert end_threads - warm_threads <= THREAD_GROWTH_BOUND, (warm_threads, end_threads)
+    assert end_fds - warm_fds <= FD_GROWTH_BOUND, (warm_fds, end_fds)

@@ -1,0 +1,142 @@
+"""USR2 re-exec under traffic: the new master takes over requests and, once the old one exits, the endpoint.
+
+gunicorn (checked on 23-27) does not rename the pidfile to ``.oldbin`` as nginx does: the new master writes
+``<pidfile>.2`` while the old one lives, and renames it to ``<pidfile>`` when it finds itself promoted (its parent
+gone). The old master keeps ``<pidfile>`` until it exits and unlinks it.
+
+gunicorn re-executes ``sys.executable`` with ``sys.argv``; under ``python -m gunicorn`` (how the e2e harness starts
+it) that is ``python .../gunicorn/__main__.py``, which puts the gunicorn package directory first on ``sys.path``,
+where ``gunicorn/http`` shadows the standard library's ``http`` and the new master dies at once ("No module named
+'http.server'"). Real deployments run the ``gunicorn`` script, so this test starts the master through it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.conftest import Scraper, Traffic, alive, children_of, scrape, wait_until
+from tests.e2e import servers
+
+pytestmark = pytest.mark.chaos
+
+WORKERS = 2
+INTERVAL = 0.5
+#: the new master must serve the endpoint this soon after the old master exited
+HANDOVER_BOUND_S = 5.0
+#: seconds both masters run side by side in the second variant
+OVERLAP_S = float(os.environ.get("CHAOS_USR2_OVERLAP", "8"))
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def through_console_script(command: list[str], **kwargs):
+    """Popen for the harness: ``python -m gunicorn ARGS`` becomes ``python .venv/bin/gunicorn ARGS``."""
+    if command[1:3] == ["-m", "gunicorn"]:
+        command = [command[0], str(Path(sys.executable).parent / "gunicorn"), *command[3:]]
+    return subprocess.Popen(command, **kwargs)
+
+
+def stop_master(pid: int) -> None:
+    """SIGTERM, wait (bounded), then SIGKILL it and its workers; for a master this test is not the parent of."""
+    if not alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(pid):
+        workers = children_of(pid)  # before the kill: afterwards they belong to init
+        os.kill(pid, signal.SIGKILL)
+        for worker in workers:
+            os.kill(worker, signal.SIGKILL)
+
+
+@pytest.mark.parametrize(
+    "overlap",
+    # TERM the old master as soon as the new one runs its workers, or after both ran side by side for a while, as
+    # an operator checking the new release first would (the new master's endpoint is refused the port meanwhile).
+    [0.0, OVERLAP_S],
+    ids=["term-at-once", f"overlap-{OVERLAP_S:g}s"],
+)
+def test_usr2_reexec(start_gunicorn, tmp_path, figures, monkeypatch, overlap):
+    pidfile = tmp_path / "gunicorn.pid"
+    with monkeypatch.context() as patch:
+        shim = types.SimpleNamespace(**{**vars(subprocess), "Popen": through_console_script})
+        patch.setattr(servers, "subprocess", shim)
+        server = start_gunicorn(
+            args=["-w", str(WORKERS), "--pid", str(pidfile)], env={"OTEL_GUNICORN_METRICS_INTERVAL": str(INTERVAL)}
+        )
+    old, port = server.process.pid, server.metrics_port
+    assert old == read_pid(pidfile)
+    new: int | None = None
+    try:
+        with (
+            Traffic(server.port, max_requests=10_000, max_seconds=60, concurrency=2, delay=0.01) as traffic,
+            Scraper(port) as scraper,
+        ):
+            wait_until(lambda: scrape(port).master_pid == str(old), 10, what="the old master's endpoint")
+            usr2_at = time.monotonic()
+            os.kill(old, signal.SIGUSR2)
+            new = wait_until(lambda: read_pid(pidfile.with_name(pidfile.name + ".2")), 20, what="<pidfile>.2")
+            assert new != old
+            # The new master is up once its own workers run (they serve from the shared listeners).
+            wait_until(lambda: len(children_of(new)) == WORKERS, 20, what="the new master's workers")
+            new_ready = time.monotonic() - usr2_at
+            time.sleep(overlap)
+            assert alive(old), "the old master died on USR2"
+            assert alive(new), "the new master died beside the old one"
+
+            os.kill(old, signal.SIGTERM)
+            server.process.wait(20)
+            old_exited_at = time.monotonic()
+            served_by_new = wait_until(
+                lambda: (r := scrape(port)).ok and r.master_pid == str(new) and r,
+                HANDOVER_BOUND_S + 25,
+                interval=0.05,
+                what="the new master's endpoint",
+            )
+            handover = served_by_new.at + served_by_new.latency - old_exited_at
+            wait_until(lambda: read_pid(pidfile) == new, 10, what="the promoted master to own the pidfile")
+            time.sleep(1.0)  # traffic keeps flowing to the new master alone
+            assert alive(new), "the new master died"
+            served = traffic.stop()
+            status, body = server.get("/")
+            assert 200 == status
+            served_after = {int(r.master_pid) for r in scraper.records if r.ok and r.at > old_exited_at}
+
+        log = server.log()
+        figures.update(
+            overlap_s=overlap,
+            old_master=old,
+            new_master=new,
+            old_master_exit=server.process.returncode,
+            new_master_ready_s=round(new_ready, 2),
+            handover_s=round(handover, 3),
+            requests_200=served,
+            requests_failed=len(traffic.failures),
+            request_failures=sorted(set(traffic.failures))[:5],
+            endpoint_pids_after_old_exit=sorted(served_after),
+            bind_retry_logged="cannot serve metrics" in log,
+            **scraper.summary(),
+        )
+        assert 0 == server.process.returncode, "the old master did not exit cleanly"
+        assert [] == traffic.failures
+        assert handover <= HANDOVER_BOUND_S, f"the new master served the endpoint {handover:.1f} s after the old exit"
+        assert {new} == served_after
+    finally:
+        second = pidfile.with_name(pidfile.name + ".2")
+        for pid in {new, read_pid(second), read_pid(pidfile)} - {None, old}:
+            stop_master(pid)
