@@ -222,13 +222,15 @@ def _load_yaml(text: str) -> Any:
         raise WebConfigError("web-config", accepted="valid YAML", problem="is not valid YAML") from None
 
 
-def _mapping(path: str, value: Any, known: tuple[str, ...]) -> dict[str, Any]:
-    """A section as a dict of known keys; ``None`` (empty or absent) is an empty section."""
+def _mapping(path: str, value: Any, known: tuple[str, ...] | None, accepted: str = "") -> dict[Any, Any]:
+    """A section as a dict (of ``known`` keys, when given); ``None`` (empty or absent) is an empty section."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         problem = f"is a {type(value).__name__}, not a mapping"
-        raise WebConfigError(path, accepted=f"a mapping of {', '.join(known)}", problem=problem)
+        raise WebConfigError(path, accepted=accepted or f"a mapping of {', '.join(known or ())}", problem=problem)
+    if known is None:
+        return value
     for key in value:
         full = key if path == "web-config" else f"{path}.{key}"
         if full in _UNSUPPORTED:
@@ -308,13 +310,8 @@ def _file(key: str, value: str, base_dir: str) -> str:
 
 
 def _users(section: Any) -> dict[str, bytes]:
-    if section is None:
-        return {}
-    if not isinstance(section, dict):
-        problem = f"is a {type(section).__name__}, not a mapping"
-        raise WebConfigError("basic_auth_users", accepted="a mapping of user name to bcrypt hash", problem=problem)
     users: dict[str, bytes] = {}
-    for name, hashed in section.items():
+    for name, hashed in _mapping("basic_auth_users", section, None, "a mapping of user name to bcrypt hash").items():
         # YAML 1.1 reads `yes:`, `on:` or `1234:` as a bool or a number, which is not the name the scraper sends.
         if not isinstance(name, str) or not name:
             raise WebConfigError("basic_auth_users", name, "user names as non-empty strings (quote them in YAML)")
@@ -330,13 +327,8 @@ def _users(section: Any) -> dict[str, bytes]:
 
 
 def _headers(section: Any) -> dict[str, str]:
-    if section is None:
-        return {}
-    if not isinstance(section, dict):
-        problem = f"is a {type(section).__name__}, not a mapping"
-        raise WebConfigError("http_server_config.headers", accepted="a mapping of header to value", problem=problem)
     headers: dict[str, str] = {}
-    for name, value in section.items():
+    for name, value in _mapping("http_server_config.headers", section, None, "a mapping of header to value").items():
         if name not in EXTRA_HEADERS:
             raise WebConfigError("http_server_config.headers", name, f"one of {', '.join(EXTRA_HEADERS)}")
         allowed = EXTRA_HEADERS[name]

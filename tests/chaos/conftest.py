@@ -24,7 +24,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import pytest_runtest_makereport, start_gunicorn, start_rotel  # noqa: F401
-from tests.e2e.servers import wait_until
+from tests.e2e.servers import children_of, wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -97,21 +97,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] not in "ZX"
-
-
-def children_of(pid: int) -> set[int]:
-    """Live (non-zombie) children of ``pid``, from /proc."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[1]) == pid and fields[0] not in "ZX":
-                found.add(int(entry))
-    return found
 
 
 def settle(measure: Any, samples: int = 5, pause: float = 0.1) -> int:

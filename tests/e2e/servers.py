@@ -67,6 +67,21 @@ def server_environment(**env: str) -> dict[str, str]:
     return environ
 
 
+def children_of(pid: int) -> set[int]:
+    """Live (non-zombie) children of ``pid``, from /proc."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[1]) == pid and fields[0] not in "ZX":
+                found.add(int(entry))
+    return found
+
+
 def stop_process(process: subprocess.Popen, grace: float = 15.0) -> None:
     """TERM, wait up to ``grace`` seconds, then KILL: every server a test starts ends with the test."""
     if process.poll() is None:
@@ -173,17 +188,7 @@ class Gunicorn:
     # ---------------------------------------------------------------- processes
 
     def worker_pids(self) -> set[int]:
-        pids = set()
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                fields = stat[stat.rindex(")") + 2 :].split()
-                if int(fields[1]) == self.process.pid and fields[0] not in "ZX":
-                    pids.add(int(entry))
-        return pids
+        return children_of(self.process.pid)
 
     def signal(self, sig: int) -> None:
         os.kill(self.process.pid, sig)

@@ -11,17 +11,7 @@ from pathlib import Path
 import pytest
 
 from otel_gunicorn._config import Config, ConfigError
-
-
-class Records(logging.Handler):
-    """Collects the messages logged to the otel_gunicorn logger."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[tuple[int, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append((record.levelno, record.getMessage()))
+from tests.unit.records import Records
 
 
 @pytest.fixture

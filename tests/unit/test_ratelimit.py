@@ -11,6 +11,7 @@ import pytest
 
 from otel_gunicorn import _ratelimit
 from otel_gunicorn._ratelimit import RateLimitedLogger
+from tests.unit.records import Records
 
 
 class Clock:
@@ -21,17 +22,6 @@ class Clock:
 
     def monotonic(self) -> float:
         return self.now
-
-
-class Records(logging.Handler):
-    """Collects (level, message) of every record."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[tuple[int, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append((record.levelno, record.getMessage()))
 
 
 @pytest.fixture
