@@ -124,6 +124,8 @@ class GunicornLogger(Logger):
     def setup(self, cfg: Any) -> None:
         """gunicorn's setup (also run on HUP); then our formatter on its own handlers if nothing configures them."""
         super().setup(cfg)
+        # decided once per (re)configuration, not per request: the access hook runs on every request
+        self._access_on = self._compute_access_log_enabled()
         if not (cfg.logconfig_dict or cfg.logconfig or getattr(cfg, "logconfig_json", None)):
             self._structure_own_handlers(log_format_or_exit(os.environ))
 
@@ -142,14 +144,15 @@ class GunicornLogger(Logger):
 
     def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
         """Log one request as a structured ``gunicorn.access`` event (worker, after the response, inside its span)."""
-        if not self._access_enabled():
+        if not self._access_on:
             return
         try:
             self.access_log.info(ACCESS_EVENT, extra=access_fields(resp, req, environ, request_time))
         except Exception:  # noqa: BLE001 - as gunicorn's own access(): a broken log line must not fail the request
             self.exception("otel_gunicorn: could not write the access log")
 
-    def _access_enabled(self) -> bool:
+    def _compute_access_log_enabled(self) -> bool:
+        # Overrides gunicorn's own rule (>= 25 caches it as access_log_enabled, which the asgi worker reads too).
         # gunicorn treats any logconfig_dict as a request for access logging; otel_gunicorn's own (which
         # python:otel_gunicorn.conf always sets) must not switch on a log nobody asked for, so with it the access
         # log follows --access-logfile / accesslog, exactly as with gunicorn's default logging.

@@ -56,11 +56,16 @@ def wait_seconds(value: str, now: float) -> float:
     return max(waited, 0.0)
 
 
-def header_value(headers: object) -> str | None:
-    """The first request-start header in gunicorn's ``[(NAME, value), ...]`` list, or None."""
-    if not isinstance(headers, list):
-        return None
-    for item in headers:
-        if isinstance(item, tuple) and len(item) == 2 and str(item[0]).upper() in HEADERS:
-            return str(item[1])
-    return None
+def scan_headers(headers: object) -> tuple[bool, str | None]:
+    """One pass over gunicorn's ``[(NAME, value), ...]`` request headers (names upper-cased): whether a W3C
+    ``traceparent`` is present, and the first request-start header's value (or None)."""
+    has_traceparent = False
+    queue_start = None
+    if isinstance(headers, list):
+        for item in headers:
+            name = item[0]
+            if name == "TRACEPARENT":
+                has_traceparent = True
+            elif queue_start is None and name in HEADERS:
+                queue_start = str(item[1])
+    return has_traceparent, queue_start

@@ -10,14 +10,13 @@ by the request object's id, rather than on the request.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import Any
 
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._snapshot import AttrKey
-from otel_gunicorn._worker.queue_time import InvalidHeader, header_value, wait_seconds
+from otel_gunicorn._worker.queue_time import InvalidHeader, scan_headers, wait_seconds
 from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.tracing import RequestTracing
 
@@ -25,48 +24,43 @@ _log = logging.getLogger("otel_gunicorn")
 
 #: methods semantic conventions name; anything else is reported as _OTHER to keep cardinality bounded
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
-
-
-@dataclasses.dataclass
-class _InFlight:
-    started: float
-    active_key: AttrKey
-    method: str
-    span: Any
-    token: object
+#: bound on cached attribute keys (a client could send any status-producing request; the cache must not grow)
+_MAX_CACHED_KEYS = 512
 
 
 class RequestObserver:
-    """Everything otel_gunicorn does per request: metrics (:class:`RequestStats`) and the server span."""
+    """Everything otel_gunicorn does per request: metrics (:class:`RequestStats`) and the server span.
+
+    This is the request path, so the attribute keys are built once and cached (their variety is bounded: methods
+    are folded into the known ones, status codes are few), and the request headers are scanned once.
+    """
 
     def __init__(self, stats: RequestStats, slot: int | None, tracing: RequestTracing) -> None:
         self._stats = stats
         self._slot = slot
         self._tracing = tracing
         # Keyed by the request object's id: the asgi worker's request has __slots__, nothing can be stored on it.
-        self._in_flight: dict[int, _InFlight] = {}
+        # Values: (perf_counter at start, active-requests key, method, span, context token).
+        self._in_flight: dict[int, tuple[float, AttrKey, str, Any, object]] = {}
+        self._active_keys: dict[str, AttrKey] = {}
+        self._duration_keys: dict[tuple[Any, ...], AttrKey] = {}
         self._errors = RateLimitedLogger(_log)
 
     def started(self, req: Any) -> None:
         """``pre_request``: count the request in flight, record its queue time, start its span."""
         try:
-            method = str(getattr(req, "method", "") or "").upper()
+            method = getattr(req, "method", None)
             if method not in KNOWN_METHODS:
-                method = "_OTHER"
-            attributes: dict[str, Any] = {"http.request.method": method}
-            if self._slot is not None:
-                attributes["gunicorn.worker.slot"] = self._slot
-            # attribute keys built in sorted order directly: this is the request path
-            active_key: AttrKey = (
-                tuple(sorted(attributes.items())) if len(attributes) > 1 else (("http.request.method", method),)
-            )
-            span, token = self._tracing.start(req, attributes)
-            self._in_flight[id(req)] = _InFlight(time.perf_counter(), active_key, method, span, token)
+                method = str(method or "").upper()
+                method = method if method in KNOWN_METHODS else "_OTHER"
+            active_key = self._active_keys.get(method) or self._active_key(method)
+            has_traceparent, queue_start = scan_headers(getattr(req, "headers", None))
+            span, token = self._tracing.start(req, method, has_traceparent)
+            self._in_flight[id(req)] = (time.perf_counter(), active_key, method, span, token)
             self._stats.started(active_key)
-            header = header_value(getattr(req, "headers", None))
-            if header is not None:
+            if queue_start is not None:
                 try:
-                    self._stats.queued(wait_seconds(header, time.time()))
+                    self._stats.queued(wait_seconds(queue_start, time.time()))
                 except InvalidHeader:
                     self._stats.invalid_header()
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
@@ -78,27 +72,38 @@ class RequestObserver:
             entry = self._in_flight.pop(id(req), None)
             if entry is None:
                 return
-            elapsed = time.perf_counter() - entry.started
+            started, active_key, method, span, token = entry
+            elapsed = time.perf_counter() - started
             status = _status_code(resp)
-            self._stats.finished(entry.active_key, _duration_key(req, status, entry.method), elapsed)
-            self._tracing.finish(entry.span, entry.token, status)
+            identity = (method, status, getattr(req, "version", None), getattr(req, "scheme", None))
+            duration_key = self._duration_keys.get(identity) or self._duration_key(identity)
+            self._stats.finished(active_key, duration_key, elapsed)
+            self._tracing.finish(span, token, status)
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._errors.log(logging.WARNING, "post", "otel_gunicorn: post_request telemetry failed: %r", exc)
 
+    def _active_key(self, method: str) -> AttrKey:
+        """``http.server.active_requests`` attributes, in sorted order (slot first)."""
+        key: AttrKey = (("http.request.method", method),)
+        if self._slot is not None:
+            key = (("gunicorn.worker.slot", self._slot), *key)
+        self._active_keys[method] = key
+        return key
 
-def _duration_key(req: Any, status: int | None, method: str) -> AttrKey:
-    """The duration histogram's attributes, as a key already in sorted order."""
-    key: list[tuple[str, Any]] = [("http.request.method", method)]
-    if status is not None:
-        key.append(("http.response.status_code", status))
-    version = getattr(req, "version", None)
-    if isinstance(version, tuple) and len(version) == 2:
-        major, minor = version
-        key.append(("network.protocol.version", f"{major}.{minor}" if major < 2 else str(major)))
-    scheme = getattr(req, "scheme", None)
-    if isinstance(scheme, str):
-        key.append(("url.scheme", scheme))
-    return tuple(key)
+    def _duration_key(self, identity: tuple[Any, ...]) -> AttrKey:
+        """``http.server.request.duration`` attributes, in sorted order."""
+        method, status, version, scheme = identity
+        key: list[tuple[str, Any]] = [("http.request.method", method)]
+        if status is not None:
+            key.append(("http.response.status_code", status))
+        if isinstance(version, tuple) and len(version) == 2:
+            major, minor = version
+            key.append(("network.protocol.version", f"{major}.{minor}" if major < 2 else str(major)))
+        if isinstance(scheme, str):
+            key.append(("url.scheme", scheme))
+        if len(self._duration_keys) < _MAX_CACHED_KEYS:
+            self._duration_keys[identity] = tuple(key)
+        return tuple(key)
 
 
 def _status_code(resp: Any) -> int | None:

@@ -63,20 +63,18 @@ class RequestTracing:
     def __init__(self, provider: TracerProvider | None) -> None:
         self._tracer = provider.get_tracer("otel_gunicorn", __version__) if provider is not None else None
 
-    def start(self, req: Any, attributes: dict[str, Any]) -> tuple[trace.Span | None, object]:
-        """Continue the caller's trace; return the span (None when tracing is off) and the context token."""
+    def start(self, req: Any, method: str, has_traceparent: bool) -> tuple[trace.Span | None, object]:
+        """Continue the caller's trace; return the span (None when tracing is off) and the context token (None
+        when there was nothing to make current)."""
+        if self._tracer is None and not has_traceparent:
+            return None, None  # tracing off and no caller's trace to correlate logs with: nothing to do
         headers = getattr(req, "headers", None)
-        if self._tracer is None and not _has_traceparent(headers):
-            return None, None  # tracing off and no caller's trace to correlate with: nothing to do per request
         parent = propagate.extract(headers, getter=_GETTER) if isinstance(headers, list) else context.get_current()
         span = None
         ctx = parent
         if self._tracer is not None:
             span = self._tracer.start_span(
-                str(attributes.get("http.request.method", "HTTP")),
-                context=parent,
-                kind=SpanKind.SERVER,
-                attributes=_request_attributes(req, attributes),
+                method, context=parent, kind=SpanKind.SERVER, attributes=_request_attributes(req, method)
             )
             ctx = trace.set_span_in_context(span, parent)
         return span, context.attach(ctx)
@@ -95,12 +93,8 @@ class RequestTracing:
             context.detach(token)  # type: ignore[arg-type]
 
 
-def _has_traceparent(headers: Any) -> bool:
-    return isinstance(headers, list) and any(str(name).upper() == "TRACEPARENT" for name, _value in headers)
-
-
-def _request_attributes(req: Any, base: dict[str, Any]) -> dict[str, Any]:
-    attributes = {k: v for k, v in base.items() if k != "gunicorn.worker.slot"}
+def _request_attributes(req: Any, method: str) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"http.request.method": method}
     for attribute, name in (("url.path", "path"), ("url.query", "query"), ("url.scheme", "scheme")):
         value = getattr(req, name, None)
         if isinstance(value, str) and value:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otel_gunicorn._worker.queue_time import MAX_WAIT, InvalidHeader, header_value, parse_start, wait_seconds
+from otel_gunicorn._worker.queue_time import MAX_WAIT, InvalidHeader, parse_start, scan_headers, wait_seconds
 
 NOW = 1_780_000_000.0
 
@@ -60,9 +60,10 @@ def test_any_text_either_parses_or_is_invalid(value):
     assert 0.0 <= waited <= MAX_WAIT
 
 
-def test_header_value_finds_either_header_case_insensitively():
-    """X-Request-Start or X-Queue-Start is found in gunicorn's header list."""
-    assert "t=1" == header_value([("HOST", "x"), ("X-QUEUE-START", "t=1")])
-    assert "t=2" == header_value([("x-request-start", "t=2")])
-    assert None is header_value([("HOST", "x")])
-    assert None is header_value(None)
+def test_scan_finds_the_queue_header_and_a_traceparent_in_one_pass():
+    """X-Request-Start or X-Queue-Start (first one wins) and the presence of traceparent, from gunicorn's headers."""
+    headers = [("HOST", "x"), ("X-QUEUE-START", "t=1"), ("TRACEPARENT", "00-..."), ("X-REQUEST-START", "t=2")]
+    assert (True, "t=1") == scan_headers(headers)
+    assert (False, "t=2") == scan_headers([("X-REQUEST-START", "t=2")])
+    assert (False, None) == scan_headers([("HOST", "x")])
+    assert (False, None) == scan_headers(None)
