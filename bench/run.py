@@ -399,6 +399,51 @@ def cpu_under_wrk(wrk: str, server: Server, seconds: int) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------- in-process costs
+
+
+def bench_hook_cost(requests: int = 50_000) -> dict[str, Any]:
+    """CPU of otel_gunicorn's pre_request + post_request work per request, in this process, against the OTel SDK's
+    own ``counter.add`` for scale. Deterministic enough on a noisy machine: no sockets, no other process."""
+    sys.path.insert(0, str(PACKAGE_ROOT))
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from otel_gunicorn._worker.request_stats import RequestStats
+    from otel_gunicorn._worker.requests import RequestObserver
+    from otel_gunicorn._worker.tracing import RequestTracing
+
+    class Request:
+        method, path, query, scheme, version = "GET", "/", "", "http", (1, 1)
+        headers = [("HOST", "127.0.0.1"), ("USER-AGENT", "wrk"), ("ACCEPT", "*/*")]
+
+    class Response:
+        status_code = 200
+
+    def cpu_us(loop: Callable[[], None], n: int) -> float:
+        loop()  # warm-up: caches, first-use allocations
+        started = time.process_time()
+        loop()
+        return round((time.process_time() - started) / n * 1e6, 2)
+
+    observer = RequestObserver(RequestStats(), 0, RequestTracing(None))
+    requests_list = [Request() for _ in range(requests)]
+    response = Response()
+
+    def hooks() -> None:
+        for req in requests_list:
+            observer.started(req)
+            observer.finished(req, response)
+
+    counter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("bench").create_counter("c")
+
+    def sdk_adds() -> None:
+        for _ in range(requests):
+            counter.add(1)
+
+    return {"requests": requests, "hooks_us": cpu_us(hooks, requests), "sdk_counter_add_us": cpu_us(sdk_adds, requests)}
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -476,6 +521,10 @@ def table(results: dict[str, Any]) -> str:
                 "   throughput under wrk -t1 -c4, bare -> otel_gunicorn",
                 change(f"{c['bare_requests_per_s']:.0f}", f"{c['otel_requests_per_s']:.0f}", "req/s"),
             )
+    h = results.get("hook_cost")
+    if h:
+        row("5. pre_request + post_request hooks, CPU per request (in process)", f"{h['hooks_us']} us")
+        row("   for scale: one OTel SDK counter.add() without attributes", f"{h['sdk_counter_add_us']} us")
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}".rstrip() for k, v in rows)
 
@@ -525,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
             ("scrape_8_workers", lambda: bench_scrape_8_workers(start)),
             ("scrape_after_recycles", lambda: bench_scrape_after_recycles(start, recycles)),
             ("rss_and_cpu", lambda: bench_rss_and_cpu(start, rounds, seconds)),
+            ("hook_cost", bench_hook_cost),
         ):
             phase = time.monotonic()
             print(f"[bench] {key} ...", file=sys.stderr, flush=True)
