@@ -19,10 +19,9 @@ from tests.chaos.conftest import (
 
 pytestmark = pytest.mark.chaos
 
-#: requests (= worker recycles). Measured on the 2-core machine: 1000 recycles took 67 s (71 ms each) when quiet,
-#: 500 took 51-80 s (103-178 ms each) under load — 1000 does not fit the suite's 3-minute budget.
-#: CHAOS_RECYCLES=1000 runs the full figure.
-RECYCLES = int(os.environ.get("CHAOS_RECYCLES", "300"))
+#: requests (= worker recycles), the figure issue 6 asks for. Measured on the 2-core machine: 1000 recycles take
+#: about 65-75 s when quiet; CHAOS_RECYCLES lowers it for a quick local run.
+RECYCLES = int(os.environ.get("CHAOS_RECYCLES", "1000"))
 WARM_UP = 50
 #: hard bound on the recycling phase (seconds); generous: 0.4 s per recycle, at least 120 s
 BOUND_S = max(120.0, 0.4 * RECYCLES)
