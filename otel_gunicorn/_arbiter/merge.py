@@ -73,7 +73,8 @@ class MergeStore:
     def __init__(self) -> None:
         self._workers: dict[int, _Worker] = {}
         self._retired: dict[MetricMeta, dict[AttrKey, Exact | _ExactHistogram]] = {}
-        #: points dropped because their histogram bucket boundaries disagreed with other workers'
+        #: points the latest merge dropped because their histogram bucket boundaries disagreed with other workers'
+        #: (or a histogram and a number shared one name); only workers running different code can cause it
         self.conflicts = 0
 
     # ---------------------------------------------------------------- events
@@ -155,7 +156,8 @@ class MergeStore:
         return totals
 
     def merged(self) -> Snapshot:
-        """The merged view of every metric, by the merge rules."""
+        """The merged view of every metric, by the merge rules (sets :attr:`conflicts` for this merge)."""
+        self.conflicts = 0
         totals: dict[MetricMeta, dict[AttrKey, Exact | _ExactHistogram]] = {}
         gauges: Snapshot = {}
         for meta, retired in self._retired.items():

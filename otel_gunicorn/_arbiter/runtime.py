@@ -30,6 +30,7 @@ from otel_gunicorn._arbiter.merge import MergeStore
 from otel_gunicorn._arbiter.otlp import OtlpPusher
 from otel_gunicorn._arbiter.prometheus import PrometheusEndpoint
 from otel_gunicorn._config import Config, ConfigError, fail_fast
+from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._snapshot import Snapshot, metrics_data_from_snapshot, payload_from_snapshot
 from otel_gunicorn._worker import link
 from otel_gunicorn._worker.link import SLOT_ATTR
@@ -64,6 +65,7 @@ class ArbiterRuntime:
                 config.otlp_protocol("metrics"), config.metric_export_interval, self.otlp_payload, self.lock
             )
         self._fork_locked = False
+        self._errors = RateLimitedLogger(_log, interval=3600.0)
 
     def start(self) -> None:
         # Render the endpoint once on this (main) thread before any arbiter thread exists, so every module the
@@ -140,6 +142,14 @@ class ArbiterRuntime:
     def merged_snapshot(self) -> Snapshot:
         """Merged worker metrics plus the arbiter's own; call with :attr:`lock` held."""
         snapshot = self.store.merged()
+        if self.store.conflicts:
+            self._errors.log(
+                logging.WARNING,
+                "conflicts",
+                "otel_gunicorn: dropped %d histogram points whose bucket boundaries differ between workers "
+                "(do all workers run the same code?)",
+                self.store.conflicts,
+            )
         snapshot.update(server_metrics.collect(self._server, self.store, self.exits, self.slot_of))
         snapshot.update(self._own_metrics())
         return snapshot
