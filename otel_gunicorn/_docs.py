@@ -74,8 +74,9 @@ def metrics_reference() -> str:
         "under the instrumentation scope `otel_gunicorn`. A metric a worker class cannot measure is **absent**, never",
         "reported as 0. Gauges measured in workers carry `gunicorn.worker.slot` (added by the arbiter when merging).",
         "",
-        "tornado and uvicorn-worker never call gunicorn's `pre_request`/`post_request` hooks, so the request metrics",
-        "(`http.server.*`, `gunicorn.request.queue.duration`) and busy/idle worker counts are absent for them.",
+        "gevent_pywsgi, tornado and uvicorn-worker never call gunicorn's `pre_request`/`post_request` hooks, so the",
+        "request metrics (`http.server.*`, `gunicorn.request.queue.duration`) and busy/idle worker counts are absent",
+        "for them.",
         "",
     ]
     for instrument in _instruments.ALL:

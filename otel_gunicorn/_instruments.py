@@ -22,7 +22,9 @@ SCOPE_NAME = "otel_gunicorn"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 ALL_CLASSES = "all"
-HOOK_CLASSES = "sync, gthread, gevent, asgi (not tornado, not uvicorn-worker: they never call pre/post_request)"
+HOOK_CLASSES = (
+    "sync, gthread, gevent, asgi (not gevent_pywsgi, tornado or uvicorn-worker: they never call pre/post_request)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +116,7 @@ ACTIVE_CONNECTIONS = Instrument(
     "Connections the worker holds open (being served, kept alive or waiting for a thread).",
     ("gunicorn.worker.slot",),
     "worker",
-    "gthread, asgi, uvicorn-worker",
+    "gthread, asgi, tornado (uvicorn-worker only when the worker keeps its server as .server)",
     "Close to the connection limit means the worker stops accepting and connections queue in the kernel.",
 )
 CONNECTION_LIMIT = Instrument(
