@@ -256,9 +256,23 @@ def start(server: Any) -> None:
     if _current is not None or not config.metrics_enabled:
         return
     _register_fork_handlers()
-    runtime = ArbiterRuntime(config, server)
-    runtime.start()
+    runtime = None
+    try:
+        runtime = ArbiterRuntime(config, server)
+        runtime.start()
+    except Exception:  # noqa: BLE001 - telemetry must never take the server down: it runs without it
+        _log.exception("otel_gunicorn: could not start in the arbiter; the application runs without its telemetry")
+        if runtime is not None:
+            _stop_quietly(runtime)
+        return
     _current = runtime
+
+
+def _stop_quietly(runtime: ArbiterRuntime) -> None:
+    try:
+        runtime.stop()
+    except Exception:  # noqa: BLE001 - already failing; the first error was logged
+        _log.debug("otel_gunicorn: cleaning up after a failed start failed too", exc_info=True)
 
 
 def stop() -> None:

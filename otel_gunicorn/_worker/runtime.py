@@ -104,7 +104,10 @@ def start(worker: Any) -> WorkerRuntime | None:
     arbiter = link.inherited()
     if arbiter is None or _runtime is not None:
         return _runtime
-    _runtime = WorkerRuntime(worker, arbiter)
+    try:
+        _runtime = WorkerRuntime(worker, arbiter)
+    except Exception:  # noqa: BLE001 - a worker that cannot build its telemetry must still serve
+        _log.exception("otel_gunicorn: worker %d could not start its telemetry; it serves without", os.getpid())
     return _runtime
 
 

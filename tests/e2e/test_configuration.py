@@ -110,3 +110,11 @@ def test_metrics_port_taken_keeps_the_application_serving(start_gunicorn):
     # the endpoint keeps retrying in the background and serves once the port is free
     server.wait_value("app_requests_total", 20, timeout=20)
     assert 1 == server.log().count("cannot serve metrics on")
+
+
+def test_a_failing_start_leaves_the_application_serving(start_gunicorn):
+    """If otel_gunicorn cannot start in the arbiter (here: no socket can be made in /proc), requests are still served."""
+    server = start_gunicorn(args=["-w", "2"], env={"OTEL_GUNICORN_CHANNEL_DIR": "/proc"}, wait_metrics=False)
+    assert [200] * 20 == server.load(20)
+    assert "could not start in the arbiter; the application runs without its telemetry" in server.log()
+    assert server.process.poll() is None
