@@ -220,12 +220,19 @@ def _int_in_range(environ: Mapping[str, str], name: str, default: int, low: int,
     return value
 
 
+_MAX_UNIX_PATH = 107
+
+
 def _directory(environ: Mapping[str, str], name: str, default: str) -> str:
     raw = environ.get(name, "").strip()
     if not raw:
         return default
     if not os.path.isdir(raw):
         raise ConfigError(name, raw, "an existing directory")
+    # the channel socket goes in a private directory below: unix socket paths are limited to 107 bytes
+    longest = os.path.join(os.path.abspath(raw), "otel-gunicorn-xxxxxxxx", "channel.sock")
+    if len(os.fsencode(longest)) > _MAX_UNIX_PATH:
+        raise ConfigError(name, raw, f"an existing directory with a path of at most {_MAX_UNIX_PATH - 35} bytes")
     return raw
 
 

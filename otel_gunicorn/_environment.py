@@ -1,8 +1,9 @@
 """Every environment variable otel_gunicorn reads, as a constant with its documentation.
 
-The docstring under each constant is the reference text: ``docs/configuration.md`` is generated from it
-(``python -m otel_gunicorn._docs``) and a test fails when the page is stale. Only
-:func:`otel_gunicorn._config.Config.from_env` reads the environment; everything else gets a ``Config``.
+The docstring under each constant is the reference text: ``docs/environment.md`` is generated from it
+(``python -m otel_gunicorn._docs``) and a test fails when the page is stale. Only :mod:`otel_gunicorn._config` reads
+the environment (``Config.from_env``, and ``log_format`` for the logging configuration, which gunicorn builds
+before any hook runs); everything else gets a ``Config``.
 """
 
 OTEL_SDK_DISABLED = "OTEL_SDK_DISABLED"

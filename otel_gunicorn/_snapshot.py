@@ -253,9 +253,16 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _float(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # a JSON integer beyond float range
+        raise ProtocolError(f"number out of range: {str(value)[:20]}...") from None
+
+
 def _histogram(raw: dict[str, Any]) -> HistogramValue:
     count = raw.get("n")
-    bounds = tuple(float(_number({"x": b}, "x")) for b in _field(raw, "b", list))
+    bounds = tuple(_float(_number({"x": b}, "x")) for b in _field(raw, "b", list))
     raw_counts = _field(raw, "c", list)
     if not _is_count(count) or not all(_is_count(c) for c in raw_counts):
         raise ProtocolError("histogram counts must be non-negative integers")
@@ -265,7 +272,7 @@ def _histogram(raw: dict[str, Any]) -> HistogramValue:
     if any(not math.isfinite(b) for b in bounds) or list(bounds) != sorted(set(bounds)):
         raise ProtocolError("histogram bounds must be finite and strictly increasing")
     return HistogramValue(
-        count, _number(raw, "s"), bounds, counts, float(_number(raw, "lo")), float(_number(raw, "hi"))
+        count, _number(raw, "s"), bounds, counts, _float(_number(raw, "lo")), _float(_number(raw, "hi"))
     )
 
 

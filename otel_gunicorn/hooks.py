@@ -6,7 +6,7 @@ Use them from your own config file::
     from otel_gunicorn.hooks import *  # noqa: F403
 
 gunicorn takes one function per hook. To run your own code in a hook otel_gunicorn also uses, define the hook and
-call ours from it (``docs/configuration.md``, "Keeping your own hooks")::
+call ours from it (``docs/usage.md``, "Keeping your own hooks")::
 
     from otel_gunicorn import hooks as otel_hooks
 

@@ -129,12 +129,17 @@ class ChannelServer:
                 return
             for key, _mask in events:
                 sock: Any = key.fileobj
-                if sock is self._listener:
-                    self._accept()
-                elif sock is self._wake_r:
+                if sock is self._wake_r:
                     return
-                elif sock in self._connections:
-                    self._read(self._connections[sock])
+                try:
+                    if sock is self._listener:
+                        self._accept()
+                    elif sock in self._connections:
+                        self._read(self._connections[sock])
+                except Exception as exc:  # noqa: BLE001 - this thread must outlive any one bad connection
+                    self._errors.log(logging.ERROR, "bug", "otel_gunicorn: channel error, connection dropped: %r", exc)
+                    if sock in self._connections:
+                        self._close(self._connections[sock])
             self._close_leaked()
 
     def _accept(self) -> None:

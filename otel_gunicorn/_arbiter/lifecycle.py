@@ -15,6 +15,7 @@ worker is both reaped and its connection drained (see :class:`otel_gunicorn._arb
 from __future__ import annotations
 
 import dataclasses
+import time
 
 REASONS = ("timeout", "killed", "error", "normal")
 GOODBYE_REASONS = frozenset({"normal", "error"})
@@ -23,8 +24,13 @@ GOODBYE_REASONS = frozenset({"normal", "error"})
 @dataclasses.dataclass
 class _Exit:
     aborted: bool = False
-    reaped: bool = False
+    reaped_at: float | None = None
     goodbye: str | None = None
+    drained: bool = False  # its channel connection closed with the process gone: nothing more can arrive
+
+    @property
+    def reaped(self) -> bool:
+        return self.reaped_at is not None
 
 
 class ExitLedger:
@@ -39,11 +45,23 @@ class ExitLedger:
         if reason in GOODBYE_REASONS:
             self._pending.setdefault(pid, _Exit()).goodbye = reason
 
-    def reaped(self, pid: int, aborted: bool) -> None:
+    def reaped(self, pid: int, aborted: bool, now: float | None = None) -> None:
         """The arbiter reaped the worker (``child_exit``)."""
         entry = self._pending.setdefault(pid, _Exit())
-        entry.reaped = True
+        entry.reaped_at = time.monotonic() if now is None else now
         entry.aborted = aborted
+
+    def drained(self, pid: int) -> None:
+        """The worker's connection closed after the process was gone: its last word, if any, is in."""
+        self._pending.setdefault(pid, _Exit()).drained = True
+
+    def is_drained(self, pid: int) -> bool:
+        entry = self._pending.get(pid)
+        return entry is not None and entry.drained
+
+    def reaped_before(self, moment: float) -> list[int]:
+        """Reaped, unsettled pids reaped before ``moment`` (monotonic seconds)."""
+        return [pid for pid, e in self._pending.items() if e.reaped_at is not None and e.reaped_at < moment]
 
     def is_reaped(self, pid: int) -> bool:
         entry = self._pending.get(pid)
@@ -58,7 +76,3 @@ class ExitLedger:
         reason = "timeout" if entry.aborted else entry.goodbye or "killed"
         self.counts[reason] += 1
         return reason
-
-    def forget(self, pid: int) -> None:
-        """Drop what is known of a pid that connected again (a new process reusing the pid)."""
-        self._pending.pop(pid, None)

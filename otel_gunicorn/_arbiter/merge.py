@@ -91,6 +91,10 @@ class MergeStore:
             worker.connected = True
             worker.slot = slot if slot is not None else worker.slot
 
+    def knows(self, pid: int) -> bool:
+        """Whether the store holds a record of ``pid`` (it connected and was not retired yet)."""
+        return pid in self._workers
+
     def report(self, pid: int, slot: int | None, snapshot: Snapshot) -> None:
         """Replace the worker's latest cumulative snapshot."""
         worker = self._workers.setdefault(pid, _Worker(slot))

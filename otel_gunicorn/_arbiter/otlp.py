@@ -74,12 +74,7 @@ class OtlpPusher:
 
     def close_in_child(self) -> None:
         """In a freshly forked worker: the pipe to the exporter process belongs to the arbiter."""
-        process = self._process
-        if process is not None and process.stdin is not None:
-            try:
-                os.close(process.stdin.fileno())
-            except OSError:
-                pass
+        self._close_pipe()
 
     # ---------------------------------------------------------------- the thread
 
@@ -92,7 +87,8 @@ class OtlpPusher:
                 if self._stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, _RESTART_BACKOFF_MAX)
-                self._spawn()
+                with self._lock:  # a worker forked while the new pipe exists must know to close it
+                    self._spawn()
                 self.restarts += 1
                 continue
             backoff = 1.0
@@ -124,8 +120,8 @@ class OtlpPusher:
         with self._lock:
             payload = self._produce()
         self._pending = encode_frame(FrameKind.SNAPSHOT, payload)
-        self._flush()
-        self.pushed += 1
+        if self._flush() or self._pending:  # delivered, or at least under way (the pipe was full)
+            self.pushed += 1
 
     def _flush(self) -> bool:
         """Write what is pending without blocking; True when all of it went."""

@@ -168,7 +168,7 @@ class PrometheusEndpoint:
         while not self._stop.is_set():
             try:
                 server = self._bind()
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: a host name that cannot be encoded
                 self.bind_failures += 1
                 if self.bind_failures == 1:
                     _log.warning(

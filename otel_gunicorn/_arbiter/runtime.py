@@ -107,15 +107,19 @@ class ArbiterRuntime:
         pid = worker.pid
         with self.lock:
             self.exits.reaped(pid, aborted=bool(getattr(worker, "aborted", False)))
-            if self.store.exited(pid):
+            # A worker the store never heard of may still connect late (its only report and its goodbye were in
+            # flight when it was reaped): it is settled by the sweep in leaked() after the grace period instead.
+            if (self.store.knows(pid) and self.store.exited(pid)) or self.exits.is_drained(pid):
                 self.exits.settle(pid)
 
     # ---------------------------------------------------------------- ChannelSink (channel thread)
 
     def connected(self, pid: int) -> None:
+        slot = self.slot_of(pid)
         with self.lock:
-            self.exits.forget(pid)
-            self.store.connected(pid, self.slot_of(pid))
+            self.store.connected(pid, slot)
+            if self.exits.is_reaped(pid):  # a late connection from a worker already reaped: no live gauges
+                self.store.exited(pid)
 
     def report(self, pid: int, snapshot: Snapshot) -> None:
         slot = self.slot_of(pid)
@@ -123,18 +127,28 @@ class ArbiterRuntime:
             self.store.report(pid, slot, snapshot)
 
     def goodbye(self, pid: int, reason: str) -> None:
+        known = pid in self._server.WORKERS
         with self.lock:
-            self.exits.goodbye(pid, reason)
+            if known or self.exits.is_reaped(pid):  # anything else would be kept forever
+                self.exits.goodbye(pid, reason)
 
     def disconnected(self, pid: int, running: bool) -> None:
         with self.lock:
             if not running:  # gone before child_exit told us: its gauges must go now
                 self.store.exited(pid)
-            if self.store.disconnected(pid) and self.exits.is_reaped(pid):
-                self.exits.settle(pid)
+            retired = self.store.disconnected(pid)
+            if self.exits.is_reaped(pid):
+                if retired:
+                    self.exits.settle(pid)
+            elif not running:
+                self.exits.drained(pid)
 
     def leaked(self, grace: float) -> set[int]:
+        """Dead workers whose connection outlived ``grace``; also settles reaped workers that never reported."""
         with self.lock:
+            for pid in self.exits.reaped_before(time.monotonic() - grace):
+                if not self.store.knows(pid):
+                    self.exits.settle(pid)
             return set(self.store.dead_but_connected(grace))
 
     # ---------------------------------------------------------------- the merged view

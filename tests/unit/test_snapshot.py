@@ -521,3 +521,15 @@ def test_full_circle_reproduces_the_payload(sdk: Sdk) -> None:
     )
 
     assert sorted(first["metrics"], key=lambda m: m["name"]) == sorted(second["metrics"], key=lambda m: m["name"])
+
+
+def test_integer_beyond_float_range_is_a_protocol_error() -> None:
+    """A histogram bound or extreme given as a huge JSON integer is rejected as garbage, not an OverflowError."""
+    point = {"a": {}, "n": 1, "s": 1, "b": [1.0], "c": [1, 0], "lo": 10**400, "hi": 1}
+    payload = {
+        "metrics": [
+            {"scope": ["s", "", ""], "name": "h", "description": "", "unit": "", "kind": "histogram", "points": [point]}
+        ]
+    }
+    with pytest.raises(ProtocolError):
+        snapshot_from_payload(payload)
