@@ -215,11 +215,16 @@ class ArbiterRuntime:
             self.endpoint.close_in_child()
         if self.pusher is not None:
             self.pusher.close_in_child()
-        attributes = {k: v for k, v in self.resource.attributes.items() if k != "process.pid"}
-        link.inherit(self.config, self.channel.path, attributes)
+        link.inherit(self.config, self.channel.path, server_resource_attributes(self.resource))
+
+
+def server_resource_attributes(resource: Resource) -> dict[str, Any]:
+    """What a worker's spans and logs share with the server's metrics: the resource, less the master's pid."""
+    return {k: v for k, v in resource.attributes.items() if k != "process.pid"}
 
 
 _current: ArbiterRuntime | None = None
+_spans_and_logs_only: tuple[Config, None, dict[str, Any]] | None = None
 _config: Config | None = None
 _fork_handlers_registered = False
 
@@ -235,10 +240,13 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _current
+    global _current, _spans_and_logs_only
     runtime, _current = _current, None
     if runtime is not None:
         runtime.after_fork_in_child()
+    elif _spans_and_logs_only is not None:  # metrics off: the worker still gets its spans and log export
+        link.inherit(*_spans_and_logs_only)
+    _spans_and_logs_only = None
 
 
 def _register_fork_handlers() -> None:
@@ -265,11 +273,16 @@ def check_config(environ: dict[str, str] | None = None) -> Config:
 
 def start(server: Any) -> None:
     """Start the arbiter side (idempotent: ``when_ready`` runs once per master, never again on HUP)."""
-    global _current
+    global _current, _spans_and_logs_only
     config = _config or check_config()
-    if _current is not None or not config.metrics_enabled:
+    if _current is not None or not config.enabled:
         return
     _register_fork_handlers()
+    if not config.metrics_enabled:
+        # OTEL_METRICS_EXPORTER=none: no channel, no endpoint; workers still trace and export logs if asked to
+        resource = Resource.create({"host.name": socket.gethostname()})
+        _spans_and_logs_only = (config, None, server_resource_attributes(resource))
+        return
     runtime = None
     try:
         runtime = ArbiterRuntime(config, server)

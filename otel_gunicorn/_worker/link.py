@@ -18,7 +18,8 @@ SLOT_ATTR = "otel_gunicorn_slot"
 @dataclasses.dataclass(frozen=True)
 class ArbiterLink:
     config: Config
-    channel_path: str
+    #: the arbiter's channel socket; None when metrics are off (spans and logs still work)
+    channel_path: str | None
     #: the server's resource (service.name, service.instance.id, ...) so a worker's spans and logs match its metrics
     resource_attributes: dict[str, Any]
 
@@ -26,7 +27,7 @@ class ArbiterLink:
 _link: ArbiterLink | None = None
 
 
-def inherit(config: Config, channel_path: str, resource_attributes: dict[str, Any]) -> None:
+def inherit(config: Config, channel_path: str | None, resource_attributes: dict[str, Any]) -> None:
     global _link
     _link = ArbiterLink(config, channel_path, resource_attributes)
 

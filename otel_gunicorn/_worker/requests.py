@@ -35,7 +35,7 @@ class RequestObserver:
     are folded into the known ones, status codes are few), and the request headers are scanned once.
     """
 
-    def __init__(self, stats: RequestStats, slot: int | None, tracing: RequestTracing) -> None:
+    def __init__(self, stats: RequestStats | None, slot: int | None, tracing: RequestTracing) -> None:
         self._stats = stats
         self._slot = slot
         self._tracing = tracing
@@ -57,6 +57,8 @@ class RequestObserver:
             has_traceparent, queue_start = scan_headers(getattr(req, "headers", None))
             span, token = self._tracing.start(req, method, has_traceparent)
             self._in_flight[id(req)] = (time.perf_counter(), active_key, method, span, token)
+            if self._stats is None:  # metrics off: only the span and the log correlation
+                return
             self._stats.started(active_key)
             if queue_start is not None:
                 try:
@@ -76,8 +78,9 @@ class RequestObserver:
             elapsed = time.perf_counter() - started
             status = _status_code(resp)
             identity = (method, status, getattr(req, "version", None), getattr(req, "scheme", None))
-            duration_key = self._duration_keys.get(identity) or self._duration_key(identity)
-            self._stats.finished(active_key, duration_key, elapsed)
+            if self._stats is not None:
+                duration_key = self._duration_keys.get(identity) or self._duration_key(identity)
+                self._stats.finished(active_key, duration_key, elapsed)
             self._tracing.finish(span, token, status)
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._errors.log(logging.WARNING, "post", "otel_gunicorn: post_request telemetry failed: %r", exc)

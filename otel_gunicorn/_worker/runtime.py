@@ -28,7 +28,7 @@ from otel_gunicorn._worker.log_export import build_logger_provider
 from otel_gunicorn._worker.reporter import ChannelExporter
 from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.requests import RequestObserver
-from otel_gunicorn._worker.state import state_reader
+from otel_gunicorn._worker.state import WorkerStateReader, state_reader
 from otel_gunicorn._worker.tracing import RequestTracing, build_tracer_provider
 
 _log = logging.getLogger("otel_gunicorn")
@@ -38,16 +38,31 @@ FINAL_REPORT_TIMEOUT = 2.0
 
 
 class WorkerRuntime:
-    """This worker's provider, exporter and request metrics."""
+    """This worker's telemetry: metrics reported to the arbiter (unless metrics are off), spans, log export."""
 
     def __init__(self, worker: Any, arbiter: link.ArbiterLink) -> None:
+        resource = Resource.create(dict(arbiter.resource_attributes, **{"process.pid": os.getpid()}))
+        self.tracer_provider = build_tracer_provider(arbiter.config, resource)
+        self.logger_provider = build_logger_provider(arbiter.config, resource)
+        state = state_reader(worker)
+        self.provider: MeterProvider | None = None
+        self.exporter: ChannelExporter | None = None
+        self.request_stats: RequestStats | None = None
+        if arbiter.channel_path is not None:  # None: OTEL_METRICS_EXPORTER=none, spans and logs only
+            self._start_metrics(worker, arbiter, state)
+        slot = getattr(worker, link.SLOT_ATTR, None)
+        tracing = RequestTracing(self.tracer_provider)
+        self.requests = RequestObserver(self.request_stats, slot, tracing) if state.requests_via_hooks else None
+
+    def _start_metrics(self, worker: Any, arbiter: link.ArbiterLink, state: WorkerStateReader) -> None:
+        assert arbiter.channel_path is not None
         interval = arbiter.config.metrics_interval
         self.request_stats = RequestStats()
-        self.exporter = ChannelExporter(
+        exporter = self.exporter = ChannelExporter(
             arbiter.channel_path, send_timeout=min(interval, 1.0), extra=self.request_stats.snapshot
         )
         reader = PeriodicExportingMetricReader(
-            self.exporter, export_interval_millis=interval * 1000, export_timeout_millis=max(interval, 1.0) * 1000
+            exporter, export_interval_millis=interval * 1000, export_timeout_millis=max(interval, 1.0) * 1000
         )
         # The arbiter exports under its own resource (one per server); a worker's resource never leaves the worker.
         self.provider = MeterProvider(metric_readers=[reader], resource=Resource.get_empty())
@@ -58,17 +73,9 @@ class WorkerRuntime:
                 "cannot be merged. Let otel_gunicorn set the provider (do not call set_meter_provider in the app)."
             )
         meter = self.provider.get_meter(inst.SCOPE_NAME, __version__)
-        state = state_reader(worker)
         server_gauges.register(meter, state)
         if _own_listeners:
             server_gauges.register_own_listeners(meter, worker)
-        resource = Resource.create(dict(arbiter.resource_attributes, **{"process.pid": os.getpid()}))
-        self.tracer_provider = build_tracer_provider(arbiter.config, resource)
-        self.logger_provider = build_logger_provider(arbiter.config, resource)
-        slot = getattr(worker, link.SLOT_ATTR, None)
-        tracing = RequestTracing(self.tracer_provider)
-        self.requests = RequestObserver(self.request_stats, slot, tracing) if state.requests_via_hooks else None
-        exporter = self.exporter
 
         def dropped(_options: CallbackOptions) -> list[Observation]:
             return [Observation(exporter.dropped)]
@@ -82,17 +89,18 @@ class WorkerRuntime:
 
     def shutdown(self, reason: str) -> None:
         """Flush spans and log records, send the final report, then the goodbye, and stop reporting."""
-        for provider in (self.tracer_provider, self.logger_provider):
-            if provider is not None:
-                try:
-                    provider.shutdown()
-                except Exception:  # noqa: BLE001 - telemetry must never break a worker's exit
-                    _log.warning("otel_gunicorn: flushing telemetry of worker %d failed", os.getpid(), exc_info=True)
-        try:
-            self.provider.shutdown(timeout_millis=FINAL_REPORT_TIMEOUT * 1000)
-        except Exception:  # noqa: BLE001 - telemetry must never break a worker's exit
-            _log.warning("otel_gunicorn: final report of worker %d failed", os.getpid(), exc_info=True)
-        self.exporter.goodbye(reason)
+        # spans and log records first (their exporters may block up to their own timeouts), then the final report
+        shutdowns = [p.shutdown for p in (self.tracer_provider, self.logger_provider) if p is not None]
+        if self.provider is not None:
+            provider = self.provider
+            shutdowns.append(lambda: provider.shutdown(timeout_millis=FINAL_REPORT_TIMEOUT * 1000))
+        for shutdown in shutdowns:
+            try:
+                shutdown()
+            except Exception:  # noqa: BLE001 - telemetry must never break a worker's exit
+                _log.warning("otel_gunicorn: flushing telemetry of worker %d failed", os.getpid(), exc_info=True)
+        if self.exporter is not None:
+            self.exporter.goodbye(reason)
 
 
 _runtime: WorkerRuntime | None = None

@@ -113,7 +113,7 @@ def test_metrics_port_taken_keeps_the_application_serving(start_gunicorn):
 
 
 def test_a_failing_start_leaves_the_application_serving(start_gunicorn):
-    """If otel_gunicorn cannot start in the arbiter (here: no socket can be made in /proc), requests are still served."""
+    """If otel_gunicorn cannot start in the arbiter (no socket can be made in /proc), requests are still served."""
     server = start_gunicorn(args=["-w", "2"], env={"OTEL_GUNICORN_CHANNEL_DIR": "/proc"}, wait_metrics=False)
     assert [200] * 20 == server.load(20)
     assert "could not start in the arbiter; the application runs without its telemetry" in server.log()

@@ -97,3 +97,18 @@ def test_logs_exporter_sends_records_with_their_trace(start_gunicorn, start_rote
     server = start_gunicorn("logging_app:app", args=["-w", "1"], env=env)
     assert 200 == server.get("/hello", headers={"traceparent": TRACEPARENT})[0]
     wait_until(lambda: "in.app" in collector.text() and TRACE_ID in collector.text(), 15, what="the log record")
+
+
+def test_spans_still_flow_with_metrics_off(start_gunicorn, start_rotel):
+    """OTEL_METRICS_EXPORTER=none turns off metrics only: request spans still reach the collector."""
+    collector = start_rotel()
+    env = {
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint("http/protobuf"),
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    server = start_gunicorn("logging_app:app", args=["-w", "1"], env=env, wait_metrics=False)
+    assert 200 == server.get("/hello", headers={"traceparent": TRACEPARENT})[0]
+    [span] = wait_until(lambda: [s for s in collector.spans() if s.trace_id == TRACE_ID] or None, 15, what="the span")
+    assert (PARENT_ID, "SPAN_KIND_SERVER") == (span.parent_id, span.kind)
