@@ -56,6 +56,11 @@ class Kind(str, enum.Enum):
     HISTOGRAM = "histogram"
     """Buckets, count and sum added; a dead worker's totals are kept."""
 
+    @property
+    def is_total(self) -> bool:
+        """A running total (counter, histogram): kept when its worker dies, and what a delta is taken of."""
+        return self is Kind.COUNTER or self is Kind.HISTOGRAM
+
 
 class MetricMeta(NamedTuple):
     """Identity of one metric stream: its scope, name, kind and unit.
@@ -293,7 +298,7 @@ def metrics_data_from_snapshot(
             continue
         temporality = AggregationTemporality.CUMULATIVE
         start_ns = start_time_ns
-        if delta_start_ns is not None and meta.kind in (Kind.COUNTER, Kind.HISTOGRAM):
+        if delta_start_ns is not None and meta.kind.is_total:
             temporality, start_ns = AggregationTemporality.DELTA, delta_start_ns
         data = _sdk_data(meta.kind, points, start_ns, now_ns, temporality)
         metric = Metric(name=meta.name, description=meta.description, unit=meta.unit, data=data)

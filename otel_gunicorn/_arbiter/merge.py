@@ -127,7 +127,7 @@ class MergeStore:
         if worker is None:
             return False
         for meta, points in worker.snapshot.items():
-            if meta.kind is Kind.COUNTER or meta.kind is Kind.HISTOGRAM:
+            if meta.kind.is_total:
                 retired = self._retired.setdefault(meta, {})
                 for key, value in points.items():
                     self._fold(retired, key, value)

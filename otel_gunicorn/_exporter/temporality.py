@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from otel_gunicorn._snapshot import HistogramValue, Kind, Snapshot, Value
+from otel_gunicorn._snapshot import HistogramValue, Snapshot, Value
 
 DELTA_PREFERENCES = frozenset({"delta", "lowmemory"})
 
@@ -20,10 +20,6 @@ def wants_delta(environ: Mapping[str, str]) -> bool:
     return raw in DELTA_PREFERENCES
 
 
-def is_delta_kind(kind: Kind) -> bool:
-    return kind is Kind.COUNTER or kind is Kind.HISTOGRAM
-
-
 def delta(current: Snapshot, previous: Snapshot) -> Snapshot:
     """Counters and histograms of ``current`` minus ``previous``; other kinds unchanged.
 
@@ -31,7 +27,7 @@ def delta(current: Snapshot, previous: Snapshot) -> Snapshot:
     """
     result: Snapshot = {}
     for meta, points in current.items():
-        if not is_delta_kind(meta.kind):
+        if not meta.kind.is_total:
             result[meta] = dict(points)
             continue
         before = previous.get(meta, {})

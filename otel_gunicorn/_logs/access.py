@@ -26,6 +26,7 @@ from typing import Any
 from gunicorn.glogging import Logger
 
 from otel_gunicorn._logs.formats import FORMATTER_FACTORY, isatty, log_format_or_exit, processor_formatter
+from otel_gunicorn._responses import status_code
 
 #: the event of every access record; the request is in the fields
 ACCESS_EVENT = "request"
@@ -42,7 +43,7 @@ def access_fields(resp: Any, req: Any, environ: Mapping[str, Any] | None, reques
         "method": environ.get("REQUEST_METHOD") or _str_attr(req, "method"),
         "path": _path(req, environ),
         "query": environ.get("QUERY_STRING", _str_attr(req, "query")) or "",
-        "status": _status(resp),
+        "status": status_code(resp),
         "bytes": _int_attr(resp, "sent"),
         "duration": _seconds(request_time),
         "remote_addr": _address(environ.get("REMOTE_ADDR")),
@@ -73,22 +74,6 @@ def _path(req: Any, environ: Mapping[str, Any]) -> str | None:
 def _address(remote_addr: Any) -> str | None:
     # gunicorn writes "-" (asgi) or "" (WSGI) for a peer without an address, as on a unix socket
     return remote_addr if isinstance(remote_addr, str) and remote_addr not in ("", "-") else None
-
-
-def _status(resp: Any) -> int | None:
-    code = _int_attr(resp, "status_code")
-    if code is not None:
-        return code
-    status = getattr(resp, "status", None)  # an int under asgi, "200 OK" under WSGI
-    if isinstance(status, int) and not isinstance(status, bool):
-        return status
-    if isinstance(status, bytes):
-        status = status.decode("latin-1")
-    if isinstance(status, str):
-        head = status.split(None, 1)[:1]
-        if head and head[0].isdigit():
-            return int(head[0])
-    return None
 
 
 def _seconds(request_time: Any) -> float | None:

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from otel_gunicorn._ratelimit import RateLimitedLogger
+from otel_gunicorn._responses import status_code
 from otel_gunicorn._snapshot import AttrKey
 from otel_gunicorn._worker.queue_time import InvalidHeader, scan_headers, wait_seconds
 from otel_gunicorn._worker.request_stats import RequestStats
@@ -76,7 +77,7 @@ class RequestObserver:
                 return
             started, active_key, method, span, token = entry
             elapsed = time.perf_counter() - started
-            status = _status_code(resp)
+            status = status_code(resp)
             identity = (method, status, getattr(req, "version", None), getattr(req, "scheme", None))
             if self._stats is not None:
                 duration_key = self._duration_keys.get(identity) or self._duration_key(identity)
@@ -107,14 +108,3 @@ class RequestObserver:
         if len(self._duration_keys) < _MAX_CACHED_KEYS:
             self._duration_keys[identity] = tuple(key)
         return tuple(key)
-
-
-def _status_code(resp: Any) -> int | None:
-    """The response status as an int: WSGI responses carry ``status_code``, ASGI ones ``status``; None if unknown."""
-    for name in ("status_code", "status"):
-        value = getattr(resp, name, None)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value[:3].isdigit():
-            return int(value[:3])
-    return None
