@@ -100,6 +100,25 @@ class Sample:
     value: float
 
 
+class Scrape:
+    """One parsed exposition."""
+
+    def __init__(self, text: str) -> None:
+        self._samples = [
+            Sample(s.name, dict(s.labels), s.value)
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        ]
+
+    def samples(self, name: str) -> list[Sample]:
+        return [s for s in self._samples if s.name == name]
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """Sum of the samples of ``name`` matching ``labels``; None when there is none."""
+        matching = [s.value for s in self.samples(name) if all(s.labels.get(k) == v for k, v in labels.items())]
+        return sum(matching) if matching else None
+
+
 class Gunicorn:
     """One real gunicorn master started with ``-c python:otel_gunicorn.conf`` (or a given config file)."""
 
@@ -165,17 +184,17 @@ class Gunicorn:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.read().decode()
 
+    def scrape(self) -> Scrape:
+        """One scrape, to read several values that belong together."""
+        return Scrape(self.scrape_text())
+
     def samples(self, name: str) -> list[Sample]:
         """All samples called exactly ``name`` (e.g. ``app_requests_total``) in one scrape."""
-        found = []
-        for family in text_string_to_metric_families(self.scrape_text()):
-            found += [Sample(s.name, dict(s.labels), s.value) for s in family.samples if s.name == name]
-        return found
+        return self.scrape().samples(name)
 
     def value(self, name: str, **labels: str) -> float | None:
-        """Sum of the samples of ``name`` matching ``labels``; None when there is none."""
-        matching = [s.value for s in self.samples(name) if all(s.labels.get(k) == v for k, v in labels.items())]
-        return sum(matching) if matching else None
+        """Sum of the samples of ``name`` matching ``labels`` in one scrape; None when there is none."""
+        return self.scrape().value(name, **labels)
 
     def wait_value(self, name: str, expected: float, timeout: float | None = None, **labels: str) -> float:
         wait_until(

@@ -80,10 +80,18 @@ def test_sync_worker_listener_queues_busy_worker_and_exit_reasons(start_gunicorn
     )
     assert 0 < server.value("gunicorn_listener_backlog_limit", gunicorn_listener=tcp_listener)
     assert 0 < server.value("gunicorn_listener_backlog_limit", gunicorn_listener=unix_listener)
-    assert 1 == reaches(server, "gunicorn_workers", lambda v: v == 1, gunicorn_worker_state="busy")
-    assert 0 == server.value("gunicorn_workers", gunicorn_worker_state="idle")
-    assert 1 == server.value("http_server_active_requests")
-    assert 1 == server.value("gunicorn_worker_limit")
+    # One scrape for the values that belong together: between two requests the worker is idle for an instant, and a
+    # report taken then is correct too.
+    busy = wait_until(
+        lambda: (s := server.scrape()).value("gunicorn_workers", gunicorn_worker_state="busy") == 1 and s,
+        10,
+        what="a busy worker",
+    )
+    assert (0, 1, 1) == (
+        busy.value("gunicorn_workers", gunicorn_worker_state="idle"),
+        busy.value("http_server_active_requests"),
+        busy.value("gunicorn_worker_limit"),
+    )
 
     for thread in threads + more:
         thread.join(60)
@@ -103,12 +111,17 @@ def test_gthread_thread_pool_and_connections(start_gunicorn):
     """gthread, 1 worker, 2 threads, 6 slow requests: 2 busy threads, the rest queued in the pool."""
     server = start_gunicorn("slow:app", args=["-k", "gthread", "-w", "1", "--threads", "2"])
     threads, statuses = fire(6, tcp(server))
-    assert 2 == reaches(server, "gunicorn_thread_pool_threads", lambda v: v == 2, gunicorn_thread_state="busy")
-    assert 2 == server.value("gunicorn_thread_pool_thread_limit")
-    assert 3 <= reaches(server, "gunicorn_thread_pool_queue_length", lambda v: v >= 3)
-    assert 5 <= reaches(server, "gunicorn_worker_active_connections", lambda v: v >= 5)
-    assert 2 == server.value("http_server_active_requests")
-    assert ["0"] == [s.labels["gunicorn_worker_slot"] for s in server.samples("gunicorn_thread_pool_thread_limit")]
+    # all from one report: while the first two requests sleep, 2 threads are busy and the other 4 wait
+    full = wait_until(
+        lambda: (s := server.scrape()).value("gunicorn_thread_pool_queue_length") in (3, 4) and s,
+        10,
+        what="the pool queue to fill",
+    )
+    assert 2 == full.value("gunicorn_thread_pool_threads", gunicorn_thread_state="busy")
+    assert 2 == full.value("gunicorn_thread_pool_thread_limit")
+    assert 5 <= full.value("gunicorn_worker_active_connections")
+    assert 2 == full.value("http_server_active_requests")
+    assert ["0"] == [s.labels["gunicorn_worker_slot"] for s in full.samples("gunicorn_thread_pool_thread_limit")]
     for thread in threads:
         thread.join(60)
     assert [200] * 6 == statuses
@@ -131,8 +144,10 @@ def test_asgi_worker_in_flight_requests_and_connections(start_gunicorn):
     """gunicorn's asgi worker: 4 slow requests in flight over 4 open connections."""
     server = start_gunicorn("slow_asgi:app", args=["-k", "asgi", "-w", "1"])
     threads, statuses = fire(4, tcp(server))
-    assert 4 == reaches(server, "http_server_active_requests", lambda v: v == 4)
-    assert 4 <= server.value("gunicorn_worker_active_connections")
+    in_flight = wait_until(
+        lambda: (s := server.scrape()).value("http_server_active_requests") == 4 and s, 10, what="4 in flight"
+    )
+    assert 4 <= in_flight.value("gunicorn_worker_active_connections")
     for thread in threads:
         thread.join(60)
     assert [200] * 4 == statuses
