@@ -135,12 +135,6 @@ class PrometheusEndpoint:
         self._thread: threading.Thread | None = None
         self.bind_failures = 0
 
-    @property
-    def address(self) -> tuple[str, int] | None:
-        """``(host, port)`` actually bound, once serving."""
-        server = self._server
-        return None if server is None else (str(server.server_address[0]), int(server.server_address[1]))
-
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="otel-gunicorn-prometheus", daemon=True)
         self._thread.start()
