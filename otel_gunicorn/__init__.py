@@ -1,11 +1,10 @@
 """otel_gunicorn: every gunicorn worker's OpenTelemetry metrics, exact and in one place.
 
 The public surface is small: :mod:`otel_gunicorn.hooks` (gunicorn hooks), :mod:`otel_gunicorn.conf` (a ready
-gunicorn config module), :class:`Config` and :class:`ConfigError`.
+gunicorn config module) and :mod:`otel_gunicorn.logs` (structured, trace-correlated logs). Everything else is
+configured through environment variables (``docs/environment.md``).
 """
 
-__version__ = "0.1.0"
+from otel_gunicorn._version import __version__
 
-from otel_gunicorn._config import Config, ConfigError  # noqa: E402
-
-__all__ = ["Config", "ConfigError", "__version__"]
+__all__ = ["__version__"]

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from otel_gunicorn import __version__
 from otel_gunicorn._snapshot import Kind, MetricMeta
+from otel_gunicorn._version import __version__
 
 SCOPE_NAME = "otel_gunicorn"
+
+#: the attribute that tells per-worker series apart: a small integer the arbiter assigns and reuses
+SLOT_ATTRIBUTE = "gunicorn.worker.slot"
 
 #: semantic-convention bucket boundaries for HTTP durations (seconds)
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -104,7 +107,7 @@ HEARTBEAT_AGE = Instrument(
     "s",
     Kind.GAUGE,
     "Seconds since the worker last notified the arbiter it is alive.",
-    ("gunicorn.worker.slot",),
+    (SLOT_ATTRIBUTE,),
     "arbiter",
     ALL_CLASSES,
     "Approaching --timeout means the worker is stuck and about to be aborted.",
@@ -114,7 +117,7 @@ ACTIVE_CONNECTIONS = Instrument(
     "{connection}",
     Kind.GAUGE,
     "Connections the worker holds open (being served, kept alive or waiting for a thread).",
-    ("gunicorn.worker.slot",),
+    (SLOT_ATTRIBUTE,),
     "worker",
     "gthread, asgi, tornado (uvicorn-worker only when the worker keeps its server as .server)",
     "Close to the connection limit means the worker stops accepting and connections queue in the kernel.",
@@ -124,7 +127,7 @@ CONNECTION_LIMIT = Instrument(
     "{connection}",
     Kind.GAUGE,
     "Most connections the worker will hold at once (--worker-connections, per listener for gevent).",
-    ("gunicorn.worker.slot",),
+    (SLOT_ATTRIBUTE,),
     "worker",
     "gthread, gevent, uvicorn-worker (limit_concurrency)",
     "The ceiling for gunicorn.worker.active_connections.",
@@ -134,7 +137,7 @@ THREADS = Instrument(
     "{thread}",
     Kind.GAUGE,
     "Request threads of the worker, by whether they are running a request.",
-    ("gunicorn.worker.slot", "gunicorn.thread.state"),
+    (SLOT_ATTRIBUTE, "gunicorn.thread.state"),
     "worker",
     "gthread",
     "busy == limit means accepted work now waits in the thread pool queue.",
@@ -144,7 +147,7 @@ THREAD_LIMIT = Instrument(
     "{thread}",
     Kind.GAUGE,
     "Configured request threads per worker (--threads).",
-    ("gunicorn.worker.slot",),
+    (SLOT_ATTRIBUTE,),
     "worker",
     "gthread",
     "Ceiling for busy threads.",
@@ -154,7 +157,7 @@ THREAD_QUEUE = Instrument(
     "{request}",
     Kind.GAUGE,
     "Accepted connections with a request waiting for a free thread.",
-    ("gunicorn.worker.slot",),
+    (SLOT_ATTRIBUTE,),
     "worker",
     "gthread",
     "gthread's real queue: the kernel backlog stays near 0 because gthread accepts eagerly. Non-zero: add threads "
@@ -165,7 +168,7 @@ ACTIVE_REQUESTS = Instrument(
     "{request}",
     Kind.UPDOWNCOUNTER,
     "Requests being served right now.",
-    ("gunicorn.worker.slot", "http.request.method"),
+    (SLOT_ATTRIBUTE, "http.request.method"),
     "worker",
     HOOK_CLASSES,
     "In-flight work; with sync workers at most 1 per worker.",

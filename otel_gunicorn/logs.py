@@ -13,10 +13,11 @@ carries ``timestamp``, ``level``, ``logger``, ``pid``, ``thread_id``, ``gunicorn
 ``trace_id``/``span_id``/``trace_flags`` inside a span. See ``docs/logging.md``.
 """
 
+from otel_gunicorn._handoff import set_worker_slot
 from otel_gunicorn._logs.access import GunicornLogger
 from otel_gunicorn._logs.config import configure_structlog, logconfig_dict
 from otel_gunicorn._logs.formats import log_format_from_env, processor_formatter
-from otel_gunicorn._logs.processors import add_process_info, add_trace_context, set_worker_slot
+from otel_gunicorn._logs.processors import add_process_info, add_trace_context
 
 __all__ = [
     "GunicornLogger",

@@ -20,9 +20,8 @@ import math
 import time
 from fractions import Fraction
 
+from otel_gunicorn._instruments import SLOT_ATTRIBUTE
 from otel_gunicorn._snapshot import AttrKey, HistogramValue, Kind, MetricMeta, Snapshot, Value
-
-SLOT_ATTRIBUTE = "gunicorn.worker.slot"
 
 Exact = int | Fraction | float  # float only for inf/nan, which have no exact form
 

@@ -21,6 +21,7 @@ from opentelemetry.sdk.metrics.export import MetricsData
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import generate_latest
 
+from otel_gunicorn import _handoff
 from otel_gunicorn import _instruments as inst
 from otel_gunicorn._arbiter import server_metrics
 from otel_gunicorn._arbiter.channel import ChannelServer
@@ -32,8 +33,6 @@ from otel_gunicorn._arbiter.prometheus import PrometheusEndpoint
 from otel_gunicorn._config import Config, ConfigError, fail_fast
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._snapshot import Snapshot, metrics_data_from_snapshot, payload_from_snapshot
-from otel_gunicorn._worker import link
-from otel_gunicorn._worker.link import SLOT_ATTR
 
 _log = logging.getLogger("otel_gunicorn")
 
@@ -94,13 +93,13 @@ class ArbiterRuntime:
 
     def assign_slot(self, worker: Any) -> int:
         """Give a worker about to be forked the smallest slot no live worker holds (so slots are reused)."""
-        used = {getattr(w, SLOT_ATTR, None) for w in list(self._server.WORKERS.values())}
+        used = {getattr(w, _handoff.SLOT_ATTR, None) for w in list(self._server.WORKERS.values())}
         slot = next(i for i in itertools.count() if i not in used)
-        setattr(worker, SLOT_ATTR, slot)
+        setattr(worker, _handoff.SLOT_ATTR, slot)
         return slot
 
     def slot_of(self, pid: int) -> int | None:
-        return getattr(self._server.WORKERS.get(pid), SLOT_ATTR, None)
+        return getattr(self._server.WORKERS.get(pid), _handoff.SLOT_ATTR, None)
 
     def worker_exited(self, worker: Any) -> None:
         """The arbiter reaped ``worker`` (child_exit), or found it already gone (worker_exit on ESRCH)."""
@@ -215,7 +214,7 @@ class ArbiterRuntime:
             self.endpoint.close_in_child()
         if self.pusher is not None:
             self.pusher.close_in_child()
-        link.inherit(self.config, self.channel.path, server_resource_attributes(self.resource))
+        _handoff.inherit(self.config, self.channel.path, server_resource_attributes(self.resource))
 
 
 def server_resource_attributes(resource: Resource) -> dict[str, Any]:
@@ -245,7 +244,7 @@ def _after_fork_in_child() -> None:
     if runtime is not None:
         runtime.after_fork_in_child()
     elif _spans_and_logs_only is not None:  # metrics off: the worker still gets its spans and log export
-        link.inherit(*_spans_and_logs_only)
+        _handoff.inherit(*_spans_and_logs_only)
     _spans_and_logs_only = None
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from otel_gunicorn import _instruments as inst
 from otel_gunicorn._arbiter.lifecycle import ExitLedger
-from otel_gunicorn._arbiter.merge import SLOT_ATTRIBUTE, MergeStore
+from otel_gunicorn._arbiter.merge import MergeStore
 from otel_gunicorn._listeners import listener_points
 from otel_gunicorn._snapshot import AttrKey, Snapshot, Value
 
@@ -53,7 +53,7 @@ def collect(server: Any, store: MergeStore, exits: ExitLedger, slot_of: Any) -> 
         except (AttributeError, OSError, ValueError):
             continue
         if slot is not None and age >= 0:  # negative: the worker has not sent its first heartbeat yet
-            ages[((SLOT_ATTRIBUTE, slot),)] = age
+            ages[((inst.SLOT_ATTRIBUTE, slot),)] = age
     if ages:
         snapshot[inst.HEARTBEAT_AGE.meta] = ages
     return snapshot

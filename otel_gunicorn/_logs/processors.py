@@ -12,43 +12,15 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
 
 from opentelemetry import trace
 from structlog.typing import EventDict, WrappedLogger
 
-from otel_gunicorn._worker.link import SLOT_ATTR
+from otel_gunicorn import _handoff
+from otel_gunicorn._instruments import SLOT_ATTRIBUTE
 
 #: event key of the worker's ``gunicorn.worker.slot``, named like the metric attribute so logs and metrics join
-SLOT_KEY = "gunicorn.worker.slot"
-
-# Set once in each worker right after the fork (the worker hook calls set_worker_slot). A forked child inherits the
-# arbiter's value, which is always None: the arbiter never sets it, so arbiter records carry no slot.
-_slot: int | None = None
-
-
-def set_worker_slot(slot: int | None) -> None:
-    """Record this worker's ``gunicorn.worker.slot`` for :func:`add_process_info`; ``None`` removes it.
-
-    Called by the worker after the fork. Slots are small integers the arbiter reuses, so a dashboard can follow
-    "worker 2" across restarts, as the metrics do.
-
-    Args:
-        slot: The slot the arbiter gave this worker, or ``None`` outside a worker.
-
-    Raises:
-        TypeError: If ``slot`` is neither an ``int`` nor ``None``.
-    """
-    global _slot
-    if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int)):
-        raise TypeError(f"slot must be an int or None, not {type(slot).__name__}")
-    _slot = slot
-
-
-def slot_of(worker: Any) -> int | None:
-    """The slot the arbiter's ``pre_fork`` hook stored on gunicorn's Worker object, or ``None`` when it did not."""
-    slot = getattr(worker, SLOT_ATTR, None)
-    return slot if isinstance(slot, int) and not isinstance(slot, bool) else None
+SLOT_KEY = SLOT_ATTRIBUTE
 
 
 def add_trace_context(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
@@ -82,7 +54,7 @@ def add_process_info(logger: WrappedLogger, method_name: str, event_dict: EventD
 
     For a stdlib record the pid and thread come from the record itself (``%(process)d`` and ``%(thread)d``), so they
     stay right even when the record is formatted elsewhere; otherwise from the calling thread. ``thread_id`` is
-    :func:`threading.get_ident`, the value stdlib logging records. The slot is what :func:`set_worker_slot` stored;
+    :func:`threading.get_ident`, the value stdlib logging records. The slot is what the worker recorded after the fork;
     without one (in the arbiter) the key is omitted. Existing keys are kept.
 
     Args:
@@ -99,8 +71,9 @@ def add_process_info(logger: WrappedLogger, method_name: str, event_dict: EventD
         thread_id = getattr(record, "thread", None)
         event_dict.setdefault("pid", pid if pid is not None else os.getpid())
         event_dict.setdefault("thread_id", thread_id if thread_id is not None else threading.get_ident())
-        if _slot is not None:
-            event_dict.setdefault(SLOT_KEY, _slot)
+        slot = _handoff.worker_slot()
+        if slot is not None:
+            event_dict.setdefault(SLOT_KEY, slot)
     except Exception:  # noqa: BLE001 - a log call must never fail because of its decoration
         pass
     return event_dict

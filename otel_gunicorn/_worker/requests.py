@@ -14,6 +14,7 @@ import logging
 import time
 from typing import Any
 
+from otel_gunicorn._instruments import SLOT_ATTRIBUTE
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._responses import status_code
 from otel_gunicorn._snapshot import AttrKey
@@ -90,7 +91,7 @@ class RequestObserver:
         """``http.server.active_requests`` attributes, in sorted order (slot first)."""
         key: AttrKey = (("http.request.method", method),)
         if self._slot is not None:
-            key = (("gunicorn.worker.slot", self._slot), *key)
+            key = ((SLOT_ATTRIBUTE, self._slot), *key)
         self._active_keys[method] = key
         return key
 

@@ -20,10 +20,10 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from otel_gunicorn import __version__
+from otel_gunicorn import _handoff
 from otel_gunicorn import _instruments as inst
-from otel_gunicorn._logs.processors import set_worker_slot
-from otel_gunicorn._worker import link, server_gauges
+from otel_gunicorn._version import __version__
+from otel_gunicorn._worker import server_gauges
 from otel_gunicorn._worker.log_export import build_logger_provider
 from otel_gunicorn._worker.reporter import ChannelExporter
 from otel_gunicorn._worker.request_stats import RequestStats
@@ -40,7 +40,7 @@ FINAL_REPORT_TIMEOUT = 2.0
 class WorkerRuntime:
     """This worker's telemetry: metrics reported to the arbiter (unless metrics are off), spans, log export."""
 
-    def __init__(self, worker: Any, arbiter: link.ArbiterLink) -> None:
+    def __init__(self, worker: Any, arbiter: _handoff.ArbiterLink) -> None:
         resource = Resource.create(dict(arbiter.resource_attributes, **{"process.pid": os.getpid()}))
         self.tracer_provider = build_tracer_provider(arbiter.config, resource)
         self.logger_provider = build_logger_provider(arbiter.config, resource)
@@ -50,11 +50,11 @@ class WorkerRuntime:
         self.request_stats: RequestStats | None = None
         if arbiter.channel_path is not None:  # None: OTEL_METRICS_EXPORTER=none, spans and logs only
             self._start_metrics(worker, arbiter, state)
-        slot = getattr(worker, link.SLOT_ATTR, None)
+        slot = _handoff.slot_of(worker)
         tracing = RequestTracing(self.tracer_provider)
         self.requests = RequestObserver(self.request_stats, slot, tracing) if state.requests_via_hooks else None
 
-    def _start_metrics(self, worker: Any, arbiter: link.ArbiterLink, state: WorkerStateReader) -> None:
+    def _start_metrics(self, worker: Any, arbiter: _handoff.ArbiterLink, state: WorkerStateReader) -> None:
         assert arbiter.channel_path is not None
         interval = arbiter.config.metrics_interval
         self.request_stats = RequestStats()
@@ -109,7 +109,7 @@ _runtime: WorkerRuntime | None = None
 def start(worker: Any) -> WorkerRuntime | None:
     """Build this worker's runtime; a no-op outside a worker forked by a running otel_gunicorn arbiter."""
     global _runtime
-    arbiter = link.inherited()
+    arbiter = _handoff.inherited()
     if arbiter is None or _runtime is not None:
         return _runtime
     try:
@@ -127,7 +127,7 @@ def forked(server: Any, worker: Any) -> None:
     whether the worker listens on sockets of its own (``reuse_port`` on gunicorn >= 24 binds them in the child;
     before that, and without reuse_port, the sockets are the arbiter's, which measures them itself)."""
     global _own_listeners
-    set_worker_slot(getattr(worker, link.SLOT_ATTR, None))
+    _handoff.set_worker_slot(_handoff.slot_of(worker))
     inherited = {id(listener) for listener in getattr(server, "LISTENERS", None) or []}
     sockets = getattr(worker, "sockets", None) or []
     _own_listeners = bool(sockets) and not any(id(listener) in inherited for listener in sockets)

@@ -23,8 +23,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_gunicorn import __version__, _otlp
+from otel_gunicorn import _otlp
 from otel_gunicorn._config import Config
+from otel_gunicorn._version import __version__
 
 
 class _HeaderListGetter(Getter[list]):  # type: ignore[type-arg]

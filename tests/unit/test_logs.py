@@ -20,9 +20,9 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from otel_gunicorn import logs
 from otel_gunicorn._config import ConfigError
+from otel_gunicorn._handoff import SLOT_ATTR, slot_of
 from otel_gunicorn._logs import processors
 from otel_gunicorn._logs.access import access_fields
-from otel_gunicorn._worker.link import SLOT_ATTR
 
 TRACE_KEYS = {"trace_id", "span_id", "trace_flags"}
 ACCESS_KEYS = {
@@ -177,7 +177,7 @@ def test_set_worker_slot_rejects_non_integers(slot):
 def test_slot_of_reads_the_attribute_the_arbiter_sets():
     """slot_of() reads SLOT_ATTR from gunicorn's Worker object; None when absent."""
     worker = types.SimpleNamespace(**{SLOT_ATTR: 2})
-    assert (2, None) == (processors.slot_of(worker), processors.slot_of(object()))
+    assert (2, None) == (slot_of(worker), slot_of(object()))
 
 
 # ---------------------------------------------------------------- formats and logconfig_dict

@@ -5,14 +5,14 @@ import struct
 
 from counting import app as counting_app
 
-from otel_gunicorn._worker import link
+from otel_gunicorn import _handoff
 
 
 def _send(payload: bytes) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(2)
     try:
-        sock.connect(link.inherited().channel_path)
+        sock.connect(_handoff.inherited().channel_path)
         sock.sendall(payload)
     finally:
         sock.close()

@@ -1,0 +1,74 @@
+"""The fork hand-off: what a freshly forked worker inherits from its arbiter, and the worker's slot.
+
+Both process sides import this module downwards and neither imports the other: the arbiter's ``pre_fork`` stores the
+slot on gunicorn's Worker object (:data:`SLOT_ATTR`) and its after-fork handler calls :func:`inherit` in the child;
+the worker reads :func:`inherited` in ``post_worker_init`` and records its slot with :func:`set_worker_slot` in
+``post_fork``, where the log processors (``otel_gunicorn._logs``) read it back with :func:`worker_slot`.
+
+Hazard: module state survives the fork. The arbiter never sets the slot or the link in itself, so a child starts
+from ``None`` until its own hooks run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from otel_gunicorn._config import Config
+
+#: attribute the arbiter sets on gunicorn's Worker object in pre_fork: the worker's ``gunicorn.worker.slot``
+SLOT_ATTR = "otel_gunicorn_slot"
+
+
+@dataclasses.dataclass(frozen=True)
+class ArbiterLink:
+    config: Config
+    #: the arbiter's channel socket; None when metrics are off (spans and logs still work)
+    channel_path: str | None
+    #: the server's resource (service.name, service.instance.id, ...) so a worker's spans and logs match its metrics
+    resource_attributes: dict[str, Any]
+
+
+_link: ArbiterLink | None = None
+# Set once in each worker right after the fork. A forked child inherits the arbiter's value, which is always None.
+_slot: int | None = None
+
+
+def inherit(config: Config, channel_path: str | None, resource_attributes: dict[str, Any]) -> None:
+    """In the child, right after the fork: record what the worker needs to report to its arbiter."""
+    global _link
+    _link = ArbiterLink(config, channel_path, resource_attributes)
+
+
+def inherited() -> ArbiterLink | None:
+    """The link to this worker's arbiter, or None outside a worker forked by a running otel_gunicorn arbiter."""
+    return _link
+
+
+def slot_of(worker: Any) -> int | None:
+    """The slot the arbiter's ``pre_fork`` hook stored on gunicorn's Worker object, or ``None`` when it did not."""
+    slot = getattr(worker, SLOT_ATTR, None)
+    return slot if isinstance(slot, int) and not isinstance(slot, bool) else None
+
+
+def set_worker_slot(slot: int | None) -> None:
+    """Record this worker's ``gunicorn.worker.slot`` for the log processors; ``None`` removes it.
+
+    Called by the worker after the fork. Slots are small integers the arbiter reuses, so a dashboard can follow
+    "worker 2" across restarts, as the metrics do.
+
+    Args:
+        slot: The slot the arbiter gave this worker, or ``None`` outside a worker.
+
+    Raises:
+        TypeError: If ``slot`` is neither an ``int`` nor ``None``.
+    """
+    global _slot
+    if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int)):
+        raise TypeError(f"slot must be an int or None, not {type(slot).__name__}")
+    _slot = slot
+
+
+def worker_slot() -> int | None:
+    """This process's ``gunicorn.worker.slot``: set in a worker, ``None`` in the arbiter and outside gunicorn."""
+    return _slot
