@@ -1,6 +1,6 @@
 """One frozen configuration value, built once from an explicit environment mapping.
 
-Two error rules, both from the design:
+Two error rules (``docs/environment.md``):
 
 * our own ``OTEL_GUNICORN_*`` variables are ours to define strictly: a bad value raises :class:`ConfigError`, which
   the arbiter turns into one line on stderr and a non-zero exit *before any worker forks*;

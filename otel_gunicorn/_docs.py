@@ -1,5 +1,7 @@
-"""Generate the reference pages in ``docs/`` from the code's own tables: ``python -m otel_gunicorn._docs``.
+"""Generate the reference pages in ``docs/`` from the code's own tables: ``python -m otel_gunicorn._docs [DIR]``.
 
+A developer tool, run from a checkout (``make docs``). The pages go to ``DIR`` (default ``./docs``, relative to the
+working directory, never next to this module: run from an install, that would write into site-packages).
 ``tests/unit/test_docs.py`` fails when a committed page differs from what this produces.
 """
 
@@ -12,8 +14,6 @@ from pathlib import Path
 
 from otel_gunicorn import _environment, _instruments
 from otel_gunicorn._snapshot import Kind
-
-DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def environment_variables() -> list[tuple[str, str]]:
@@ -104,12 +104,19 @@ def metrics_reference() -> str:
 PAGES = {"environment.md": configuration_reference, "metrics.md": metrics_reference}
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        print("usage: python -m otel_gunicorn._docs [DIR]  (default: ./docs)", file=sys.stderr)
+        return 2
+    target = Path(argv[0] if argv else "docs")
+    if not target.is_dir():
+        print(f"otel_gunicorn._docs: {target} is not a directory; run it from a checkout's root", file=sys.stderr)
+        return 2
     for name, render in PAGES.items():
-        (DOCS / name).write_text(render())
-        print(f"wrote docs/{name}")
+        (target / name).write_text(render())
+        print(f"wrote {target / name}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -1,9 +1,9 @@
 """Every instrument otel_gunicorn records itself: name, unit, kind, attributes and what it means to an operator.
 
-Names follow ARCHITECTURE.md's catalogue with one deliberate exception: gauges are never named ``*.count``
-(``gunicorn.workers``, ``gunicorn.thread_pool.threads``) because the OTel→Prometheus mapping keeps the name, and
-Prometheus reserves the ``_count`` suffix for histogram and summary series — ``promtool check metrics`` rejects
-a gauge called ``gunicorn_worker_count``.
+Names follow the semantic conventions where one exists, otherwise the ``gunicorn.*`` namespace, with one rule:
+gauges are never named ``*.count`` (``gunicorn.workers``, ``gunicorn.thread_pool.threads``) because the
+OTel→Prometheus mapping keeps the name, and Prometheus reserves the ``_count`` suffix for histogram and summary
+series — ``promtool check metrics`` rejects a gauge called ``gunicorn_worker_count``.
 
 One table for both process sides: the worker builds its SDK instruments from it, the arbiter builds its merged
 points from it, and ``docs/metrics.md`` is generated from it (a test fails when they disagree).
@@ -13,6 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from opentelemetry.semconv.attributes.http_attributes import (
+    HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE,
+)
+from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION, NETWORK_TRANSPORT
+from opentelemetry.semconv.attributes.url_attributes import URL_SCHEME
+from opentelemetry.semconv.metrics.http_metrics import HTTP_SERVER_REQUEST_DURATION
+
 from otel_gunicorn._snapshot import Kind, MetricMeta
 from otel_gunicorn._version import __version__
 
@@ -20,6 +28,8 @@ SCOPE_NAME = "otel_gunicorn"
 
 #: the attribute that tells per-worker series apart: a small integer the arbiter assigns and reuses
 SLOT_ATTRIBUTE = "gunicorn.worker.slot"
+#: gunicorn's own string for a listener: ``http://127.0.0.1:8000``, ``unix:/run/app.sock``
+LISTENER_ATTRIBUTE = "gunicorn.listener"
 
 #: semantic-convention bucket boundaries for HTTP durations (seconds)
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -48,7 +58,7 @@ class Instrument:
         return MetricMeta(SCOPE_NAME, __version__, "", self.name, self.description, self.unit, self.kind)
 
 
-LISTENER_ATTRS = ("gunicorn.listener", "network.transport")
+LISTENER_ATTRS = (LISTENER_ATTRIBUTE, NETWORK_TRANSPORT)
 
 LISTENER_QUEUED = Instrument(
     "gunicorn.listener.queued_connections",
@@ -164,21 +174,22 @@ THREAD_QUEUE = Instrument(
     "or workers.",
 )
 ACTIVE_REQUESTS = Instrument(
+    # opt-in and still incubating in the semantic conventions, so no stable constant exists for it
     "http.server.active_requests",
     "{request}",
     Kind.UPDOWNCOUNTER,
     "Requests being served right now.",
-    (SLOT_ATTRIBUTE, "http.request.method"),
+    (SLOT_ATTRIBUTE, HTTP_REQUEST_METHOD),
     "worker",
     HOOK_CLASSES,
     "In-flight work; with sync workers at most 1 per worker.",
 )
 REQUEST_DURATION = Instrument(
-    "http.server.request.duration",
+    HTTP_SERVER_REQUEST_DURATION,
     "s",
     Kind.HISTOGRAM,
     "Time from pre_request to post_request: the whole response, streamed bodies included.",
-    ("http.request.method", "http.response.status_code", "url.scheme", "network.protocol.version"),
+    (HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, URL_SCHEME, NETWORK_PROTOCOL_VERSION),
     "worker",
     HOOK_CLASSES,
     "Latency SLOs; rate of 5xx via http_response_status_code.",

@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 import socket
 
+from opentelemetry.semconv.attributes.network_attributes import NETWORK_TRANSPORT
+
 from otel_gunicorn import _probes
+from otel_gunicorn._instruments import LISTENER_ATTRIBUTE
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._snapshot import AttrKey, Value, attr_key
 
@@ -34,7 +37,7 @@ def listener_points(sockets: list[tuple[str, socket.socket]]) -> tuple[dict[Attr
             continue
         if queue is None:
             continue
-        key = attr_key({"gunicorn.listener": name, "network.transport": transport(sock)})
+        key = attr_key({LISTENER_ATTRIBUTE: name, NETWORK_TRANSPORT: transport(sock)})
         queued[key] = queue.queued
         limits[key] = queue.limit
     return queued, limits

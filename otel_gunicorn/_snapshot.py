@@ -45,7 +45,7 @@ AttrKey = tuple[tuple[str, AttrValue], ...]
 
 
 class Kind(str, enum.Enum):
-    """How a metric merges across workers (ARCHITECTURE.md, "Merge rules")."""
+    """How a metric merges across workers (``docs/usage.md``, "How the numbers are merged")."""
 
     COUNTER = "counter"
     """Summed; a dead worker's total is kept."""

@@ -14,6 +14,10 @@ import logging
 import time
 from typing import Any
 
+from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE
+from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
+from opentelemetry.semconv.attributes.url_attributes import URL_SCHEME
+
 from otel_gunicorn._instruments import SLOT_ATTRIBUTE
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._responses import status_code
@@ -89,7 +93,7 @@ class RequestObserver:
 
     def _active_key(self, method: str) -> AttrKey:
         """``http.server.active_requests`` attributes, in sorted order (slot first)."""
-        key: AttrKey = (("http.request.method", method),)
+        key: AttrKey = ((HTTP_REQUEST_METHOD, method),)
         if self._slot is not None:
             key = ((SLOT_ATTRIBUTE, self._slot), *key)
         self._active_keys[method] = key
@@ -98,14 +102,14 @@ class RequestObserver:
     def _duration_key(self, identity: tuple[Any, ...]) -> AttrKey:
         """``http.server.request.duration`` attributes, in sorted order."""
         method, status, version, scheme = identity
-        key: list[tuple[str, Any]] = [("http.request.method", method)]
+        key: list[tuple[str, Any]] = [(HTTP_REQUEST_METHOD, method)]
         if status is not None:
-            key.append(("http.response.status_code", status))
+            key.append((HTTP_RESPONSE_STATUS_CODE, status))
         if isinstance(version, tuple) and len(version) == 2:
             major, minor = version
-            key.append(("network.protocol.version", f"{major}.{minor}" if major < 2 else str(major)))
+            key.append((NETWORK_PROTOCOL_VERSION, f"{major}.{minor}" if major < 2 else str(major)))
         if isinstance(scheme, str):
-            key.append(("url.scheme", scheme))
+            key.append((URL_SCHEME, scheme))
         if len(self._duration_keys) < _MAX_CACHED_KEYS:
             self._duration_keys[identity] = tuple(key)
         return tuple(key)

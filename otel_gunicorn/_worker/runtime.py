@@ -18,7 +18,7 @@ from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import PROCESS_PID, Resource
 
 from otel_gunicorn import _handoff
 from otel_gunicorn import _instruments as inst
@@ -41,7 +41,7 @@ class WorkerRuntime:
     """This worker's telemetry: metrics reported to the arbiter (unless metrics are off), spans, log export."""
 
     def __init__(self, worker: Any, arbiter: _handoff.ArbiterLink) -> None:
-        resource = Resource.create(dict(arbiter.resource_attributes, **{"process.pid": os.getpid()}))
+        resource = Resource.create(dict(arbiter.resource_attributes, **{PROCESS_PID: os.getpid()}))
         self.tracer_provider = build_tracer_provider(arbiter.config, resource)
         self.logger_provider = build_logger_provider(arbiter.config, resource)
         state = state_reader(worker)

@@ -21,6 +21,11 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE
+from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY, URL_SCHEME
+from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_ORIGINAL
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_gunicorn import _otlp
@@ -85,9 +90,9 @@ class RequestTracing:
         """End the span with the response status (5xx marks it as an error) and restore the previous context."""
         if span is not None:
             if status is not None:
-                span.set_attribute("http.response.status_code", status)
+                span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
                 if status >= 500:
-                    span.set_attribute("error.type", str(status))
+                    span.set_attribute(ERROR_TYPE, str(status))
                     span.set_status(Status(StatusCode.ERROR))
             span.end()
         if token is not None:
@@ -95,17 +100,17 @@ class RequestTracing:
 
 
 def _request_attributes(req: Any, method: str) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"http.request.method": method}
-    for attribute, name in (("url.path", "path"), ("url.query", "query"), ("url.scheme", "scheme")):
+    attributes: dict[str, Any] = {HTTP_REQUEST_METHOD: method}
+    for attribute, name in ((URL_PATH, "path"), (URL_QUERY, "query"), (URL_SCHEME, "scheme")):
         value = getattr(req, name, None)
         if isinstance(value, str) and value:
             attributes[attribute] = value
     peer = getattr(req, "peer_addr", None)
     if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
-        attributes["client.address"] = peer[0]
+        attributes[CLIENT_ADDRESS] = peer[0]
     headers = getattr(req, "headers", None)
     if isinstance(headers, list):
         agent = _GETTER.get(headers, "user-agent")
         if agent:
-            attributes["user_agent.original"] = agent[0]
+            attributes[USER_AGENT_ORIGINAL] = agent[0]
     return attributes

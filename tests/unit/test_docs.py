@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from otel_gunicorn import _docs
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 @pytest.mark.parametrize("page", sorted(_docs.PAGES))
 def test_generated_page_matches_the_code(page):
     """Each generated page in docs/ equals what `python -m otel_gunicorn._docs` would write now."""
-    assert _docs.PAGES[page]() == (_docs.DOCS / page).read_text()
+    assert _docs.PAGES[page]() == (DOCS / page).read_text()
 
 
 def test_every_environment_variable_is_documented():
@@ -33,3 +37,14 @@ def test_no_prometheus_name_ends_in_a_reserved_suffix():
         and _docs.prometheus_name(i).removesuffix("_total").endswith(("_count", "_sum", "_bucket"))
     ]
     assert [] == offenders
+
+
+def test_the_generator_writes_where_it_is_told_never_beside_the_module(tmp_path):
+    """`python -m otel_gunicorn._docs DIR` writes every page into DIR (so an install never writes site-packages)."""
+    assert 0 == _docs.main([str(tmp_path)])
+    assert sorted(_docs.PAGES) == sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_the_generator_refuses_a_missing_directory(tmp_path):
+    """A directory that does not exist is an error, not a reason to create files elsewhere."""
+    assert 2 == _docs.main([str(tmp_path / "nope")])
