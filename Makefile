@@ -2,11 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+SOURCES := otel_gunicorn tests bench examples $(wildcard harness)
 
 OLDEST_GUNICORN := 23.0.0
 OLD := .venv-gunicorn-$(OLDEST_GUNICORN)
 
-.PHONY: demo test test-oldest lint docs bench clean
+.PHONY: demo test test-fast test-chaos test-oldest prometheus lint docs bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +20,23 @@ $(VENV)/.installed: pyproject.toml $(BIN)/activate
 demo: $(VENV)/.installed
 	$(BIN)/python examples/demo.py
 
+# `make test` is what CI runs: lint, the fast suite, the chaos suite, then the server tests on the oldest gunicorn.
+test: lint test-fast test-chaos test-oldest
+
 # The tests start the real Prometheus server and promtool (Debian package `prometheus`).
-test: $(VENV)/.installed
+prometheus:
 	@command -v promtool >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get install -y -q prometheus >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null)); \
 	  else echo "make test needs the 'prometheus' package (promtool, prometheus): apt-get install prometheus" >&2; exit 1; fi; }
-	$(BIN)/python -m pytest
-	$(MAKE) --no-print-directory test-oldest
+
+# Unit and end-to-end tests (a few minutes): what a developer runs between changes.
+test-fast: $(VENV)/.installed prometheus
+	$(BIN)/python -m pytest -m "not chaos"
+
+# Real gunicorn under signals, recycling, USR2 re-exec, scrape floods and collector outages (several minutes).
+test-chaos: $(VENV)/.installed prometheus
+	$(BIN)/python -m pytest -m chaos tests/chaos
 
 # The end-to-end server tests again on the oldest gunicorn we support.
 $(OLD)/.installed: pyproject.toml
@@ -35,16 +45,18 @@ $(OLD)/.installed: pyproject.toml
 	$(OLD)/bin/pip install --quiet -e '.[test]' 'gunicorn==$(OLDEST_GUNICORN)'
 	touch $@
 
-test-oldest: $(OLD)/.installed
+test-oldest: $(OLD)/.installed prometheus
 	$(OLD)/bin/python -m pytest tests/e2e/test_core.py tests/e2e/test_server_metrics.py tests/e2e/test_configuration.py
 
+# ruff (lint and format), mypy, and the import-linter layer contract in pyproject.toml (docs/architecture.md).
 lint: $(VENV)/.installed
-	$(BIN)/ruff check otel_gunicorn tests bench examples
-	$(BIN)/ruff format --check otel_gunicorn tests bench examples
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 docs: $(VENV)/.installed
-	$(BIN)/python -m otel_gunicorn._docs
+	$(BIN)/python -m otel_gunicorn._docs docs
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
