@@ -74,9 +74,11 @@ def metrics_reference() -> str:
         "under the instrumentation scope `otel_gunicorn`. A metric a worker class cannot measure is **absent**, never",
         "reported as 0. Gauges measured in workers carry `gunicorn.worker.slot` (added by the arbiter when merging).",
         "",
-        "gevent_pywsgi, tornado and uvicorn-worker never call gunicorn's `pre_request`/`post_request` hooks, so the",
-        "request metrics (`http.server.*`, `gunicorn.request.queue.duration`) and busy/idle worker counts are absent",
-        "for them.",
+        "Request metrics (`http.server.*`, `gunicorn.request.queue.duration`) and busy/idle worker counts come from",
+        "gunicorn's `pre_request`/`post_request` hooks where gunicorn calls them (sync, gthread, gevent, asgi).",
+        "gevent_pywsgi, tornado and uvicorn-worker never call those hooks; otel_gunicorn measures their requests",
+        "around the application instead (tornado: WSGI applications; uvicorn-worker: ASGI 3 applications), with the",
+        "same metrics, attributes and spans. Each request is measured once, by one path or the other.",
         "",
     ]
     for instrument in _instruments.ALL:

@@ -35,8 +35,11 @@ LISTENER_ATTRIBUTE = "gunicorn.listener"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 ALL_CLASSES = "all"
-HOOK_CLASSES = (
-    "sync, gthread, gevent, asgi (not gevent_pywsgi, tornado or uvicorn-worker: they never call pre/post_request)"
+#: request metrics come from gunicorn's request hooks, or, for the classes that never call them, from a wrapper
+#: around the application; what that wrapper cannot wrap is named
+REQUEST_CLASSES = (
+    "all (gevent_pywsgi, tornado, uvicorn-worker: measured around the application, which must be WSGI for tornado "
+    "— not a tornado.web.Application — and ASGI 3 for uvicorn-worker)"
 )
 
 
@@ -88,7 +91,7 @@ WORKER_COUNT = Instrument(
     "Live workers, by whether they are serving at least one request (as of their latest report).",
     ("gunicorn.worker.state",),
     "arbiter",
-    HOOK_CLASSES,
+    REQUEST_CLASSES,
     "busy == limit for long means every worker is occupied: requests queue up.",
 )
 WORKER_LIMIT = Instrument(
@@ -129,7 +132,7 @@ ACTIVE_CONNECTIONS = Instrument(
     "Connections the worker holds open (being served, kept alive or waiting for a thread).",
     (SLOT_ATTRIBUTE,),
     "worker",
-    "gthread, asgi, tornado (uvicorn-worker only when the worker keeps its server as .server)",
+    "gthread, asgi, tornado, uvicorn-worker (while its server serves)",
     "Close to the connection limit means the worker stops accepting and connections queue in the kernel.",
 )
 CONNECTION_LIMIT = Instrument(
@@ -181,17 +184,17 @@ ACTIVE_REQUESTS = Instrument(
     "Requests being served right now.",
     (SLOT_ATTRIBUTE, HTTP_REQUEST_METHOD),
     "worker",
-    HOOK_CLASSES,
+    REQUEST_CLASSES,
     "In-flight work; with sync workers at most 1 per worker.",
 )
 REQUEST_DURATION = Instrument(
     HTTP_SERVER_REQUEST_DURATION,
     "s",
     Kind.HISTOGRAM,
-    "Time from pre_request to post_request: the whole response, streamed bodies included.",
+    "Time from the start of a request until its response was complete, streamed bodies included.",
     (HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, URL_SCHEME, NETWORK_PROTOCOL_VERSION),
     "worker",
-    HOOK_CLASSES,
+    REQUEST_CLASSES,
     "Latency SLOs; rate of 5xx via http_response_status_code.",
 )
 QUEUE_DURATION = Instrument(
@@ -201,7 +204,7 @@ QUEUE_DURATION = Instrument(
     "Time a request waited between the front proxy (X-Request-Start / X-Queue-Start header) and the worker.",
     (),
     "worker",
-    HOOK_CLASSES + "; only requests carrying the header",
+    REQUEST_CLASSES + "; only requests carrying the header",
     "Queueing in front of gunicorn that the server's own latency does not show.",
 )
 QUEUE_HEADER_INVALID = Instrument(
@@ -211,7 +214,7 @@ QUEUE_HEADER_INVALID = Instrument(
     "Requests whose X-Request-Start / X-Queue-Start header was malformed, in the future or absurdly old (ignored).",
     (),
     "worker",
-    HOOK_CLASSES,
+    REQUEST_CLASSES,
     "A rising rate means the proxy's header format or clock is off.",
 )
 CHANNEL_CONNECTIONS = Instrument(

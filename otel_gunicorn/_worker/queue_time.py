@@ -1,6 +1,7 @@
 """How long a request waited in front of the worker, from a proxy's ``X-Request-Start`` / ``X-Queue-Start`` header.
 
-Pure functions, used by the worker's ``pre_request`` hook. Formats seen in the wild:
+Pure functions, used where a worker starts a request (``pre_request``, or the WSGI/ASGI wrapper around the
+application). Formats seen in the wild:
 
 * ``t=1700000000123456`` — microseconds since the epoch (Heroku, New Relic convention);
 * ``t=1700000000.123`` — nginx ``t=${msec}``: seconds with a fraction;
@@ -15,6 +16,8 @@ from __future__ import annotations
 import math
 
 HEADERS = ("X-REQUEST-START", "X-QUEUE-START")
+#: the same names as an ASGI server passes them: lower-case bytes
+_ASGI_HEADERS = (b"x-request-start", b"x-queue-start")
 
 #: a start up to this many seconds in the future is clock skew between proxy and worker, counted as no wait
 SKEW_TOLERANCE = 1.0
@@ -68,4 +71,19 @@ def scan_headers(headers: object) -> tuple[bool, str | None]:
                 has_traceparent = True
             elif queue_start is None and name in HEADERS:
                 queue_start = str(item[1])
+    return has_traceparent, queue_start
+
+
+def scan_asgi_headers(headers: object) -> tuple[bool, str | None]:
+    """:func:`scan_headers` for an ASGI scope's ``[(name, value), ...]`` headers (lower-case byte strings)."""
+    has_traceparent = False
+    queue_start = None
+    if isinstance(headers, (list, tuple)):
+        for item in headers:
+            name = item[0]
+            if name == b"traceparent":
+                has_traceparent = True
+            elif queue_start is None and name in _ASGI_HEADERS:
+                value = item[1]
+                queue_start = value.decode("latin-1") if isinstance(value, bytes) else str(value)
     return has_traceparent, queue_start

@@ -1,11 +1,21 @@
-"""Request metrics and spans from gunicorn's ``pre_request`` / ``post_request`` hooks.
+"""Request metrics and spans: one core, fed by gunicorn's request hooks or by a wrapper around the application.
 
 Runs in a worker, on the thread, greenlet or event loop serving the request, so it must be cheap and must never
-raise into the request. Measuring from the hooks rather than by wrapping the application puts a streamed body inside
-the measured time (``post_request`` runs after the body is sent).
+raise into the request. Two paths feed :class:`RequestObserver`, and each request takes exactly one of them:
 
-Request objects differ by worker class (the asgi worker's has ``__slots__``), so in-flight state is kept here, keyed
-by the request object's id, rather than on the request.
+- **the hooks** (sync, gthread, gevent, asgi): ``pre_request`` → :meth:`RequestObserver.started`, ``post_request`` →
+  :meth:`RequestObserver.finished`. ``post_request`` runs after the body is sent, so a streamed body is inside the
+  measured time.
+- **the application boundary** (gevent_pywsgi, tornado, uvicorn-worker, which never call the hooks): the WSGI or
+  ASGI wrapper in :mod:`otel_gunicorn._worker.app_boundary` reads the same few fields from the environ or scope and
+  calls :meth:`RequestObserver.begin` / :meth:`RequestObserver.end` itself.
+
+Both paths hand the core the same fields (method, whether a ``traceparent`` came, the queue-start header, the
+protocol version, the scheme, the status), so a request yields the same metric points and the same span whichever
+path saw it.
+
+Hook path: request objects differ by worker class (the asgi worker's has ``__slots__``), so in-flight state is kept
+here, keyed by the request object's id, rather than on the request.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from otel_gunicorn._responses import status_code
 from otel_gunicorn._snapshot import AttrKey
 from otel_gunicorn._worker.queue_time import InvalidHeader, scan_headers, wait_seconds
 from otel_gunicorn._worker.request_stats import RequestStats
-from otel_gunicorn._worker.tracing import RequestTracing
+from otel_gunicorn._worker.tracing import GUNICORN_REQUEST, RequestTracing, SpanSource
 
 _log = logging.getLogger("otel_gunicorn")
 
@@ -33,44 +43,81 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "O
 #: bound on cached attribute keys (a client could send any status-producing request; the cache must not grow)
 _MAX_CACHED_KEYS = 512
 
+#: one request in flight: (perf_counter at start, active-requests key, method, span, context token). A plain tuple:
+#: it is built on every request, and a NamedTuple costs several times as much to build.
+InFlight = tuple[float, AttrKey, str, Any, object]
+
 
 class RequestObserver:
     """Everything otel_gunicorn does per request: metrics (:class:`RequestStats`) and the server span.
 
     This is the request path, so the attribute keys are built once and cached (their variety is bounded: methods
-    are folded into the known ones, status codes are few), and the request headers are scanned once.
+    are folded into the known ones, status codes and protocol versions are few), and the request headers are read
+    once.
     """
 
     def __init__(self, stats: RequestStats | None, slot: int | None, tracing: RequestTracing) -> None:
         self._stats = stats
         self._slot = slot
         self._tracing = tracing
-        # Keyed by the request object's id: the asgi worker's request has __slots__, nothing can be stored on it.
-        # Values: (perf_counter at start, active-requests key, method, span, context token).
-        self._in_flight: dict[int, tuple[float, AttrKey, str, Any, object]] = {}
+        # Hook path only. Keyed by the request object's id: the asgi worker's request has __slots__.
+        self._in_flight: dict[int, InFlight] = {}
         self._active_keys: dict[str, AttrKey] = {}
         self._duration_keys: dict[tuple[Any, ...], AttrKey] = {}
         self._errors = RateLimitedLogger(_log)
 
+    # ---------------------------------------------------------------- the core both paths feed
+
+    def begin(
+        self, method: Any, has_traceparent: bool, queue_start: str | None, request: Any, source: SpanSource
+    ) -> InFlight:
+        """A request starts: count it in flight, record its queue time, start its span (context made current).
+
+        Raises on a broken request; the caller guards. Everything that reads the request runs before the context
+        is attached, so such a raise leaves nothing behind. Hand the result to :meth:`end`, and to :meth:`detach`
+        where this was called.
+        """
+        if method not in KNOWN_METHODS:
+            method = str(method or "").upper()
+            method = method if method in KNOWN_METHODS else "_OTHER"
+        active_key = self._active_keys.get(method) or self._active_key(method)
+        span, token = self._tracing.start(request, source, method, has_traceparent)
+        entry = (time.perf_counter(), active_key, method, span, token)
+        if self._stats is None:  # metrics off: only the span and the log correlation
+            return entry
+        self._stats.started(active_key)
+        if queue_start is not None:
+            try:
+                self._stats.queued(wait_seconds(queue_start, time.time()))
+            except InvalidHeader:
+                self._stats.invalid_header()
+        return entry
+
+    def end(self, entry: InFlight, status: int | None, version: object, scheme: object) -> None:
+        """The response is done (body sent): record the duration and end the span. ``version`` as the path has it:
+        gunicorn's ``(1, 1)``, WSGI's ``"HTTP/1.1"`` or ASGI's ``"1.1"``; the context stays attached."""
+        started, active_key, method, span, _token = entry
+        elapsed = time.perf_counter() - started
+        if self._stats is not None:
+            identity = (method, status, version, scheme)
+            duration_key = self._duration_keys.get(identity) or self._duration_key(identity)
+            self._stats.finished(active_key, duration_key, elapsed)
+        self._tracing.end(span, status)
+
+    def detach(self, entry: InFlight) -> None:
+        """Restore the context that was current before :meth:`begin` (same thread, greenlet or task as it)."""
+        token = entry[4]
+        if token is not None:  # usually None (tracing off, no traceparent): skip the call on the request path
+            self._tracing.detach(token)
+
+    # ---------------------------------------------------------------- the hook path
+
     def started(self, req: Any) -> None:
-        """``pre_request``: count the request in flight, record its queue time, start its span."""
+        """``pre_request``: read gunicorn's request object into :meth:`begin`."""
         try:
             method = getattr(req, "method", None)
-            if method not in KNOWN_METHODS:
-                method = str(method or "").upper()
-                method = method if method in KNOWN_METHODS else "_OTHER"
-            active_key = self._active_keys.get(method) or self._active_key(method)
             has_traceparent, queue_start = scan_headers(getattr(req, "headers", None))
-            span, token = self._tracing.start(req, method, has_traceparent)
-            self._in_flight[id(req)] = (time.perf_counter(), active_key, method, span, token)
-            if self._stats is None:  # metrics off: only the span and the log correlation
-                return
-            self._stats.started(active_key)
-            if queue_start is not None:
-                try:
-                    self._stats.queued(wait_seconds(queue_start, time.time()))
-                except InvalidHeader:
-                    self._stats.invalid_header()
+            self._in_flight[id(req)] = self.begin(method, has_traceparent, queue_start, req, GUNICORN_REQUEST)
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._errors.log(logging.WARNING, "pre", "otel_gunicorn: pre_request telemetry failed: %r", exc)
 
@@ -80,16 +127,14 @@ class RequestObserver:
             entry = self._in_flight.pop(id(req), None)
             if entry is None:
                 return
-            started, active_key, method, span, token = entry
-            elapsed = time.perf_counter() - started
-            status = status_code(resp)
-            identity = (method, status, getattr(req, "version", None), getattr(req, "scheme", None))
-            if self._stats is not None:
-                duration_key = self._duration_keys.get(identity) or self._duration_key(identity)
-                self._stats.finished(active_key, duration_key, elapsed)
-            self._tracing.finish(span, token, status)
+            try:
+                self.end(entry, status_code(resp), getattr(req, "version", None), getattr(req, "scheme", None))
+            finally:
+                self.detach(entry)
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._errors.log(logging.WARNING, "post", "otel_gunicorn: post_request telemetry failed: %r", exc)
+
+    # ---------------------------------------------------------------- attribute keys, built once
 
     def _active_key(self, method: str) -> AttrKey:
         """``http.server.active_requests`` attributes, in sorted order (slot first)."""
@@ -105,11 +150,30 @@ class RequestObserver:
         key: list[tuple[str, Any]] = [(HTTP_REQUEST_METHOD, method)]
         if status is not None:
             key.append((HTTP_RESPONSE_STATUS_CODE, status))
-        if isinstance(version, tuple) and len(version) == 2:
-            major, minor = version
-            key.append((NETWORK_PROTOCOL_VERSION, f"{major}.{minor}" if major < 2 else str(major)))
+        protocol = protocol_version(version)
+        if protocol is not None:
+            key.append((NETWORK_PROTOCOL_VERSION, protocol))
         if isinstance(scheme, str):
             key.append((URL_SCHEME, scheme))
         if len(self._duration_keys) < _MAX_CACHED_KEYS:
             self._duration_keys[identity] = tuple(key)
         return tuple(key)
+
+
+def protocol_version(version: object) -> str | None:
+    """``network.protocol.version`` from gunicorn's ``(1, 1)``, WSGI's ``"HTTP/1.1"`` or ASGI's ``"1.1"`` / ``"2"``:
+    ``"1.0"``, ``"1.1"``, ``"2"``, ``"3"`` (semantic conventions drop the minor version from 2 on); None if
+    unreadable."""
+    if isinstance(version, tuple) and len(version) == 2:
+        major, minor = version
+    elif isinstance(version, str):
+        text = version[5:] if version[:5].upper() == "HTTP/" else version
+        head, _dot, tail = text.partition(".")
+        if not head.isdigit() or not (tail or "0").isdigit():
+            return None
+        major, minor = int(head), int(tail or "0")
+    else:
+        return None
+    if not isinstance(major, int) or not isinstance(minor, int):
+        return None
+    return f"{major}.{minor}" if major < 2 else str(major)

@@ -5,6 +5,10 @@ as the global provider, so the application's plain ``metrics.get_meter(...)`` wo
 in the arbiter before the fork under ``--preload`` (the API's proxies attach to this provider). Shut down in
 ``worker_exit`` so a graceful exit (TERM, HUP, max_requests) sends one final report and a goodbye saying how the
 worker ended.
+
+Requests are measured through gunicorn's ``pre_request``/``post_request`` hooks where the worker class calls them,
+and otherwise by wrapping the loaded application here, in ``post_worker_init`` — after ``load_wsgi()``, before
+``run()`` reads ``worker.wsgi`` (:mod:`otel_gunicorn._worker.app_boundary`). Never both for one worker class.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from opentelemetry.sdk.resources import PROCESS_PID, Resource
 from otel_gunicorn import _handoff
 from otel_gunicorn import _instruments as inst
 from otel_gunicorn._version import __version__
-from otel_gunicorn._worker import server_gauges
+from otel_gunicorn._worker import app_boundary, server_gauges
 from otel_gunicorn._worker.log_export import build_logger_provider
 from otel_gunicorn._worker.reporter import ChannelExporter
 from otel_gunicorn._worker.request_stats import RequestStats
@@ -50,9 +54,12 @@ class WorkerRuntime:
         self.request_stats: RequestStats | None = None
         if arbiter.channel_path is not None:  # None: OTEL_METRICS_EXPORTER=none, spans and logs only
             self._start_metrics(worker, arbiter, state)
-        slot = _handoff.slot_of(worker)
-        tracing = RequestTracing(self.tracer_provider)
-        self.requests = RequestObserver(self.request_stats, slot, tracing) if state.requests_via_hooks else None
+        observer = RequestObserver(self.request_stats, _handoff.slot_of(worker), RequestTracing(self.tracer_provider))
+        # Never both for one request: the hooks feed the observer only where gunicorn calls them; elsewhere the
+        # application is wrapped and the hook functions below find no observer.
+        self.requests = observer if state.requests_via_hooks else None
+        if not state.requests_via_hooks:
+            _wrap_application(worker, observer, state)
 
     def _start_metrics(self, worker: Any, arbiter: _handoff.ArbiterLink, state: WorkerStateReader) -> None:
         assert arbiter.channel_path is not None
@@ -101,6 +108,22 @@ class WorkerRuntime:
                 _log.warning("otel_gunicorn: flushing telemetry of worker %d failed", os.getpid(), exc_info=True)
         if self.exporter is not None:
             self.exporter.goodbye(reason)
+
+
+def _wrap_application(worker: Any, observer: RequestObserver, state: WorkerStateReader) -> None:
+    """Measure requests around ``worker.wsgi`` for a worker class that calls no request hooks."""
+    try:
+        if app_boundary.install(worker, observer, state.app_interface()):
+            return
+        _log.warning(
+            "otel_gunicorn: worker %d (%s) calls no request hooks and its application (%s) cannot be wrapped: "
+            "no request metrics or spans",
+            os.getpid(),
+            type(worker).__name__,
+            type(getattr(worker, "wsgi", None)).__name__,
+        )
+    except Exception:  # noqa: BLE001 - a worker that cannot wrap its application must still serve it
+        _log.warning("otel_gunicorn: worker %d could not wrap its application", os.getpid(), exc_info=True)
 
 
 _runtime: WorkerRuntime | None = None

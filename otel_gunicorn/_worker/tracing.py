@@ -1,4 +1,4 @@
-"""Request spans and log export in a worker: a server span from ``pre_request`` to ``post_request``.
+"""Request spans and log export in a worker: a server span per request, from its start to its response's end.
 
 Runs in a worker. The TracerProvider (and LoggerProvider) are built after the fork, in ``post_worker_init``, and set
 as the global ones so the application's own instrumentation joins the same traces. Each request continues the
@@ -8,13 +8,17 @@ request runs — the application's lines and the access line — carries its tra
 (``OTEL_TRACES_EXPORTER=none``) no span is created, but an incoming ``traceparent`` is still made current, so logs
 still carry the caller's trace id.
 
+The span is the same whichever way the request is seen: gunicorn's request object in ``pre_request`` (here), or a
+WSGI environ / ASGI scope where the application is wrapped instead (:mod:`otel_gunicorn._worker.app_boundary`). Each
+of those is read through a :class:`SpanSource`, so every path yields the same name, attributes and parent.
+
 If the application is also wrapped by opentelemetry-instrumentation-wsgi, that middleware sees our span as the
 active server span and records an internal child span instead of a second server span.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.propagators.textmap import Getter
@@ -48,6 +52,51 @@ class _HeaderListGetter(Getter[list]):  # type: ignore[type-arg]
 _GETTER = _HeaderListGetter()
 
 
+class SpanSource(Protocol):
+    """How one kind of request object is read for its span: gunicorn's request, a WSGI environ, an ASGI scope."""
+
+    getter: Getter[Any]
+    """Reads the :meth:`carrier` for the propagators (``traceparent``, ``tracestate``, ``baggage``)."""
+
+    def carrier(self, request: Any) -> Any:
+        """What the propagators read the caller's context from, or None when the request has nothing readable."""
+
+    def attributes(self, request: Any, method: str) -> dict[str, Any]:
+        """The span's start attributes: ``http.request.method`` (already folded), and the URL, client and user
+        agent where the request tells them."""
+
+
+class GunicornRequest:
+    """gunicorn's request object, as ``pre_request`` gets it."""
+
+    getter: Getter[Any] = _GETTER
+
+    @staticmethod
+    def carrier(request: Any) -> Any:
+        headers = getattr(request, "headers", None)
+        return headers if isinstance(headers, list) else None
+
+    @staticmethod
+    def attributes(request: Any, method: str) -> dict[str, Any]:
+        attributes: dict[str, Any] = {HTTP_REQUEST_METHOD: method}
+        for attribute, name in ((URL_PATH, "path"), (URL_QUERY, "query"), (URL_SCHEME, "scheme")):
+            value = getattr(request, name, None)
+            if isinstance(value, str) and value:
+                attributes[attribute] = value
+        peer = getattr(request, "peer_addr", None)
+        if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
+            attributes[CLIENT_ADDRESS] = peer[0]
+        headers = getattr(request, "headers", None)
+        if isinstance(headers, list):
+            agent = _GETTER.get(headers, "user-agent")
+            if agent:
+                attributes[USER_AGENT_ORIGINAL] = agent[0]
+        return attributes
+
+
+GUNICORN_REQUEST = GunicornRequest()
+
+
 def build_tracer_provider(config: Config, resource: Resource) -> TracerProvider | None:
     """The worker's TracerProvider for ``OTEL_TRACES_EXPORTER`` (None when tracing is off), set as the global one."""
     if config.traces_exporter == "none":
@@ -69,25 +118,27 @@ class RequestTracing:
     def __init__(self, provider: TracerProvider | None) -> None:
         self._tracer = provider.get_tracer("otel_gunicorn", __version__) if provider is not None else None
 
-    def start(self, req: Any, method: str, has_traceparent: bool) -> tuple[trace.Span | None, object]:
+    def start(
+        self, request: Any, source: SpanSource, method: str, has_traceparent: bool
+    ) -> tuple[trace.Span | None, object]:
         """Continue the caller's trace; return the span (None when tracing is off) and the context token (None
-        when there was nothing to make current)."""
+        when there was nothing to make current). The context is attached last: nothing here can fail after it."""
         if self._tracer is None and not has_traceparent:
             return None, None  # tracing off and no caller's trace to correlate logs with: nothing to do
-        headers = getattr(req, "headers", None)
-        parent = propagate.extract(headers, getter=_GETTER) if isinstance(headers, list) else context.get_current()
+        carrier = source.carrier(request)
+        parent = propagate.extract(carrier, getter=source.getter) if carrier is not None else context.get_current()
         span = None
         ctx = parent
         if self._tracer is not None:
             span = self._tracer.start_span(
-                method, context=parent, kind=SpanKind.SERVER, attributes=_request_attributes(req, method)
+                method, context=parent, kind=SpanKind.SERVER, attributes=source.attributes(request, method)
             )
             ctx = trace.set_span_in_context(span, parent)
         return span, context.attach(ctx)
 
     @staticmethod
-    def finish(span: trace.Span | None, token: object, status: int | None) -> None:
-        """End the span with the response status (5xx marks it as an error) and restore the previous context."""
+    def end(span: trace.Span | None, status: int | None) -> None:
+        """End the span with the response status (5xx marks it as an error)."""
         if span is not None:
             if status is not None:
                 span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
@@ -95,22 +146,10 @@ class RequestTracing:
                     span.set_attribute(ERROR_TYPE, str(status))
                     span.set_status(Status(StatusCode.ERROR))
             span.end()
+
+    @staticmethod
+    def detach(token: object) -> None:
+        """Restore the context that was current before :meth:`start` (called where ``start`` was: same thread,
+        greenlet or task)."""
         if token is not None:
             context.detach(token)  # type: ignore[arg-type]
-
-
-def _request_attributes(req: Any, method: str) -> dict[str, Any]:
-    attributes: dict[str, Any] = {HTTP_REQUEST_METHOD: method}
-    for attribute, name in ((URL_PATH, "path"), (URL_QUERY, "query"), (URL_SCHEME, "scheme")):
-        value = getattr(req, name, None)
-        if isinstance(value, str) and value:
-            attributes[attribute] = value
-    peer = getattr(req, "peer_addr", None)
-    if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
-        attributes[CLIENT_ADDRESS] = peer[0]
-    headers = getattr(req, "headers", None)
-    if isinstance(headers, list):
-        agent = _GETTER.get(headers, "user-agent")
-        if agent:
-            attributes[USER_AGENT_ORIGINAL] = agent[0]
-    return attributes

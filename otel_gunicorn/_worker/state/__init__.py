@@ -52,6 +52,12 @@ class WorkerStateReader:
     def __init__(self, worker: Any) -> None:
         self._worker = worker
 
+    def app_interface(self) -> str | None:
+        """Where gunicorn does not call the request hooks: the interface of the loaded application (``"wsgi"`` or
+        ``"asgi"``) that otel_gunicorn wraps to see requests instead, or ``None`` to leave the application alone.
+        Called once, in ``post_worker_init``, on the worker's main thread."""
+        return None
+
     def active_connections(self) -> int | None:
         """Client connections this worker holds open right now, or ``None`` if it keeps no readable count."""
         return None

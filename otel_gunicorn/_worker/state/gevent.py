@@ -12,7 +12,8 @@ hub's watchers or ``gc.get_referrers()`` — neither cheap nor an interface. Sam
 
 Requests: ``GeventWorker`` serves through ``AsyncWorker.handle_request``, which calls ``pre_request`` and
 ``post_request``. ``GeventPyWSGIWorker`` (``gevent_wsgi``, ``gevent_pywsgi``) hands requests to gevent's own
-``pywsgi.WSGIHandler`` (subclassed only for access logging), which **never calls the hooks** (nor counts ``nr``).
+``pywsgi.WSGIHandler`` (subclassed only for access logging), which **never calls the hooks** (nor counts ``nr``);
+its ``run()`` passes ``self.wsgi`` to each ``PyWSGIServer``, so the WSGI application is wrapped there instead.
 
 Hazards: called from a greenlet on the worker's only OS thread (``threading`` is monkey-patched before
 ``post_worker_init``): it must not block — it only reads two attributes.
@@ -44,3 +45,7 @@ class GeventPyWSGIReader(GeventReader):
     """``GeventPyWSGIWorker``: like ``GeventWorker``, but gevent's pywsgi serves requests without gunicorn's hooks."""
 
     requests_via_hooks = False
+
+    def app_interface(self) -> str | None:
+        """Always a WSGI application: pywsgi calls it with an environ for every request."""
+        return "wsgi"

@@ -9,7 +9,11 @@ the open connections, idle keep-alive included. ``self.server`` appears only onc
 No connection cap: ``HTTPServer`` has none and this worker does not read ``worker_connections``.
 
 Requests: the worker never calls ``pre_request``/``post_request``; it only counts closed connections in ``nr``
-(``_HTTPServer.on_close`` → ``handle_request``).
+(``_HTTPServer.on_close`` → ``handle_request``). ``run()`` reads ``self.wsgi`` and puts anything that is neither a
+``tornado.web.Application`` nor a ``tornado.wsgi.WSGIContainer`` into a ``WSGIContainer``: such a WSGI application
+is wrapped for request metrics. A tornado ``Application`` is not WSGI, and a ready-made ``WSGIContainer`` may run
+its application on an executor's threads, where a context attached for the request could not be detached; both are
+left alone, without request metrics.
 
 Hazards: read from the metric reader thread while the IOLoop adds and removes connections: only ``len()`` is taken.
 """
@@ -25,6 +29,15 @@ class TornadoReader(WorkerStateReader):
     """``TornadoWorker``: open connections from tornado's ``HTTPServer``; no cap; no request hooks."""
 
     requests_via_hooks = False
+
+    def app_interface(self) -> str | None:
+        """``"wsgi"`` for a plain WSGI application, ``None`` for a tornado ``Application`` or ``WSGIContainer``."""
+        # A tornado worker has imported both modules already (gunicorn.workers.gtornado does).
+        from tornado.web import Application
+        from tornado.wsgi import WSGIContainer
+
+        app = getattr(self._worker, "wsgi", None)
+        return None if app is None or isinstance(app, (Application, WSGIContainer)) else "wsgi"
 
     @absent_on_error
     def active_connections(self) -> int | None:

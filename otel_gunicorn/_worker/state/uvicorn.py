@@ -5,38 +5,83 @@ Connection cap: ``worker.config`` is the ``uvicorn.Config`` the worker builds in
 ``len(server_state.connections)`` or ``len(server_state.tasks)`` reaches it (uvicorn/protocols/http/*_impl.py).
 Connections over it are still accepted — it is a ceiling on served concurrency, not on accept().
 
-Open connections are **absent** with the stock worker: ``UvicornWorker._serve()`` keeps the ``uvicorn.Server`` — and
-with it ``server.server_state.connections`` — in a local variable, never on the worker; the ``Config`` does not point
-back to it, and the protocols that hold ``server_state`` hang off the event loop's servers. Reaching it would take
-monkeypatching ``_serve`` or a ``gc.get_referrers()`` walk over the heap, neither of which a metric callback should
-do. A subclass that keeps the server as ``self.server`` (as gunicorn's tornado worker does) gets the count read from
-``self.server.server_state.connections``.
+Open connections: ``len(server.server_state.connections)`` of the worker's ``uvicorn.Server`` — every protocol
+adds itself in ``connection_made`` and removes itself in ``connection_lost`` (idle keep-alive included).
+``UvicornWorker._serve()`` keeps that ``Server`` in a local variable, never on the worker, and nothing the worker
+holds points back to it. It is found instead where uvicorn registers it: ``Server.serve()`` runs inside
+``Server.capture_signals()`` (uvicorn >= 0.29), which installs the bound method ``server.handle_exit`` with
+``signal.signal`` for SIGINT and SIGTERM until serving ends — so ``signal.getsignal(SIGTERM).__self__`` is the
+serving ``Server`` (a worker process runs exactly one). The reader accepts it only if it really is a
+``uvicorn.server.Server``; before ``serve()`` installs its handlers, after it restores them, with an older uvicorn or
+when the application replaced the SIGTERM handler, the value is absent. A subclass that keeps the server as
+``self.server`` (as gunicorn's tornado worker does) is read from there first.
 
 Requests: uvicorn's protocols serve the application directly; gunicorn's ``pre_request``/``post_request`` are never
-called.
+called. ``_serve()`` sets ``config.app = self.wsgi``, so an ASGI 3 application is wrapped in ``post_worker_init``.
+Only ASGI 3, decided by uvicorn's own rule for ``interface="auto"`` (``uvicorn.Config.load``): a wrapper is itself
+ASGI 3, so wrapping an ASGI 2 application or a factory would change how uvicorn calls it; those, and
+``interface="wsgi"``, are left alone without request metrics.
 
-Hazards: read from the metric reader thread while uvicorn's loop mutates the set: only ``len()`` is taken.
+Hazards: read from the metric reader thread while uvicorn's loop mutates the set: only ``len()`` is taken;
+``signal.getsignal`` only reads the interpreter's handler table, which any thread may do.
 """
 
 from __future__ import annotations
 
+import inspect
+import signal
+import sys
+from typing import Any
+
 from otel_gunicorn._worker.state import WorkerStateReader, absent_on_error, count, size
+
+# the same function uvicorn's Config.load decides with (uvicorn/_compat.py): asyncio's also sees asgiref's marker
+if sys.version_info >= (3, 14):
+    from inspect import iscoroutinefunction
+else:
+    from asyncio import iscoroutinefunction
 
 __all__ = ["UvicornReader"]
 
 
 class UvicornReader(WorkerStateReader):
-    """``UvicornWorker``: ``config.limit_concurrency`` when set; open connections only if the server is reachable."""
+    """``UvicornWorker``: ``config.limit_concurrency`` when set; open connections from the serving ``Server``."""
 
     requests_via_hooks = False
 
     @absent_on_error
     def active_connections(self) -> int | None:
-        """``len(worker.server.server_state.connections)`` when a subclass exposes ``server``, else ``None``."""
-        state = getattr(getattr(self._worker, "server", None), "server_state", None)
+        """``len(server.server_state.connections)`` of the serving uvicorn ``Server``, else ``None``."""
+        server = getattr(self._worker, "server", None) or _serving_server()
+        state = getattr(server, "server_state", None)
         return size(getattr(state, "connections", None))
 
     @absent_on_error
     def connection_limit(self) -> int | None:
         """``worker.config.limit_concurrency``: past it uvicorn answers 503; ``None`` when unset."""
         return count(getattr(getattr(self._worker, "config", None), "limit_concurrency", None))
+
+    def app_interface(self) -> str | None:
+        """``"asgi"`` when uvicorn will call the application as ASGI 3, else ``None``."""
+        interface = getattr(getattr(self._worker, "config", None), "interface", "auto")
+        app = getattr(self._worker, "wsgi", None)
+        if app is None or interface not in ("auto", "asgi3"):
+            return None
+        return "asgi" if interface == "asgi3" or is_asgi3(app) else None
+
+
+def _serving_server() -> Any:
+    """The ``uvicorn.Server`` whose ``handle_exit`` is this process's SIGTERM handler, or None."""
+    module = sys.modules.get("uvicorn.server")  # imported by the worker already; never import it here
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return server if module is not None and isinstance(server, module.Server) else None
+
+
+def is_asgi3(app: Any) -> bool:
+    """uvicorn's ``interface="auto"`` rule: a class with ``__await__``, a coroutine function, or an object whose
+    ``__call__`` is one."""
+    if inspect.isclass(app):
+        return hasattr(app, "__await__")
+    if inspect.isfunction(app):
+        return iscoroutinefunction(app)
+    return iscoroutinefunction(getattr(app, "__call__", None))  # noqa: B004 - uvicorn's rule, as uvicorn has it
