@@ -1,0 +1,325 @@
+"""``otel-gunicorn top`` against real gunicorn: the snapshot, the live view in tmux, TLS + basic auth, and failures.
+
+Each test runs the console script in a subprocess (``python -m otel_gunicorn`` where the script is not installed)
+against a server the ``start_gunicorn`` fixture started on loopback. Requests are held open with
+``counting:app``'s ``/slow?SECONDS``; the server's ``--graceful-timeout 5`` cuts them off when it stops. Every wait
+is a bounded poll: workers report every 0.5 s, so what ``top`` shows lags the requests by up to that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import http.server
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import bcrypt
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+T = TypeVar("T")
+SCRIPT = Path(sys.executable).parent / "otel-gunicorn"
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "otel_gunicorn"]
+WEB_CONFIG = "OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG"
+USER, PASSWORD = "prometheus", "e2e-Top-Passw0rd"
+
+
+def top(*args: str, password: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """One ``otel-gunicorn top ARGS`` run to completion, 120 columns wide, its output captured."""
+    env = {k: v for k, v in os.environ.items() if k != "OTEL_GUNICORN_TOP_PASSWORD"}
+    env["COLUMNS"] = "120"
+    if password is not None:
+        env["OTEL_GUNICORN_TOP_PASSWORD"] = password
+    command = [*COMMAND, "top", "--timeout", "3", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def poll(probe: Callable[[], T | None], timeout: float, what: str, show: Callable[[], str] = str) -> T:
+    """``probe()`` every 0.2 s until it returns something other than None; fail after ``timeout`` seconds, with
+    ``show()`` (e.g. the screen) in the message."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{show()}")
+        time.sleep(0.2)
+
+
+def worker_rows(screen: str) -> list[list[str]]:
+    """The rows of the workers table in a rendered frame, split into columns (slot, state, in flight, ...)."""
+    rows = [line.split() for line in screen.splitlines()]
+    return [row for row in rows if len(row) > 5 and row[0].isdigit() and row[1] in ("busy", "idle")]
+
+
+def slot_states(screen: str) -> list[tuple[str, str, str]]:
+    """``(slot, state, in flight)`` of each row of the workers table."""
+    return [(row[0], row[1], row[2]) for row in worker_rows(screen)]
+
+
+def hold(server, seconds: int, count: int = 1) -> None:
+    """``count`` requests to ``/slow?seconds`` in daemon threads, spaced so each reaches a worker before the next.
+
+    Not joined: the server's stop at the end of the test cuts them off, and the error that gives is expected.
+    """
+
+    def one() -> None:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            server.get(f"/slow?{seconds}", timeout=seconds + 10)
+
+    for _ in range(count):
+        threading.Thread(target=one, daemon=True).start()
+        time.sleep(0.1)
+
+
+def metrics_url(server) -> str:
+    return f"http://127.0.0.1:{server.metrics_port}/metrics"
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single line a failed run printed on stderr (and nothing on stdout, and no traceback)."""
+    assert ("", 1, False) == (result.stdout, len(result.stderr.splitlines()), "Traceback" in result.stderr), result
+    return result.stderr
+
+
+# ---------------------------------------------------------------- --once
+
+
+def test_once_shows_the_one_busy_sync_worker(start_gunicorn):
+    """2 sync workers and one held-open request: exactly one slot busy with one request in flight."""
+    server = start_gunicorn(args=["-w", "2"], workers=2)
+    hold(server, 8)
+
+    def busy_frame() -> tuple[int, str] | None:
+        result = top("--once", metrics_url(server))
+        states = slot_states(result.stdout)
+        return (result.returncode, result.stdout) if len(states) == 2 and any(s[1] == "busy" for s in states) else None
+
+    code, screen = poll(busy_frame, 15, "a busy slot in top --once")
+    states = slot_states(screen)
+    assert (0, [("busy", "1")], 1) == (
+        code,
+        [s[1:] for s in states if s[1] == "busy"],
+        [s[1] for s in states].count("idle"),
+    )
+    assert "workers busy 1/2" in screen
+
+
+def test_once_counts_in_flight_requests_of_gthread_workers(start_gunicorn):
+    """2 gthread workers with 2 threads, three held-open requests: each one in flight or waiting in a thread pool
+    queue (the kernel spreads them over the workers as it likes), and both slots shown."""
+    server = start_gunicorn(args=["-w", "2", "-k", "gthread", "--threads", "2"], workers=2)
+    hold(server, 8, count=3)
+
+    def held() -> int | None:
+        rows = worker_rows(top("--once", metrics_url(server)).stdout)
+        total = sum(int(row[2]) + int(row[5]) for row in rows if row[2].isdigit() and row[5].isdigit())
+        return total if len(rows) == 2 and total == 3 else None
+
+    assert 3 == poll(held, 15, "three requests in flight or queued in top --once")
+
+
+def test_once_is_plain_text_for_scripts(start_gunicorn):
+    """Piped output has no escape sequences and no alternate screen, and ends with the snapshot line."""
+    server = start_gunicorn()
+    result = top("--once", metrics_url(server))
+    assert (0, False, "one snapshot at") == (
+        result.returncode,
+        "\x1b" in result.stdout,
+        result.stdout.splitlines()[-1][:15],
+    )
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_unreachable_port_exits_2_with_one_line():
+    """Nothing listens: exit 2, "cannot reach", one line."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = top("--once", f"http://127.0.0.1:{port}/metrics")
+    assert (2, True) == (result.returncode, "cannot reach" in one_line(result))
+
+
+def test_the_application_port_is_not_an_otel_gunicorn_endpoint(start_gunicorn):
+    """gunicorn's application port answers, but not with our metrics: exit 4, one line."""
+    server = start_gunicorn()
+    result = top("--once", f"http://127.0.0.1:{server.port}/metrics")
+    assert (4, True) == (result.returncode, "not an otel_gunicorn endpoint" in one_line(result))
+
+
+class _Other(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the http.server name
+        body = b'# TYPE other_total counter\nother_total{job="x"} 1\n'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def other_exporter() -> Iterator[int]:
+    """A tiny Prometheus endpoint that is not otel_gunicorn's, on a loopback port; its port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Other)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_another_exporter_is_not_an_otel_gunicorn_endpoint(other_exporter):
+    """A valid exposition without scope otel_gunicorn: exit 4, one line."""
+    result = top("--once", f"http://127.0.0.1:{other_exporter}/metrics")
+    assert (4, True) == (result.returncode, "otel_gunicorn" in one_line(result))
+
+
+# ---------------------------------------------------------------- TLS and basic auth
+
+
+def write_web_config(directory: Path) -> Path:
+    """A web-config with a self-signed certificate for 127.0.0.1 and one bcrypt user, in ``directory``."""
+    directory.mkdir()
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "server.key", "-out", "server.crt", "-days", "2", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        cwd=directory, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
+    path = directory / "web.yml"
+    path.write_text(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        f"basic_auth_users:\n  {USER}: '{hashed}'\n"
+    )
+    return path
+
+
+@pytest.fixture
+def secured(start_gunicorn, tmp_path) -> tuple[str, Path]:
+    """A server whose endpoint takes HTTPS and basic auth: its URL and the certificate to trust."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    web = write_web_config(tmp_path / "web")
+    server = start_gunicorn(env={WEB_CONFIG: str(web)}, wait_metrics=False)
+    url, ca = f"https://127.0.0.1:{server.metrics_port}/metrics", tmp_path / "web" / "server.crt"
+    poll(lambda: top("--once", "--cacert", str(ca), url).returncode != 2 or None, 20, "the HTTPS endpoint")
+    return url, ca
+
+
+def test_tls_and_basic_auth_with_the_right_credentials(secured):
+    """``--user`` with the password in the environment and ``--cacert``: the snapshot, exit 0."""
+    url, ca = secured
+    result = top("--once", "--cacert", str(ca), "--user", USER, url, password=PASSWORD)
+    assert (0, True) == (result.returncode, "Workers" in result.stdout), result.stderr
+
+
+def test_credentials_from_a_password_file_and_from_the_url(secured, tmp_path):
+    """The password from ``--password-file``, and ``user:pass@`` in the URL, both work."""
+    url, ca = secured
+    (tmp_path / "pw").write_text(PASSWORD + "\n")
+    from_file = top("--once", "--cacert", str(ca), "--user", USER, "--password-file", str(tmp_path / "pw"), url)
+    from_url = top("--once", "--cacert", str(ca), url.replace("https://", f"https://{USER}:{PASSWORD}@"))
+    assert (0, 0) == (from_file.returncode, from_url.returncode), from_file.stderr + from_url.stderr
+
+
+def test_wrong_password_exits_3_with_one_line(secured):
+    """A rejected password: exit 3, one line saying so, and the password is not in it."""
+    url, ca = secured
+    result = top("--once", "--cacert", str(ca), "--user", USER, url, password="not-" + PASSWORD)
+    line = one_line(result)
+    assert (3, True, False) == (result.returncode, "rejected" in line, PASSWORD in line)
+
+
+def test_no_credentials_exits_3_saying_they_are_needed(secured):
+    """No credentials for a protected endpoint: exit 3, one line naming the options."""
+    url, ca = secured
+    result = top("--once", "--cacert", str(ca), url)
+    assert (3, True) == (result.returncode, "credentials are needed" in one_line(result))
+
+
+def test_untrusted_certificate_is_a_tls_failure(secured):
+    """Without ``--cacert`` the self-signed certificate is not trusted: exit 5, one line."""
+    url, _ = secured
+    result = top("--once", "--user", USER, url, password=PASSWORD)
+    assert (5, True) == (result.returncode, "TLS" in one_line(result))
+
+
+def test_insecure_skips_the_certificate_check(secured):
+    """``--insecure`` reads the endpoint without trusting its certificate."""
+    url, _ = secured
+    assert 0 == top("--once", "--insecure", "--user", USER, url, password=PASSWORD).returncode
+
+
+# ---------------------------------------------------------------- the live view in tmux
+
+
+class Tmux:
+    """A private tmux server (its own socket) running one command in a 120x40 pane."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.socket = str(tmp_path / "tmux.sock")
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-S", self.socket, *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "top")
+
+
+@pytest.fixture
+def tmux(tmp_path) -> Iterator[Tmux]:
+    if shutil.which("tmux") is None:
+        pytest.skip("needs tmux to drive the interactive view (apt-get install tmux)")
+    session = Tmux(tmp_path)
+    try:
+        yield session
+    finally:
+        subprocess.run(["tmux", "-S", session.socket, "kill-server"], capture_output=True, timeout=10)
+
+
+def test_live_view_in_tmux_shows_the_busy_slot_and_quits_on_ctrl_c(start_gunicorn, tmux):
+    """The interactive view shows the held-open request's slot busy; Ctrl-C ends it with exit 0."""
+    server = start_gunicorn(args=["-w", "2"], workers=2)
+    hold(server, 15)
+    command = " ".join([*COMMAND, "top", metrics_url(server)])
+    tmux("new-session", "-d", "-s", "top", "-x", "120", "-y", "40", f"{command}; echo EXITED=$?; sleep 60")
+
+    def busy_screen() -> str | None:
+        # a whole frame, status line included: capture-pane may catch one half drawn
+        screen = tmux.screen()
+        drawn = "refreshing every 1 s" in screen
+        return screen if drawn and any(state == "busy" for _, state, _ in slot_states(screen)) else None
+
+    def exited_screen() -> str | None:
+        screen = tmux.screen()
+        return screen if "EXITED=" in screen else None
+
+    screen = poll(busy_screen, 20, "a busy slot in the live view", tmux.screen)
+    busy = [(state, in_flight) for _, state, in_flight in slot_states(screen) if state == "busy"]
+    assert [("busy", "1")] == busy, screen
+    tmux("send-keys", "-t", "top", "C-c")
+    after = poll(exited_screen, 10, "top to exit on Ctrl-C", tmux.screen)
+    assert ("EXITED=0", False) == (after.strip().splitlines()[-1], "Traceback" in after), after
