@@ -7,7 +7,7 @@ SOURCES := otel_gunicorn tests bench examples $(wildcard harness)
 OLDEST_GUNICORN := 23.0.0
 OLD := .venv-gunicorn-$(OLDEST_GUNICORN)
 
-.PHONY: demo test test-fast test-chaos test-oldest prometheus lint docs bench clean
+.PHONY: demo test test-fast test-chaos test-oldest system-tools lint docs bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,19 +23,22 @@ demo: $(VENV)/.installed
 # `make test` is what CI runs: lint, the fast suite, the chaos suite, then the server tests on the oldest gunicorn.
 test: lint test-fast test-chaos test-oldest
 
-# The tests start the real Prometheus server and promtool (Debian package `prometheus`).
-prometheus:
-	@command -v promtool >/dev/null 2>&1 || { \
+# The tests start the real Prometheus server and promtool (Debian package `prometheus`), and drive
+# `otel-gunicorn top` inside tmux. Installed when missing (as root, from the Debian registry).
+SYSTEM_TOOLS := promtool:prometheus prometheus:prometheus tmux:tmux
+system-tools:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get install -y -q prometheus >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null)); \
-	  else echo "make test needs the 'prometheus' package (promtool, prometheus): apt-get install prometheus" >&2; exit 1; fi; }
+	    (apt-get install -y -q $$missing >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)); \
+	  else echo "make test needs the Debian packages:$$missing (apt-get install$$missing)" >&2; exit 1; fi; fi
 
 # Unit and end-to-end tests (a few minutes): what a developer runs between changes.
-test-fast: $(VENV)/.installed prometheus
+test-fast: $(VENV)/.installed system-tools
 	$(BIN)/python -m pytest -m "not chaos"
 
 # Real gunicorn under signals, recycling, USR2 re-exec, scrape floods and collector outages (several minutes).
-test-chaos: $(VENV)/.installed prometheus
+test-chaos: $(VENV)/.installed system-tools
 	$(BIN)/python -m pytest -m chaos tests/chaos
 
 # The end-to-end server tests again on the oldest gunicorn we support.
@@ -45,7 +48,7 @@ $(OLD)/.installed: pyproject.toml
 	$(OLD)/bin/pip install --quiet -e '.[test]' 'gunicorn==$(OLDEST_GUNICORN)'
 	touch $@
 
-test-oldest: $(OLD)/.installed prometheus
+test-oldest: $(OLD)/.installed system-tools
 	$(OLD)/bin/python -m pytest tests/e2e/test_core.py tests/e2e/test_server_metrics.py tests/e2e/test_configuration.py
 
 # ruff (lint and format), mypy, and the import-linter layer contract in pyproject.toml (docs/architecture.md).
