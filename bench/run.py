@@ -1,8 +1,9 @@
 """otel_gunicorn benchmarks: scrape cost, scrape cost after recycling, worker memory, CPU per request.
 
 Run with ``make bench`` (or ``.venv/bin/python bench/run.py``). Starts real gunicorn masters on 127.0.0.1 with free
-ports, prints a table and writes ``bench/results/latest.json``. Every load loop is bounded by a request count and a
-deadline, and every server is stopped at the end, also on failure or Ctrl-C. See ``bench/README.md``.
+ports (through the repository's ``harness`` package, as the end-to-end tests do), prints a table and writes
+``bench/results/latest.json``. Every load loop is bounded by a request count and a deadline, and every server is
+stopped at the end, also on failure or Ctrl-C. See ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -17,181 +18,54 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = Path(__file__).resolve().parent / "apps"
 RESULTS = Path(__file__).resolve().parent / "results"
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # the harness package, at the repository's root
 
 import gunicorn  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from tests.e2e.servers import free_port, wait_until  # noqa: E402
+from harness import proc  # noqa: E402
+from harness.gunicorn import OTEL_CONFIG, Gunicorn  # noqa: E402
+from harness.process import Fleet  # noqa: E402
+from harness.scrape import fetch  # noqa: E402
+from harness.waiting import wait_until  # noqa: E402
 
 INTERVAL = 1.0  # OTEL_GUNICORN_METRICS_INTERVAL for every server
 #: where the servers import otel_gunicorn from (``--package-root``): this checkout unless told otherwise
 PACKAGE_ROOT = ROOT
 SCRAPES = 50
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-# ---------------------------------------------------------------- /proc
-
-
-def _stat_fields(pid: int) -> list[str]:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2 :].split()  # fields[0] is field 3 (state) of proc(5)
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the process (all its threads, dead ones included), in seconds."""
-    fields = _stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def status_kib(pid: int, key: str) -> int:
-    """A ``kB`` line of ``/proc/<pid>/status`` (VmRSS, RssAnon, ...)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise ValueError(f"{key} not in /proc/{pid}/status")
-
-
-def pss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    raise ValueError(f"Pss not in /proc/{pid}/smaps_rollup")
-
-
-def children(ppid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = _stat_fields(int(entry))
-            except (OSError, ValueError):
-                continue
-            if int(fields[1]) == ppid and fields[0] not in "ZX":
-                found.add(int(entry))
-    return found
 
 
 # ---------------------------------------------------------------- a gunicorn master
 
 
-class Server:
-    """One gunicorn master on loopback, with (``otel=True``) or without otel_gunicorn's config."""
-
-    def __init__(self, workdir: Path, name: str, app: str, *, workers: int, otel: bool, args: tuple = ()) -> None:
-        self.name = name
-        self.port = free_port()
-        self.metrics_port = free_port()
-        self.log_path = workdir / f"{name}.log"
-        command = [sys.executable, "-m", "gunicorn"]
-        if otel:
-            command += ["-c", "python:otel_gunicorn.conf"]
-        command += ["-b", f"127.0.0.1:{self.port}", "-w", str(workers), "--graceful-timeout", "5", *args]
-        if gunicorn.version_info >= (25, 1):
-            command.append("--no-control-socket")
-        command.append(app)
-        self.command = command
-        environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GUNICORN_"))}
-        environ.update(
-            {
-                "OTEL_GUNICORN_METRICS_INTERVAL": str(INTERVAL),
-                "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
-                "OTEL_EXPORTER_PROMETHEUS_PORT": str(self.metrics_port),
-                "PYTHONPATH": os.pathsep.join([str(APPS), str(PACKAGE_ROOT)]),
-            }
-        )
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(command, cwd=workdir, env=environ, stdout=self._log, stderr=subprocess.STDOUT)
-        self.pid = self.process.pid
-        try:
-            wait_until(self._ready, 30, what=f"{name} to answer")
-            wait_until(lambda: len(self.workers()) == workers, 30, what=f"{name}'s {workers} workers")
-            if otel:
-                wait_until(self.scrape_text, 30, what=f"{name}'s metrics endpoint")
-        except BaseException:
-            print(self.log(), file=sys.stderr)
-            self.stop()
-            raise
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
-        return self.get("/ready")[0] == 200
-
-    def get(self, path: str = "/", timeout: float = 10.0) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request("GET", path)
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
-
-    def scrape_text(self) -> str:
-        return self.scrape()[1].decode()
-
-    def scrape(self) -> tuple[float, bytes]:
-        """One scrape of /metrics on a new connection: (seconds until the body was read, body)."""
-        started = time.perf_counter()
-        conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=10)
-        try:
-            conn.request("GET", "/metrics")
-            response = conn.getresponse()
-            body = response.read()
-            if response.status != 200:
-                raise AssertionError(f"scrape answered {response.status}")
-        finally:
-            conn.close()
-        return time.perf_counter() - started, body
-
-    def value(self, sample: str, **labels: str) -> float | None:
-        """Sum of the samples called ``sample`` whose labels include ``labels``, in one scrape; None when none."""
-        found = [
-            s.value
-            for family in text_string_to_metric_families(self.scrape_text())
-            for s in family.samples
-            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
-        ]
-        return sum(found) if found else None
-
-    def workers(self) -> set[int]:
-        return children(self.pid)
-
-    def booted(self) -> int:
-        """How many workers this master has booted, from its log."""
-        return self.log().count("Booting worker")
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
+def start_server(workdir: Path, name: str, app: str, *, workers: int, otel: bool, args: tuple = ()) -> Gunicorn:
+    """One gunicorn master with ``workers`` workers running, with (``otel=True``) or without otel_gunicorn's config."""
+    return Gunicorn(
+        workdir,
+        app,
+        name=name,
+        args=args,
+        workers=workers,
+        config=OTEL_CONFIG if otel else None,
+        wait_metrics=otel,
+        env={"OTEL_GUNICORN_METRICS_INTERVAL": str(INTERVAL)},
+        apps=APPS,
+        package_root=PACKAGE_ROOT,
+    )
 
 
-def load(server: Server, requests: int, concurrency: int, deadline: float, path: str = "/") -> tuple[int, int, set]:
+def load(server: Gunicorn, requests: int, concurrency: int, deadline: float, path: str = "/") -> tuple[int, int, set]:
     """Send up to ``requests`` requests from ``concurrency`` threads, stopping at ``deadline`` (monotonic).
 
     Returns (successful requests, failed requests, worker pids seen in the bodies).
@@ -218,19 +92,19 @@ def load(server: Server, requests: int, concurrency: int, deadline: float, path:
     return ok, failed, pids
 
 
-def time_scrapes(server: Server, count: int = SCRAPES) -> dict[str, Any]:
+def time_scrapes(server: Gunicorn, count: int = SCRAPES) -> dict[str, Any]:
     """``count`` sequential scrapes: client wall time, the arbiter's CPU time net of its idle rate, body size."""
     idle_window = 3.0
-    cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
+    cpu0, t0 = proc.cpu_seconds(server.pid), time.monotonic()
     time.sleep(idle_window)
-    cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
+    cpu1, t1 = proc.cpu_seconds(server.pid), time.monotonic()
     idle_rate = (cpu1 - cpu0) / (t1 - t0)
     durations = []
     body = b""
     for _ in range(count):
-        seconds, body = server.scrape()
+        seconds, body = fetch(server.metrics_port, timeout=10)
         durations.append(seconds)
-    cpu2, t2 = cpu_seconds(server.pid), time.monotonic()
+    cpu2, t2 = proc.cpu_seconds(server.pid), time.monotonic()
     durations_ms = sorted(d * 1000 for d in durations)
     raw = (cpu2 - cpu1) / count
     net = ((cpu2 - cpu1) - idle_rate * (t2 - t1)) / count
@@ -248,7 +122,7 @@ def time_scrapes(server: Server, count: int = SCRAPES) -> dict[str, Any]:
     }
 
 
-def wait_counted(server: Server, expected: int, timeout: float) -> float | None:
+def wait_counted(server: Gunicorn, expected: int, timeout: float) -> float | None:
     """Wait until the merged ``bench_events_00_total{bench_kind="alpha"}`` is ``expected``; return the last value."""
     last: list[float | None] = [None]
 
@@ -264,7 +138,7 @@ def wait_counted(server: Server, expected: int, timeout: float) -> float | None:
 # ---------------------------------------------------------------- the figures
 
 
-def bench_scrape_8_workers(start: Callable[..., Server]) -> dict[str, Any]:
+def bench_scrape_8_workers(start: Callable[..., Gunicorn]) -> dict[str, Any]:
     server = start("scrape8", "manyseries:app", workers=8, otel=True)
     sent = 0
     seen: set[int] = set()
@@ -281,23 +155,23 @@ def bench_scrape_8_workers(start: Callable[..., Server]) -> dict[str, Any]:
         "requests": sent,
         "merged_count": merged,
         **time_scrapes(server),
-        "arbiter_rss_mib": round(status_kib(server.pid, "VmRSS") / 1024, 1),
+        "arbiter_rss_mib": round(proc.status_kib(server.pid, "VmRSS") / 1024, 1),
     }
     server.stop()
     return result
 
 
-def bench_scrape_after_recycles(start: Callable[..., Server], target: int = 300) -> dict[str, Any]:
+def bench_scrape_after_recycles(start: Callable[..., Gunicorn], target: int = 300) -> dict[str, Any]:
     server = start("recycle", "manyseries:app", workers=2, otel=True, args=("--max-requests", "2"))
     deadline = time.monotonic() + 30
     fresh_sent, _f, _p = load(server, 2, 1, deadline)
     wait_counted(server, fresh_sent, 4 * INTERVAL + 5)
     time.sleep(2 * INTERVAL)
-    fresh_rss = status_kib(server.pid, "VmRSS")
+    fresh_rss = proc.status_kib(server.pid, "VmRSS")
     fresh = time_scrapes(server)
     booted_before = server.booted()
 
-    sent, failed, pids = fresh_sent, 0, set()
+    sent, failed, pids = fresh_sent, 0, set[int]()
     deadline = time.monotonic() + 120
     while server.booted() - booted_before < target and sent < 4 * target and time.monotonic() < deadline:
         ok, bad, seen = load(server, 100, 2, deadline)
@@ -305,7 +179,7 @@ def bench_scrape_after_recycles(start: Callable[..., Server], target: int = 300)
     recycles = server.booted() - booted_before
     merged = wait_counted(server, sent, 4 * INTERVAL + 5)
     time.sleep(2 * INTERVAL)
-    after_rss = status_kib(server.pid, "VmRSS")
+    after_rss = proc.status_kib(server.pid, "VmRSS")
     after = time_scrapes(server)
     result = {
         "recycles": recycles,
@@ -322,17 +196,17 @@ def bench_scrape_after_recycles(start: Callable[..., Server], target: int = 300)
     return result
 
 
-def memory(server: Server) -> dict[str, Any]:
-    workers = sorted(server.workers())
+def memory(server: Gunicorn) -> dict[str, Any]:
+    workers = sorted(server.worker_pids())
     return {
-        "worker_vmrss_mib": [round(status_kib(p, "VmRSS") / 1024, 2) for p in workers],
-        "worker_rssanon_mib": [round(status_kib(p, "RssAnon") / 1024, 2) for p in workers],
-        "worker_pss_mib": [round(pss_kib(p) / 1024, 2) for p in workers],
-        "arbiter_vmrss_mib": round(status_kib(server.pid, "VmRSS") / 1024, 2),
+        "worker_vmrss_mib": [round(proc.status_kib(p, "VmRSS") / 1024, 2) for p in workers],
+        "worker_rssanon_mib": [round(proc.status_kib(p, "RssAnon") / 1024, 2) for p in workers],
+        "worker_pss_mib": [round(proc.pss_kib(p) / 1024, 2) for p in workers],
+        "arbiter_vmrss_mib": round(proc.status_kib(server.pid, "VmRSS") / 1024, 2),
     }
 
 
-def bench_rss_and_cpu(start: Callable[..., Server], rounds: int, seconds: int) -> dict[str, Any]:
+def bench_rss_and_cpu(start: Callable[..., Gunicorn], rounds: int, seconds: int) -> dict[str, Any]:
     bare = start("hello-bare", "hello:app", workers=2, otel=False)
     otel = start("hello-otel", "hello:app", workers=2, otel=True)
     deadline = time.monotonic() + 30
@@ -379,14 +253,14 @@ def _pin(pids: list[int], cpu: int) -> None:
                 pass  # a thread that just ended
 
 
-def cpu_under_wrk(wrk: str, server: Server, seconds: int) -> dict[str, Any]:
-    workers = server.workers()
+def cpu_under_wrk(wrk: str, server: Gunicorn, seconds: int) -> dict[str, Any]:
+    workers = server.worker_pids()
     pids = [server.pid, *workers]
     pinned = (os.cpu_count() or 1) >= 2
     if pinned:  # gunicorn on CPU 1, wrk on CPU 0: far less noise than letting them share both
         _pin(pids, 1)
-    master_before = cpu_seconds(server.pid)
-    before = sum(cpu_seconds(p) for p in pids)
+    master_before = proc.cpu_seconds(server.pid)
+    before = sum(proc.cpu_seconds(p) for p in pids)
     run = subprocess.run(
         [wrk, "-t1", "-c4", f"-d{seconds}s", f"http://127.0.0.1:{server.port}/"],
         preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if pinned else None,  # noqa: PLW1509 - no threads in bench
@@ -394,14 +268,14 @@ def cpu_under_wrk(wrk: str, server: Server, seconds: int) -> dict[str, Any]:
         text=True,
         timeout=seconds + 30,
     )
-    after = sum(cpu_seconds(p) for p in pids)
-    master = cpu_seconds(server.pid) - master_before
+    after = sum(proc.cpu_seconds(p) for p in pids)
+    master = proc.cpu_seconds(server.pid) - master_before
     match = re.search(r"(\d+) requests in", run.stdout)
     if run.returncode != 0 or match is None:
         raise AssertionError(f"wrk failed ({run.returncode}):\n{run.stdout}\n{run.stderr}")
     requests = int(match.group(1))
     errors = re.search(r"Socket errors:.*|Non-2xx.*", run.stdout)
-    if server.workers() != workers:
+    if server.worker_pids() != workers:
         raise AssertionError(f"{server.name}: a worker was replaced during the CPU measurement")
     return {
         "requests": requests,
@@ -583,7 +457,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started_at = time.monotonic()
     results: dict[str, Any] = {"environment": environment()}
-    with tempfile.TemporaryDirectory(prefix="otel-gunicorn-bench-") as tmp, servers(Path(tmp)) as start:
+    with (
+        tempfile.TemporaryDirectory(prefix="otel-gunicorn-bench-") as tmp,
+        Fleet(lambda *args, **kwargs: start_server(Path(tmp), *args, **kwargs)) as start,
+    ):
         for key, run in (
             ("scrape_8_workers", lambda: bench_scrape_8_workers(start)),
             ("scrape_after_recycles", lambda: bench_scrape_after_recycles(start, recycles)),
@@ -600,23 +477,6 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print(f"\n{results['elapsed_s']} s; details in {RESULTS / 'latest.json'}")
     return 0
-
-
-@contextlib.contextmanager
-def servers(workdir: Path) -> Iterator[Callable[..., Server]]:
-    """Factory starting servers in ``workdir``; every one is stopped on the way out, whatever happened."""
-    started: list[Server] = []
-
-    def start(name: str, app: str, **kwargs: Any) -> Server:
-        server = Server(workdir, name, app, **kwargs)
-        started.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            server.stop()
 
 
 if __name__ == "__main__":

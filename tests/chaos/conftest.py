@@ -3,6 +3,10 @@ collector outages hit it. Every loop is bounded in count and time; everything li
 
 Each test fills the ``figures`` dict it is given; the figures are printed (``pytest -s``) and written, with every
 other chaos test's of this session, to ``tests/chaos/results/latest.json`` (not versioned).
+
+The servers come from the ``start_gunicorn`` and ``start_rotel`` fixtures (``tests/conftest.py``), processes and
+``/proc`` from ``harness``; what is here is chaos-only: the background :class:`Scraper`, the steady :class:`Traffic`,
+and the figures.
 """
 
 from __future__ import annotations
@@ -15,16 +19,15 @@ import os
 import statistics
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import pytest_runtest_makereport, start_gunicorn, start_rotel  # noqa: F401
-from tests.e2e.servers import children_of, wait_until
+from harness import net
+from harness.scrape import Exposition, fetch
+from harness.waiting import wait_until
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -67,44 +70,15 @@ def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     RESULTS.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
-# ---------------------------------------------------------------- /proc
+# ---------------------------------------------------------------- readings
 
 
-def proc_status(pid: int) -> dict[str, str]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.strip()
-    return fields
-
-
-def threads_of(pid: int) -> int:
-    return int(proc_status(pid)["Threads"])
-
-
-def fds_of(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kib(pid: int) -> int:
-    return int(proc_status(pid)["VmRSS"].split()[0])
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
-
-
-def settle(measure: Any, samples: int = 5, pause: float = 0.1) -> int:
+def settle(measure: Callable[[], int], samples: int = 5, pause: float = 0.1) -> int:
     """The smallest of a few readings (a scrape thread may be finishing as we look)."""
     values = []
     for _ in range(samples):
         values.append(measure())
-        time.sleep(pause)
+        time.sleep(pause)  # pacing: readings spread over ``samples * pause`` seconds
     return min(values)
 
 
@@ -126,23 +100,14 @@ def scrape(metrics_port: int, timeout: float = 5.0) -> Scrape:
     """One scrape of the endpoint: success, latency, app_requests_total, app_worker_pid slots, target_info pid."""
     at = time.monotonic()
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=timeout) as response:
-            text = response.read().decode()
+        latency, body = fetch(metrics_port, timeout=timeout)
     except (OSError, http.client.HTTPException) as exc:
         return Scrape(at, False, time.monotonic() - at, error=repr(exc))
-    latency = time.monotonic() - at
-    total = None
-    slots: list[str] = []
-    master = None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "app_requests_total":
-                total = (total or 0.0) + sample.value
-            elif sample.name == "app_worker_pid":
-                slots.append(sample.labels.get("gunicorn_worker_slot", "?"))
-            elif sample.name == "target_info":
-                master = sample.labels.get("process_pid")
-    return Scrape(at, True, latency, total, tuple(sorted(slots)), master)
+    exposition = Exposition(body.decode())
+    slots = tuple(sorted(s.labels.get("gunicorn_worker_slot", "?") for s in exposition.samples("app_worker_pid")))
+    info = exposition.samples("target_info")
+    master = info[0].labels.get("process_pid") if info else None
+    return Scrape(at, True, latency, exposition.value("app_requests_total"), slots, master)
 
 
 def requests_total(metrics_port: int) -> float | None:
@@ -191,7 +156,7 @@ class Scraper:
                 continue
             self._idle.clear()
             self.records.append(scrape(self.metrics_port))
-            self._stop.wait(self.period)
+            self._stop.wait(self.period)  # pacing: one scrape every ``period``
         self._idle.set()
 
     def pause(self) -> None:
@@ -281,16 +246,6 @@ class Traffic:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _get(self) -> int:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("GET", self.path)
-            response = conn.getresponse()
-            response.read()
-            return response.status
-        finally:
-            conn.close()
-
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -303,7 +258,7 @@ class Traffic:
                 self._in_flight += 1
             outcome = ""
             try:
-                status = self._get()
+                status, _body = net.get(self.port, self.path, timeout=10)
                 if status != 200:
                     outcome = f"status {status}"
             except (OSError, http.client.HTTPException) as exc:
@@ -316,7 +271,7 @@ class Traffic:
                     self.ok += 1
                 self._cond.notify_all()
             if self.delay:
-                time.sleep(self.delay)
+                time.sleep(self.delay)  # pacing: steady traffic, not a flood
 
     @property
     def done(self) -> bool:
@@ -350,36 +305,13 @@ class Traffic:
 
 def wait_counter_settled(metrics_port: int, interval: float, timeout: float = 20.0) -> float:
     """Wait until app_requests_total has not moved for two report intervals; return it."""
-    quiet = 2 * interval
-    last: float | None = None
-    since = time.monotonic()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = requests_total(metrics_port)
-        except OSError:
-            value = None
-        if value != last:
-            last, since = value, time.monotonic()
-        elif value is not None and time.monotonic() - since >= quiet:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"app_requests_total still moving (or missing) after {timeout} s; last {last}")
+    last: list[Any] = [None, time.monotonic()]  # value, since when
 
+    def settled() -> tuple[float] | None:
+        value = requests_total(metrics_port)
+        if value != last[0]:
+            last[:] = [value, time.monotonic()]
+            return None
+        return (value,) if value is not None and time.monotonic() - last[1] >= 2 * interval else None
 
-__all__ = [
-    "Scrape",
-    "Scraper",
-    "Traffic",
-    "alive",
-    "children_of",
-    "fds_of",
-    "median_scrape_ms",
-    "requests_total",
-    "rss_kib",
-    "scrape",
-    "settle",
-    "threads_of",
-    "wait_counter_settled",
-    "wait_until",
-]
+    return wait_until(settled, timeout, what=f"app_requests_total to stay put for {2 * interval} s")[0]

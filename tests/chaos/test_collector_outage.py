@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from tests.chaos.conftest import Traffic, wait_until
+from harness.waiting import wait_until
+from tests.chaos.conftest import Traffic
 
 pytestmark = pytest.mark.chaos
 
@@ -15,41 +16,36 @@ OUTAGE_S = 3.0
 ARRIVAL_BOUND_S = 30.0
 
 
-def last_value(collector, metric: str) -> float | None:
-    points = collector.points(metric)
-    return points[-1].value if points else None
-
-
 def test_collector_outage_mid_run(start_gunicorn, start_rotel, figures):
     collector = start_rotel()
     ports = {"grpc_port": collector.grpc_port, "http_port": collector.http_port}
-    env = {
-        "OTEL_METRICS_EXPORTER": "otlp",
-        "OTEL_METRIC_EXPORT_INTERVAL": "500",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint("http/protobuf"),
-        "OTEL_GUNICORN_METRICS_INTERVAL": "0.5",
-    }
+    env = {**collector.export_env("metrics"), "OTEL_METRIC_EXPORT_INTERVAL": "500"}
     server = start_gunicorn(args=["-w", "2"], env=env, wait_metrics=False)
     figures.update(outage_s=OUTAGE_S, protocol="http/protobuf", export_interval_ms=500)
 
     with Traffic(server.port, max_requests=10_000, max_seconds=60, concurrency=2, delay=0.01) as traffic:
-        wait_until(lambda: (last_value(collector, "app.requests") or 0) > 0, 15, what="the first push")
-        time.sleep(1.0)
-        before_outage = last_value(collector, "app.requests")
+        first = wait_until(lambda: collector.last_value("app.requests"), 15, what="the first push")
+        # steady state before the outage: a later push carries the traffic served since the first
+        before_outage = wait_until(
+            lambda: (value := collector.last_value("app.requests")) > first and value, 15, what="a second push"
+        )
         down_at = time.monotonic()
         collector.stop()
-        time.sleep(OUTAGE_S)
+        time.sleep(OUTAGE_S)  # the outage lasts a fixed time, under traffic
         revived = start_rotel(**ports)
         up_at = time.monotonic()
         first_after = wait_until(
-            lambda: last_value(revived, "app.requests"), ARRIVAL_BOUND_S, interval=0.1, what="a push after the outage"
+            lambda: revived.last_value("app.requests"), ARRIVAL_BOUND_S, interval=0.1, what="a push after the outage"
         )
         first_push_after_s = time.monotonic() - up_at
-        time.sleep(1.0)
+        # traffic goes on after the outage: a later push carries requests served since the first one after it
+        wait_until(
+            lambda: (revived.last_value("app.requests") or 0) > first_after, 15, what="a second push after the outage"
+        )
         served = traffic.stop()
     stopped_at = time.monotonic()
     wait_until(
-        lambda: last_value(revived, "app.requests") == served,
+        lambda: revived.last_value("app.requests") == served,
         ARRIVAL_BOUND_S,
         what=f"the collector to see {served}",
     )

@@ -7,15 +7,9 @@ import time
 
 import pytest
 
-from tests.chaos.conftest import (
-    Scraper,
-    Traffic,
-    median_scrape_ms,
-    requests_total,
-    rss_kib,
-    settle,
-    wait_until,
-)
+from harness import proc
+from harness.waiting import wait_until
+from tests.chaos.conftest import Scraper, Traffic, median_scrape_ms, requests_total, settle
 
 pytestmark = pytest.mark.chaos
 
@@ -38,7 +32,7 @@ def test_thousand_recycles(start_gunicorn, figures):
     server = start_gunicorn(
         args=["-w", "2", "--max-requests", "1"], env={"OTEL_GUNICORN_METRICS_INTERVAL": str(INTERVAL)}
     )
-    master, port = server.process.pid, server.metrics_port
+    master, port = server.pid, server.metrics_port
     figures.update(recycles=RECYCLES, warm_up=WARM_UP)
 
     with Scraper(port) as scraper:
@@ -47,7 +41,7 @@ def test_thousand_recycles(start_gunicorn, figures):
         assert (WARM_UP, []) == (warm.ok, warm.failures)
         server.wait_value("app_requests_total", WARM_UP, timeout=10)
         scraper.pause()
-        rss_start = settle(lambda: rss_kib(master), samples=3)
+        rss_start = settle(lambda: proc.rss_kib(master), samples=3)
         scrape_start_ms = median_scrape_ms(port)
         scraper.resume()
 
@@ -58,7 +52,7 @@ def test_thousand_recycles(start_gunicorn, figures):
         ok, failures = WARM_UP + main.ok, main.failures
         wait_until(lambda: requests_total(port) == ok, 15, what=f"app_requests_total == {ok}")
         scraper.pause()
-        rss_end = settle(lambda: rss_kib(master), samples=3)
+        rss_end = settle(lambda: proc.rss_kib(master), samples=3)
         scrape_end_ms = median_scrape_ms(port)
         final = requests_total(port)
 
@@ -69,7 +63,7 @@ def test_thousand_recycles(start_gunicorn, figures):
         request_failures=sorted(set(failures))[:5],
         recycle_seconds=round(elapsed, 1),
         ms_per_recycle=round(1000 * elapsed / max(1, RECYCLES - WARM_UP), 1),
-        worker_boots=server.log().count("Booting worker"),
+        worker_boots=server.booted(),
         final_counter=final,
         rss_start_kib=rss_start,
         rss_end_kib=rss_end,

@@ -9,11 +9,12 @@ import socket
 import statistics
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.chaos.conftest import Scraper, Traffic, children_of, scrape, settle, threads_of, wait_until
+from harness import proc
+from harness.waiting import wait_until
+from tests.chaos.conftest import Scraper, Traffic, scrape, settle
 
 pytestmark = pytest.mark.chaos
 
@@ -27,18 +28,10 @@ NORMAL_SCRAPE_BOUND_S = 2.0
 TTIN_BOUND_S = 5.0
 
 
-def listen_overflows() -> int:
-    """TcpExt ListenOverflows: connections dropped because a listen queue was full (whole network namespace)."""
-    lines = Path("/proc/net/netstat").read_text().splitlines()
-    header, values = [line.split() for line in lines if line.startswith("TcpExt:")][:2]
-    return int(dict(zip(header, values)).get("ListenOverflows", 0))
-
-
 def test_stuck_scraper_and_scrape_flood(start_gunicorn, figures):
-    server = start_gunicorn(args=["-w", str(WORKERS)])
-    master, port = server.process.pid, server.metrics_port
-    wait_until(lambda: len(children_of(master)) == WORKERS, 10, what="the workers")
-    threads_before = settle(lambda: threads_of(master), samples=3)
+    server = start_gunicorn(workers=WORKERS)
+    master, port = server.pid, server.metrics_port
+    threads_before = settle(lambda: proc.threads(master), samples=3)
 
     stuck = socket.create_connection(("127.0.0.1", port), timeout=5)  # connects, never sends a byte
     try:
@@ -46,8 +39,8 @@ def test_stuck_scraper_and_scrape_flood(start_gunicorn, figures):
             Traffic(server.port, max_requests=5_000, max_seconds=60, concurrency=2, delay=0.01) as traffic,
             Scraper(port) as scraper,
         ):
-            time.sleep(0.5)
-            before = children_of(master)
+            wait_until(lambda: traffic.ok and scraper.records, 10, what="traffic and the scraper to be under way")
+            before = proc.children(master)
             gate = threading.Barrier(FLOOD + 2, timeout=10)
 
             def flood_one(_i: int):
@@ -63,24 +56,26 @@ def test_stuck_scraper_and_scrape_flood(start_gunicorn, figures):
                 futures = [pool.submit(flood_one, i) for i in range(FLOOD)]
                 normal_future = pool.submit(normal_one)
                 gate.wait()
-                overflows_before = listen_overflows()
+                overflows_before = proc.listen_overflows()
                 flood_started = time.monotonic()
                 os.kill(master, signal.SIGTTIN)
                 new_worker = wait_until(
-                    lambda: children_of(master) - before, TTIN_BOUND_S + 10, interval=0.05, what="the TTIN worker"
+                    lambda: proc.children(master) - before, TTIN_BOUND_S + 10, interval=0.05, what="the TTIN worker"
                 )
                 ttin_s = time.monotonic() - flood_started
-                peak_threads = threads_of(master)
+                peak_threads = proc.threads(master)
                 results = [f.result(timeout=FLOOD_SCRAPE_TIMEOUT_S + 5) for f in futures]
                 dedicated = normal_future.result(timeout=FLOOD_SCRAPE_TIMEOUT_S + 5)
             flood_s = time.monotonic() - flood_started
-            overflows = listen_overflows() - overflows_before
+            overflows = proc.listen_overflows() - overflows_before
             # every scrape of the 100 ms scraper that overlapped the flood, plus the one sent 0.2 s into it
             during = [
                 r for r in scraper.records if r.at + r.latency >= flood_started and r.at <= flood_started + flood_s
             ]
             during.append(dedicated)
-            time.sleep(0.5)
+            # the application still serves after the flood
+            after_flood = traffic.ok
+            wait_until(lambda: traffic.ok > after_flood, 10, what="a request served after the flood")
             served = traffic.stop()
     finally:
         stuck.close()

@@ -4,26 +4,26 @@ gunicorn (checked on 23-27) does not rename the pidfile to ``.oldbin`` as nginx 
 ``<pidfile>.2`` while the old one lives, and renames it to ``<pidfile>`` when it finds itself promoted (its parent
 gone). The old master keeps ``<pidfile>`` until it exits and unlinks it.
 
-gunicorn re-executes ``sys.executable`` with ``sys.argv``; under ``python -m gunicorn`` (how the e2e harness starts
-it) that is ``python .../gunicorn/__main__.py``, which puts the gunicorn package directory first on ``sys.path``,
-where ``gunicorn/http`` shadows the standard library's ``http`` and the new master dies at once ("No module named
-'http.server'"). Real deployments run the ``gunicorn`` script, so this test starts the master through it.
+gunicorn re-executes ``sys.executable`` with ``sys.argv``; under ``python -m gunicorn`` (how the harness starts it
+by default) that is ``python .../gunicorn/__main__.py``, which puts the gunicorn package directory first on
+``sys.path``, where ``gunicorn/http`` shadows the standard library's ``http`` and the new master dies at once ("No
+module named 'http.server'"). Real deployments run the ``gunicorn`` script, so this test starts the master through
+it (``script=True``).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-import types
 from pathlib import Path
 
 import pytest
 
-from tests.chaos.conftest import Scraper, Traffic, alive, children_of, scrape, wait_until
-from tests.e2e import servers
+from harness import proc
+from harness.process import stop_pid
+from harness.waiting import wait_until
+from tests.chaos.conftest import Scraper, Traffic, scrape
 
 pytestmark = pytest.mark.chaos
 
@@ -42,28 +42,6 @@ def read_pid(path: Path) -> int | None:
         return None
 
 
-def through_console_script(command: list[str], **kwargs):
-    """Popen for the harness: ``python -m gunicorn ARGS`` becomes ``python .venv/bin/gunicorn ARGS``."""
-    if command[1:3] == ["-m", "gunicorn"]:
-        command = [command[0], str(Path(sys.executable).parent / "gunicorn"), *command[3:]]
-    return subprocess.Popen(command, **kwargs)
-
-
-def stop_master(pid: int) -> None:
-    """SIGTERM, wait (bounded), then SIGKILL it and its workers; for a master this test is not the parent of."""
-    if not alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if alive(pid):
-        workers = children_of(pid)  # before the kill: afterwards they belong to init
-        os.kill(pid, signal.SIGKILL)
-        for worker in workers:
-            os.kill(worker, signal.SIGKILL)
-
-
 @pytest.mark.parametrize(
     "overlap",
     # TERM the old master as soon as the new one runs its workers, or after both ran side by side for a while, as
@@ -71,15 +49,14 @@ def stop_master(pid: int) -> None:
     [0.0, OVERLAP_S],
     ids=["term-at-once", f"overlap-{OVERLAP_S:g}s"],
 )
-def test_usr2_reexec(start_gunicorn, tmp_path, figures, monkeypatch, overlap):
+def test_usr2_reexec(start_gunicorn, tmp_path, figures, overlap):
     pidfile = tmp_path / "gunicorn.pid"
-    with monkeypatch.context() as patch:
-        shim = types.SimpleNamespace(**{**vars(subprocess), "Popen": through_console_script})
-        patch.setattr(servers, "subprocess", shim)
-        server = start_gunicorn(
-            args=["-w", str(WORKERS), "--pid", str(pidfile)], env={"OTEL_GUNICORN_METRICS_INTERVAL": str(INTERVAL)}
-        )
-    old, port = server.process.pid, server.metrics_port
+    server = start_gunicorn(
+        args=["-w", str(WORKERS), "--pid", str(pidfile)],
+        env={"OTEL_GUNICORN_METRICS_INTERVAL": str(INTERVAL)},
+        script=True,
+    )
+    old, port = server.pid, server.metrics_port
     assert old == read_pid(pidfile)
     new: int | None = None
     try:
@@ -93,11 +70,11 @@ def test_usr2_reexec(start_gunicorn, tmp_path, figures, monkeypatch, overlap):
             new = wait_until(lambda: read_pid(pidfile.with_name(pidfile.name + ".2")), 20, what="<pidfile>.2")
             assert new != old
             # The new master is up once its own workers run (they serve from the shared listeners).
-            wait_until(lambda: len(children_of(new)) == WORKERS, 20, what="the new master's workers")
+            wait_until(lambda: len(proc.children(new)) == WORKERS, 20, what="the new master's workers")
             new_ready = time.monotonic() - usr2_at
-            time.sleep(overlap)
-            assert alive(old), "the old master died on USR2"
-            assert alive(new), "the new master died beside the old one"
+            time.sleep(overlap)  # both masters side by side for a fixed time, as the variant says
+            assert proc.alive(old), "the old master died on USR2"
+            assert proc.alive(new), "the new master died beside the old one"
 
             os.kill(old, signal.SIGTERM)
             server.process.wait(20)
@@ -110,8 +87,10 @@ def test_usr2_reexec(start_gunicorn, tmp_path, figures, monkeypatch, overlap):
             )
             handover = served_by_new.at + served_by_new.latency - old_exited_at
             wait_until(lambda: read_pid(pidfile) == new, 10, what="the promoted master to own the pidfile")
-            time.sleep(1.0)  # traffic keeps flowing to the new master alone
-            assert alive(new), "the new master died"
+            # traffic keeps flowing to the new master alone
+            alone = traffic.ok
+            wait_until(lambda: traffic.ok >= alone + 20, 10, what="20 requests served by the new master alone")
+            assert proc.alive(new), "the new master died"
             served = traffic.stop()
             status, body = server.get("/")
             assert 200 == status
@@ -139,4 +118,4 @@ def test_usr2_reexec(start_gunicorn, tmp_path, figures, monkeypatch, overlap):
     finally:
         second = pidfile.with_name(pidfile.name + ".2")
         for pid in {new, read_pid(second), read_pid(pidfile)} - {None, old}:
-            stop_master(pid)
+            stop_pid(pid)

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.e2e.servers import promtool_check, wait_until
+from harness.prometheus import promtool_check
+from harness.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +55,7 @@ def test_killed_worker_keeps_its_counts_and_frees_its_slot(start_gunicorn, prelo
             value = server.value("app_requests_total")
             if value is not None:
                 seen.append(value)
-            time.sleep(0.1)
+            time.sleep(0.1)  # pacing: a scrape every 100 ms, as a busy Prometheus would
 
     scraper = threading.Thread(target=scrape_forever)
     scraper.start()
@@ -71,7 +72,7 @@ def test_killed_worker_keeps_its_counts_and_frees_its_slot(start_gunicorn, prelo
         assert {"0", "1", "2"} == set(gauge_slots(server))
         assert [200] * 100 == server.load(100)
         server.wait_value("app_requests_total", 400)
-        time.sleep(0.3)
+        wait_until(lambda: seen and seen[-1] == 400, 5, what="the scraper to see 400")
     finally:
         stop.set()
         scraper.join()
@@ -104,7 +105,7 @@ def test_target_info_carries_the_service_name(start_gunicorn):
     server = start_gunicorn(args=WORKERS, env={"OTEL_SERVICE_NAME": "shop"})
     [info] = server.samples("target_info")
     assert "shop" == info.labels["service_name"]
-    assert str(server.process.pid) == info.labels["process_pid"]
+    assert str(server.pid) == info.labels["process_pid"]
 
 
 def test_prometheus_server_scrapes_the_exact_total(start_gunicorn, start_prometheus):

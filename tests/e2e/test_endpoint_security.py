@@ -20,7 +20,10 @@ import bcrypt
 import pytest
 
 import otel_gunicorn._environment
-from tests.e2e.servers import Gunicorn, free_port, gunicorn_command, server_environment, wait_until
+from harness import proc
+from harness.gunicorn import Gunicorn
+from harness.waiting import wait_until
+from tests.e2e.apps import DIRECTORY as APPS
 
 VARIABLE = "OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG"
 USER = "prometheus"
@@ -83,7 +86,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     """One gunicorn whose endpoint takes the web-config; stopped (and its log printed) at the end of the module."""
     tmp_path = tmp_path_factory.mktemp("secured")
     web = write_web_config(tmp_path / "web", bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)))
-    server = Gunicorn(tmp_path, "counting:app", env={VARIABLE: str(web)}, wait_metrics=False)
+    server = Gunicorn(tmp_path, "counting:app", env={VARIABLE: str(web)}, wait_metrics=False, apps=APPS)
     try:
         endpoint = Secured(server, tmp_path / "web" / "server.crt")
         wait_until(lambda: endpoint.authorised()[0] == 200, 20, what="the HTTPS metrics endpoint")
@@ -124,7 +127,8 @@ def test_plain_http_gets_no_http_response(secured: Secured) -> None:
 def test_silent_client_does_not_stall_scrapes(secured: Secured) -> None:
     """A TCP client that connects and never sends does not keep an authorised scrape from succeeding within 5 s."""
     with socket.create_connection(("127.0.0.1", secured.port)) as _silent:
-        time.sleep(0.5)  # let the server accept it and start waiting for its handshake
+        # the server has accepted it (and waits for its handshake) once the listener's accept queue is empty
+        wait_until(lambda: proc.accept_queue(secured.port) == 0, 5, what="the server to accept the silent client")
         started = time.monotonic()
         status, _ = secured.authorised(timeout=5)
         assert (200, True) == (status, time.monotonic() - started < 5)
@@ -139,13 +143,11 @@ def test_password_never_logged(secured: Secured) -> None:
     assert (False, False) == (PASSWORD in log, encoded in log)
 
 
-def test_bad_web_config_stops_gunicorn_before_any_worker(tmp_path: Path) -> None:
+def test_bad_web_config_stops_gunicorn_before_any_worker(tmp_path: Path, run_gunicorn) -> None:
     """A web-config with a plain password where a hash belongs stops gunicorn with one line that does not show it."""
     web = tmp_path / "web.yml"
     web.write_text(f"basic_auth_users:\n  {USER}: {PASSWORD}\n")
-    command = gunicorn_command("python:otel_gunicorn.conf", f"127.0.0.1:{free_port()}", "counting:app")
-    environ = server_environment(**{VARIABLE: str(web)})
-    result = subprocess.run(command, cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=20)
+    result = run_gunicorn(env={VARIABLE: str(web)})
     lines = [line for line in result.stderr.splitlines() if VARIABLE in line]
     assert (True, 1, False, False) == (
         result.returncode != 0,

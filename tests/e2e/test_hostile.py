@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from tests.e2e.servers import wait_until
+from harness.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 

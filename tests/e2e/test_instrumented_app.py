@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.servers import promtool_check, wait_until
+from harness.prometheus import promtool_check
+from harness.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -17,12 +18,7 @@ TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 def test_no_second_server_span(start_gunicorn, start_rotel):
     """With the WSGI middleware as well, a request yields one SERVER span; the middleware's is its internal child."""
     collector = start_rotel()
-    env = {
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint("http/protobuf"),
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-    }
-    server = start_gunicorn("instrumented:app", args=["-w", "1"], env=env)
+    server = start_gunicorn("instrumented:app", args=["-w", "1"], env=collector.export_env("traces"))
     assert 200 == server.get("/hello", headers={"traceparent": TRACEPARENT})[0]
     spans = wait_until(
         lambda: (s := [s for s in collector.spans() if s.trace_id == TRACE_ID]) and len(s) >= 2 and s, 15, what="spans"

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import textwrap
 
 import pytest
 
-from tests.e2e.servers import free_port, gunicorn_command, server_environment, wait_until
+from harness.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -106,7 +105,7 @@ def test_arbiter_records_are_json_without_a_slot(start_gunicorn, conf):
     server = start_gunicorn("logging_app:app", config=conf)
     starting = [r for r in records(server) if r["event"].startswith("Starting gunicorn")]
     assert 1 == len(starting)
-    assert ("gunicorn.error", server.process.pid) == (starting[0]["logger"], starting[0]["pid"])
+    assert ("gunicorn.error", server.pid) == (starting[0]["logger"], starting[0]["pid"])
     assert "gunicorn.worker.slot" not in starting[0]
 
 
@@ -130,12 +129,10 @@ def test_logging_survives_hup_without_duplicates(start_gunicorn, conf):
     assert 1 == len([r for r in records(server) if r["event"] == "Handling signal: hup"])
 
 
-def test_bad_log_format_stops_gunicorn_with_one_line(tmp_path, conf):
+def test_bad_log_format_stops_gunicorn_with_one_line(tmp_path, run_gunicorn, conf):
     """OTEL_GUNICORN_LOG_FORMAT=xml with logconfig_dict() reading it: non-zero exit, one line naming it, no worker."""
     (tmp_path / "gunicorn_logs.conf.py").write_text(CONF.replace('logconfig_dict("json")', "logconfig_dict()"))
-    command = gunicorn_command(conf, f"127.0.0.1:{free_port()}", "logging_app:app")
-    environ = server_environment(OTEL_GUNICORN_LOG_FORMAT="xml")
-    result = subprocess.run(command, cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=20)
+    result = run_gunicorn("logging_app:app", config=conf, env={"OTEL_GUNICORN_LOG_FORMAT": "xml"})
     assert 0 != result.returncode
     assert [
         "otel_gunicorn: configuration error: OTEL_GUNICORN_LOG_FORMAT='xml' is not valid: expected console or json"

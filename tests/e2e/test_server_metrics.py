@@ -12,7 +12,7 @@ import time
 import gunicorn
 import pytest
 
-from tests.e2e.servers import wait_until
+from harness.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +45,7 @@ def fire(count: int, connect, path: str = SLOW) -> tuple[list[threading.Thread],
     threads = [threading.Thread(target=one) for _ in range(count)]
     for thread in threads:
         thread.start()
-        time.sleep(0.05)
+        time.sleep(0.05)  # pacing: connections arrive one after another, as clients do, not in one burst
     return threads, statuses
 
 

@@ -8,7 +8,7 @@ import re
 import gunicorn
 import pytest
 
-from tests.e2e.servers import wait_until
+from harness.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -40,12 +40,7 @@ WORKERS = {
 def test_request_span_continues_the_callers_trace_and_reaches_the_logs(start_gunicorn, start_rotel, worker):
     """traceparent in: the app's log line, the access line and the exported server span share the caller's trace."""
     collector = start_rotel()
-    env = {
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint("http/protobuf"),
-        "OTEL_GUNICORN_LOG_FORMAT": "json",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-    }
+    env = {**collector.export_env("traces"), "OTEL_GUNICORN_LOG_FORMAT": "json"}
     if worker == "asgi" and gunicorn.version_info < (25, 1):
         pytest.skip("gunicorn's asgi worker is stable since 25.1")
     app, args = WORKERS[worker]
@@ -89,25 +84,15 @@ def test_tracing_off_still_correlates_an_incoming_traceparent(start_gunicorn):
 def test_logs_exporter_sends_records_with_their_trace(start_gunicorn, start_rotel):
     """OTEL_LOGS_EXPORTER=otlp: the app's record reaches the collector with the request's trace id."""
     collector = start_rotel()
-    env = {
-        "OTEL_LOGS_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint("http/protobuf"),
-        "OTEL_BLRP_SCHEDULE_DELAY": "200",
-    }
-    server = start_gunicorn("logging_app:app", args=["-w", "1"], env=env)
+    server = start_gunicorn("logging_app:app", args=["-w", "1"], env=collector.export_env("logs"))
     assert 200 == server.get("/hello", headers={"traceparent": TRACEPARENT})[0]
-    wait_until(lambda: "in.app" in collector.text() and TRACE_ID in collector.text(), 15, what="the log record")
+    wait_until(lambda: "in.app" in (log := collector.log()) and TRACE_ID in log, 15, what="the log record")
 
 
 def test_spans_still_flow_with_metrics_off(start_gunicorn, start_rotel):
     """OTEL_METRICS_EXPORTER=none turns off metrics only: request spans still reach the collector."""
     collector = start_rotel()
-    env = {
-        "OTEL_METRICS_EXPORTER": "none",
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint("http/protobuf"),
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-    }
+    env = {**collector.export_env("traces"), "OTEL_METRICS_EXPORTER": "none"}
     server = start_gunicorn("logging_app:app", args=["-w", "1"], env=env, wait_metrics=False)
     assert 200 == server.get("/hello", headers={"traceparent": TRACEPARENT})[0]
     [span] = wait_until(lambda: [s for s in collector.spans() if s.trace_id == TRACE_ID] or None, 15, what="the span")

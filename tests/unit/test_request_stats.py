@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from otel_gunicorn import _instruments as inst
 from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.requests import RequestObserver
@@ -89,9 +91,38 @@ def test_unknown_methods_are_folded_into_other():
     assert [(("http.request.method", "_OTHER"),)] == list(stats.snapshot()[inst.ACTIVE_REQUESTS.meta])
 
 
-def test_a_broken_request_object_never_raises():
-    """Whatever gunicorn hands the hooks, they do not raise into the request."""
-    observer = RequestObserver(RequestStats(BOUNDS), 0, RequestTracing(None))
-    observer.started(object())
-    observer.finished(object(), None)
-    observer.finished(None, None)
+class Unreadable:
+    """A request object whose every attribute read fails, as a half-torn-down one might."""
+
+    def __getattr__(self, name: str) -> None:
+        raise RuntimeError(f"cannot read {name}")
+
+
+def test_a_request_without_attributes_is_counted_as_other():
+    """An object with none of a request's attributes is still counted, as method _OTHER, from start to finish."""
+    stats = RequestStats(BOUNDS)
+    observer = RequestObserver(stats, None, RequestTracing(None))
+    req = object()
+    observer.started(req)
+    observer.finished(req, None)
+    snapshot = stats.snapshot()
+    other = (("http.request.method", "_OTHER"),)
+    assert ({other: 0}, [other]) == (snapshot[inst.ACTIVE_REQUESTS.meta], list(snapshot[inst.REQUEST_DURATION.meta]))
+
+
+def test_an_unreadable_request_is_logged_and_not_counted(logged):
+    """A request whose attributes raise does not raise into the request: one warning, and nothing left in flight."""
+    stats = RequestStats(BOUNDS)
+    observer = RequestObserver(stats, 0, RequestTracing(None))
+    req = Unreadable()
+    observer.started(req)
+    observer.finished(req, Resp())
+    expected = [(logging.WARNING, "otel_gunicorn: pre_request telemetry failed: RuntimeError('cannot read method')")]
+    assert (expected, {}) == (logged.messages, stats.snapshot())
+
+
+def test_finishing_a_request_never_started_records_nothing(logged):
+    """post_request for a request pre_request never saw (or could not read) records and logs nothing."""
+    stats = RequestStats(BOUNDS)
+    RequestObserver(stats, 0, RequestTracing(None)).finished(Req(), Resp())
+    assert ([], {}) == (logged.messages, stats.snapshot())

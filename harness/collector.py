@@ -1,24 +1,32 @@
 """The real OTLP collector for end-to-end tests: Rotel (PyPI ``rotel``), and a reader for what it prints.
 
 Rotel's ``--debug-log ... --debug-log-verbosity detailed`` prints every received batch in the OpenTelemetry
-Collector's debug-exporter text format; :func:`parse` turns that into data points and spans to assert on.
+Collector's debug-exporter text format; :func:`parse` turns that into data points and spans to assert on. Hazards:
+the binary ships inside the ``rotel`` wheel (a test extra), so import this module only where a collector is needed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
 import time
 from pathlib import Path
 
 import rotel
 
-from tests.e2e.servers import free_port, stop_process, wait_until
+from harness import net
+from harness.process import LoggedProcess
+from harness.waiting import wait_until
 
 BINARY = Path(rotel.__file__).resolve().parent / "rotel-agent"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ATTRIBUTE = re.compile(r"^\s*-> ([^:]+): \w+\((.*)\)$")
+#: per signal, the SDK setting that makes it leave the server quickly
+_QUICK = {
+    "metrics": {"OTEL_METRIC_EXPORT_INTERVAL": "1000"},
+    "traces": {"OTEL_BSP_SCHEDULE_DELAY": "200"},
+    "logs": {"OTEL_BLRP_SCHEDULE_DELAY": "200"},
+}
 
 
 @dataclasses.dataclass
@@ -78,22 +86,23 @@ def parse(text: str) -> tuple[list[Point], list[Span]]:
     return points, spans
 
 
-class Rotel:
-    """A Rotel collector on loopback ports, printing what it receives to a log file."""
+class Rotel(LoggedProcess):
+    """A Rotel collector on loopback ports, ready when started, printing what it receives to its log."""
 
-    def __init__(self, tmp_path: Path, grpc_port: int | None = None, http_port: int | None = None) -> None:
-        self.grpc_port = grpc_port or free_port()
-        self.http_port = http_port or free_port()
-        self.log_path = tmp_path / f"rotel-{self.http_port}-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
+    grace = 10.0
+
+    def __init__(self, workdir: Path, grpc_port: int | None = None, http_port: int | None = None) -> None:
+        self.grpc_port = grpc_port or net.free_port()
+        self.http_port = http_port or net.free_port()
+        super().__init__(
+            "rotel",
             [
                 str(BINARY),
                 "start",
                 "--otlp-grpc-endpoint",
-                f"127.0.0.1:{self.grpc_port}",
+                f"{net.LOOPBACK}:{self.grpc_port}",
                 "--otlp-http-endpoint",
-                f"127.0.0.1:{self.http_port}",
+                f"{net.LOOPBACK}:{self.http_port}",
                 "--exporter",
                 "blackhole",
                 "--debug-log",
@@ -105,26 +114,35 @@ class Rotel:
                 "--debug-log-verbosity",
                 "detailed",
             ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            # a collector revived on the same ports gets a log of its own
+            workdir / f"rotel-{self.http_port}-{time.monotonic_ns()}.log",
         )
-        wait_until(lambda: "Starting Rotel" in self.text() or self.process.poll() is not None, 15, what="rotel")
-        assert self.process.poll() is None, self.text()
+        self.ready_or_stop(lambda: wait_until(self._started, 15, what="rotel"))
+
+    def _started(self) -> bool:
+        self.assert_running()
+        return "Starting Rotel" in self.log()
 
     def endpoint(self, protocol: str) -> str:
         port = self.grpc_port if protocol == "grpc" else self.http_port
-        return f"http://127.0.0.1:{port}"
+        return f"http://{net.LOOPBACK}:{port}"
 
-    def text(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
+    def export_env(self, *signals: str, protocol: str = "http/protobuf") -> dict[str, str]:
+        """The settings that make a server export ``signals`` (``metrics``, ``traces``, ``logs``) here over
+        ``protocol``, batching quickly (spans and log records within 200 ms, metrics every second)."""
+        env = {"OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint(protocol)}
+        for signal in signals:
+            env[f"OTEL_{signal.upper()}_EXPORTER"] = "otlp"
+            env.update(_QUICK[signal])
+        return env
 
     def points(self, metric: str) -> list[Point]:
-        return [p for p in parse(self.text())[0] if p.metric == metric]
+        return [p for p in parse(self.log())[0] if p.metric == metric]
+
+    def last_value(self, metric: str) -> float | None:
+        """The value of the newest data point of ``metric``; None before the first."""
+        points = self.points(metric)
+        return points[-1].value if points else None
 
     def spans(self) -> list[Span]:
-        return parse(self.text())[1]
-
-    def stop(self) -> None:
-        stop_process(self.process, grace=10.0)
-        self._log.close()
+        return parse(self.log())[1]
