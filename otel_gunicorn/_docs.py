@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from otel_gunicorn import _environment, _instruments
-from otel_gunicorn._snapshot import Kind
 
 
 def environment_variables() -> list[tuple[str, str]]:
@@ -50,19 +49,6 @@ def configuration_reference() -> str:
     return "\n".join(lines) + "\n"
 
 
-def prometheus_name(instrument: _instruments.Instrument) -> str:
-    """The name the official OTel→Prometheus mapping gives ``instrument`` (histograms: the family name)."""
-    from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
-
-    name = sanitize_full_name(instrument.name)
-    unit = map_unit(instrument.unit)
-    if unit and not name.endswith(unit):
-        name += "_" + unit
-    if instrument.kind is Kind.COUNTER:
-        name += "_total"
-    return name
-
-
 def metrics_reference() -> str:
     lines = [
         "# Metrics",
@@ -90,7 +76,7 @@ def metrics_reference() -> str:
             "",
             "| | |",
             "|---|---|",
-            f"| Prometheus | `{prometheus_name(instrument)}` |",
+            f"| Prometheus | `{_instruments.prometheus_name(instrument)}` |",
             f"| unit | `{instrument.unit}` |",
             f"| kind | {instrument.kind.value} |",
             f"| attributes | {attributes} |",

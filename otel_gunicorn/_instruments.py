@@ -61,6 +61,24 @@ class Instrument:
         return MetricMeta(SCOPE_NAME, __version__, "", self.name, self.description, self.unit, self.kind)
 
 
+def prometheus_name(instrument: Instrument) -> str:
+    """The name the official OTel→Prometheus mapping gives ``instrument`` (histograms: the family name).
+
+    Uses the exporter's own mapping functions, so docs, dashboard, rules and ``otel-gunicorn top`` name every metric
+    exactly as the endpoint does.
+    """
+    # Imported here: the mapping module pulls in the Prometheus exporter, which a worker never needs.
+    from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
+
+    name = sanitize_full_name(instrument.name)
+    unit = map_unit(instrument.unit)
+    if unit and not name.endswith(unit):
+        name += "_" + unit
+    if instrument.kind is Kind.COUNTER:
+        name += "_total"
+    return name
+
+
 LISTENER_ATTRS = (LISTENER_ATTRIBUTE, NETWORK_TRANSPORT)
 
 LISTENER_QUEUED = Instrument(
@@ -133,7 +151,10 @@ ACTIVE_CONNECTIONS = Instrument(
     (SLOT_ATTRIBUTE,),
     "worker",
     "gthread, asgi, tornado, uvicorn-worker (while its server serves)",
-    "Close to the connection limit means the worker stops accepting and connections queue in the kernel.",
+    "Close to the connection limit means the worker stops accepting and connections queue in the kernel. "
+    "An HTTP/2 connection counts once however many streams (requests) it carries: requests in flight are "
+    "http.server.active_requests. gthread serves one connection's streams one after another in one thread, "
+    "asgi all at once.",
 )
 CONNECTION_LIMIT = Instrument(
     "gunicorn.worker.connection.limit",

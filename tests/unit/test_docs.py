@@ -27,14 +27,14 @@ def test_every_environment_variable_is_documented():
 
 def test_no_prometheus_name_ends_in_a_reserved_suffix():
     """Only histograms may produce _count, _sum or _bucket series: promtool rejects such gauges and counters."""
-    from otel_gunicorn._instruments import ALL
+    from otel_gunicorn._instruments import ALL, prometheus_name
     from otel_gunicorn._snapshot import Kind
 
     offenders = [
         i.name
         for i in ALL
         if i.kind is not Kind.HISTOGRAM
-        and _docs.prometheus_name(i).removesuffix("_total").endswith(("_count", "_sum", "_bucket"))
+        and prometheus_name(i).removesuffix("_total").endswith(("_count", "_sum", "_bucket"))
     ]
     assert [] == offenders
 

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
-from otel_gunicorn import _docs, _instruments
+from otel_gunicorn import _instruments
 from otel_gunicorn.__main__ import main
 from otel_gunicorn._top import cli, errors, model, rates, scrape, view
 from otel_gunicorn._top.model import Histogram, Scrape
@@ -73,7 +73,7 @@ def rendered(frame: view.Frame, width: int = 100) -> str:
 )
 def test_metric_names_follow_the_catalogue(name, instrument):
     """Each Prometheus name the view reads is the one the exporter gives the catalogue's instrument."""
-    assert _docs.prometheus_name(instrument) == name
+    assert _instruments.prometheus_name(instrument) == name
 
 
 @pytest.mark.parametrize(
