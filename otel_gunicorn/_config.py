@@ -16,12 +16,10 @@ import os
 import sys
 import tempfile
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 from otel_gunicorn import _environment as env
-
-if TYPE_CHECKING:
-    from otel_gunicorn._arbiter.webconfig import WebConfig
+from otel_gunicorn._webconfig import WebConfig, WebConfigError, load_web_config
 
 _log = logging.getLogger("otel_gunicorn")
 
@@ -240,13 +238,15 @@ def _web_config(environ: Mapping[str, str], name: str) -> WebConfig | None:
     raw = environ.get(name, "").strip()
     if not raw:
         return None
-    # Imported here: bcrypt and PyYAML are loaded only by those who use a web-config.
-    from otel_gunicorn._arbiter import webconfig
-
+    # Only parsed here: the certificate and key are loaded by the arbiter's check_config, still before any fork,
+    # because building the TLS context is arbiter code, which this lower layer must not import.
     try:
-        web = webconfig.load_web_config(raw)
-        # Loads certificate, key and client CA now, so a bad pair stops gunicorn before any fork, not at first scrape.
-        webconfig.ssl_context(web)
-    except webconfig.WebConfigError as exc:
-        raise ConfigError(name, raw, f"a Prometheus web-config file; in it, {exc}") from None
-    return web
+        return load_web_config(raw)
+    except WebConfigError as exc:
+        raise web_config_error(environ, exc) from None
+
+
+def web_config_error(environ: Mapping[str, str], problem: Exception) -> ConfigError:
+    """The :class:`ConfigError` for a ``problem`` found in the ``OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG`` file."""
+    name = env.OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG
+    return ConfigError(name, environ.get(name, "").strip(), f"a Prometheus web-config file; in it, {problem}")

@@ -2,7 +2,8 @@
 
 Runs in the arbiter only. The exporter's ``PrometheusMetricReader`` normally pulls from a ``MeterProvider``; here it
 pulls from the merge store instead (:class:`MergedMetricsReader`), so names, units, ``target_info`` and scope labels
-follow the official OTel→Prometheus mapping, and prometheus_client serves text and OpenMetrics.
+follow the official OTel→Prometheus mapping, and prometheus_client serves text and OpenMetrics. A web-config file
+(``OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG``) adds HTTPS (``tls.py``) and basic authentication (``basic_auth.py``).
 
 Hazards:
 
@@ -29,9 +30,11 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 
+from otel_gunicorn._arbiter.basic_auth import secure_app
 from otel_gunicorn._arbiter.forklock import ForkLock
-from otel_gunicorn._arbiter.webconfig import TLSThreadingWSGIServer, WebConfig, secure_app, ssl_context
+from otel_gunicorn._arbiter.tls import TLSThreadingWSGIServer, ssl_context
 from otel_gunicorn._ratelimit import RateLimitedLogger
+from otel_gunicorn._webconfig import WebConfig
 
 _log = logging.getLogger("otel_gunicorn")
 
@@ -128,7 +131,7 @@ class PrometheusEndpoint:
         # Authentication wraps _wsgi from outside: a bcrypt check (~100 ms) must never run under the runtime lock,
         # which every fork waits for.
         self._served = self._wsgi if web is None else secure_app(self._wsgi, web)
-        # Built here, on the main thread before any fork; Config.from_env already loaded the same files once.
+        # Built here, on the main thread before any fork; runtime.check_config already loaded the same files once.
         self._ssl = None if web is None else ssl_context(web)
         self._server: ThreadingWSGIServer | None = None
         self._stop = threading.Event()
@@ -196,7 +199,7 @@ class PrometheusEndpoint:
             tls = self._ssl
 
             # With TLS, the listening socket is wrapped once listening and each handshake runs in its connection's
-            # thread (see webconfig.TLSThreadingWSGIServer): a silent client cannot stall the accept loop.
+            # thread (see tls.TLSThreadingWSGIServer): a silent client cannot stall the accept loop.
             class _Server(TLSThreadingWSGIServer):
                 address_family = family
                 ssl_context = tls

@@ -277,3 +277,39 @@ def test_channel_dir_that_is_a_file_raises(tmp_path: Path) -> None:
     path.write_text("")
 
     assert "OTEL_GUNICORN_CHANNEL_DIR" == config_error({"OTEL_GUNICORN_CHANNEL_DIR": str(path)}).variable
+
+
+# ---------------------------------------------------------------- OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG
+
+# a bcrypt hash of "secret" at cost 4 (a format check only: nothing here verifies it)
+HASH = "$2b$04$Ua9UUtGQ2o9b6WZyGRwMc.9oUzjshHLUXwyZPuVpQkSFVNMTDqXji"
+
+
+def test_web_config_unset_is_none() -> None:
+    """Without a web-config the endpoint stays plain HTTP without authentication."""
+    assert None is Config.from_env({}).prometheus_web_config
+
+
+def test_web_config_is_parsed(tmp_path: Path) -> None:
+    """The file the variable names is parsed into the Config."""
+    path = tmp_path / "web.yml"
+    path.write_text(f"basic_auth_users:\n  alice: '{HASH}'\n")
+
+    web = Config.from_env({"OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG": str(path)}).prometheus_web_config
+
+    assert web is not None
+    assert {"alice": HASH.encode()} == web.users
+
+
+def test_bad_web_config_raises_without_showing_the_secret(tmp_path: Path) -> None:
+    """A plain password where a hash belongs is a ConfigError naming the variable, file and key, not the value."""
+    path = tmp_path / "web.yml"
+    path.write_text("basic_auth_users:\n  alice: hunter2\n")
+
+    message = str(config_error({"OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG": str(path)}))
+
+    expected = (
+        f"OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG={str(path)!r} is not valid: expected a Prometheus web-config file; "
+        "in it, basic_auth_users.alice is not a bcrypt hash"
+    )
+    assert (True, False) == (message.startswith(expected), "hunter2" in message)

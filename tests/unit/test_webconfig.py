@@ -1,4 +1,5 @@
-"""Unit tests for the endpoint's web-config file: parser, SSL context, basic authentication, TLS server.
+"""Unit tests for the endpoint's web-config file: parser (_webconfig), SSL context and TLS server (_arbiter/tls),
+basic authentication (_arbiter/basic_auth), and the fail-fast check in _arbiter/runtime.check_config.
 
 Certificates are made at test time with the ``openssl`` command (the ``cryptography`` package is not a dependency);
 bcrypt hashes at cost 4 to keep the suite fast.
@@ -13,6 +14,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,20 +25,22 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import bcrypt
 import pytest
 
-from otel_gunicorn._arbiter import webconfig
-from otel_gunicorn._arbiter.webconfig import (
+from otel_gunicorn._arbiter import runtime
+from otel_gunicorn._arbiter.basic_auth import basic_auth, secure_app, with_headers
+from otel_gunicorn._arbiter.tls import TLSThreadingWSGIServer, ssl_context
+from otel_gunicorn._config import Config
+from otel_gunicorn._webconfig import (
+    SCHEMA,
+    Key,
     TLSSettings,
-    TLSThreadingWSGIServer,
     WebConfig,
     WebConfigError,
-    basic_auth,
     load_web_config,
-    parse_web_config,
-    secure_app,
-    ssl_context,
-    with_headers,
+    parse_yaml,
+    web_config_from_mapping,
 )
 
+VARIABLE = "OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG"
 PASSWORD = b"correct horse"
 HASH = bcrypt.hashpw(PASSWORD, bcrypt.gensalt(rounds=4))
 
@@ -84,6 +88,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return pki
 
 
+def parse(text: str, base_dir: str) -> WebConfig:
+    """What load_web_config makes of a file holding ``text`` in ``base_dir``."""
+    return web_config_from_mapping(parse_yaml(text), base_dir)
+
+
 def tls_yaml(**keys: str) -> str:
     return "tls_server_config:\n" + "".join(f"  {key}: {value}\n" for key, value in keys.items())
 
@@ -119,29 +128,29 @@ def test_full_config(pki: Path) -> None:
         users={"alice": HASH},
         headers={"X-Frame-Options": "deny"},
     )
-    assert expected == parse_web_config(text, str(pki))
+    assert expected == parse(text, str(pki))
 
 
 def test_tls_defaults(pki: Path) -> None:
     """Without the optional keys: no client certificate, TLS 1.2 to 1.3, server cipher preference."""
     expected = TLSSettings(cert_file=str(pki / "server.crt"), key_file=str(pki / "server.key"))
-    assert expected == parse_web_config(tls_yaml(cert_file="server.crt", key_file="server.key"), str(pki)).tls
+    assert expected == parse(tls_yaml(cert_file="server.crt", key_file="server.key"), str(pki)).tls
 
 
 def test_empty_file() -> None:
     """An empty file asks for nothing: no TLS, no users, no headers (as exporter-toolkit)."""
-    assert WebConfig() == parse_web_config("", "/")
+    assert WebConfig() == parse("", "/")
 
 
 def test_users_only_is_plain_http_with_auth() -> None:
     """basic_auth_users alone gives users and no TLS."""
-    web = parse_web_config(f"basic_auth_users:\n  alice: {HASH.decode()}\n", "/")
+    web = parse(f"basic_auth_users:\n  alice: {HASH.decode()}\n", "/")
     assert (None, {"alice": HASH}) == (web.tls, web.users)
 
 
 def test_absolute_paths_kept(pki: Path) -> None:
     """Absolute paths do not depend on the base directory."""
-    tls = parse_web_config(tls_yaml(cert_file=str(pki / "server.crt"), key_file=str(pki / "server.key")), "/x").tls
+    tls = parse(tls_yaml(cert_file=str(pki / "server.crt"), key_file=str(pki / "server.key")), "/x").tls
     assert tls is not None
     assert (str(pki / "server.crt"), str(pki / "server.key")) == (tls.cert_file, tls.key_file)
 
@@ -168,13 +177,13 @@ def test_load_unreadable_file(tmp_path: Path) -> None:
 
 def test_repr_hides_hashes() -> None:
     """A logged WebConfig shows no bcrypt hash."""
-    web = parse_web_config(f"basic_auth_users:\n  alice: {HASH.decode()}\n", "/")
+    web = parse(f"basic_auth_users:\n  alice: {HASH.decode()}\n", "/")
     assert HASH.decode() not in repr(web)
 
 
 def test_hashable() -> None:
     """A WebConfig can sit in a frozen, hashable Config."""
-    web = parse_web_config(f"basic_auth_users:\n  alice: {HASH.decode()}\n", "/")
+    web = parse(f"basic_auth_users:\n  alice: {HASH.decode()}\n", "/")
     assert hash(web) == hash(dataclasses.replace(web))
 
 
@@ -282,7 +291,7 @@ INVALID = {
 def test_invalid(pki: Path, text: str, message: str) -> None:
     """Each kind of invalid file raises WebConfigError naming the key, the value and what is accepted."""
     with pytest.raises(WebConfigError) as info:
-        parse_web_config(text, str(pki))
+        parse(text, str(pki))
     assert str(info.value).startswith(message), str(info.value)
 
 
@@ -298,14 +307,88 @@ def test_invalid(pki: Path, text: str, message: str) -> None:
 def test_error_never_shows_a_secret(text: str) -> None:
     """An error about a value that may be a secret does not repeat it."""
     with pytest.raises(WebConfigError) as info:
-        parse_web_config(text, "/")
+        parse(text, "/")
     assert "hunter2" not in str(info.value)
 
 
 def test_y_hashes_accepted() -> None:
     """Hashes from htpasswd ($2y$) are accepted, as the Prometheus documentation generates them."""
     hashed = b"$2y$" + HASH[4:]
-    assert {"alice": hashed} == parse_web_config(f"basic_auth_users:\n  alice: '{hashed.decode()}'\n", "/").users
+    assert {"alice": hashed} == parse(f"basic_auth_users:\n  alice: '{hashed.decode()}'\n", "/").users
+
+
+# ------------------------------------------------------------------------------------------------ the schema table
+
+CHECKED = [key for key in SCHEMA if key.check is not None]
+REFUSED = [key for key in SCHEMA if key.check is None]
+CHOICES = [key for key in SCHEMA if key.allowed]
+
+
+def document(key: Key, value: Any) -> dict[str, Any]:
+    """Parsed file content holding only ``key``, set to ``value``."""
+    return {key.section: {key.name: value}} if key.section else {key.name: value}
+
+
+def test_core_takes_parsed_data() -> None:
+    """The core builds a WebConfig from a plain mapping, no YAML involved."""
+    data = {
+        "basic_auth_users": {"alice": HASH.decode()},
+        "http_server_config": {"headers": {"X-Frame-Options": "deny"}},
+    }
+    expected = WebConfig(users={"alice": HASH}, headers={"X-Frame-Options": "deny"})
+    assert expected == web_config_from_mapping(data, "/")
+
+
+@pytest.mark.parametrize("key", CHECKED, ids=[key.path for key in CHECKED])
+def test_null_is_the_default(key: Key) -> None:
+    """Every key of the table set to null (left empty in YAML) asks for the same as leaving it out."""
+    assert WebConfig() == web_config_from_mapping(document(key, None), "/")
+
+
+@pytest.mark.parametrize("key", CHECKED, ids=[key.path for key in CHECKED])
+def test_wrong_type_names_the_key(key: Key) -> None:
+    """Every key of the table refuses a value of the wrong type with an error naming its dotted path."""
+    with pytest.raises(WebConfigError) as info:
+        web_config_from_mapping(document(key, [1]), "/")
+    assert key.path == info.value.key
+
+
+@pytest.mark.parametrize("key", REFUSED, ids=[key.path for key in REFUSED])
+def test_refused_keys_refused_by_name(key: Key) -> None:
+    """Every key the table marks as refused is an error naming it and its hint, whatever its value."""
+    with pytest.raises(WebConfigError) as info:
+        web_config_from_mapping(document(key, "anything"), "/")
+    message = str(info.value)
+    assert (True, True) == (message.startswith(f"{key.path} is not supported by otel_gunicorn"), key.hint in message)
+
+
+@pytest.mark.parametrize("key", CHOICES, ids=[key.path for key in CHOICES])
+def test_choices_come_from_the_table(key: Key) -> None:
+    """A key with allowed values refuses another value, listing the table's values in order."""
+    with pytest.raises(WebConfigError) as info:
+        web_config_from_mapping(document(key, "bogus"), "/")
+    assert f"{key.path}='bogus' is not valid: expected one of {', '.join(key.allowed)}" == str(info.value)
+
+
+@pytest.mark.parametrize("section", ["tls_server_config", "http_server_config"])
+def test_unknown_key_lists_the_section(section: str) -> None:
+    """An unknown key's error lists the section's supported keys, in table order."""
+    with pytest.raises(WebConfigError) as info:
+        web_config_from_mapping({section: {"bogus": 1}}, "/")
+    names = ", ".join(key.name for key in CHECKED if key.section == section)
+    assert f"{section}.bogus is not a known key: expected one of {names}" == str(info.value)
+
+
+def test_blank_client_auth_type_is_unset() -> None:
+    """A blank client_auth_type asks for nothing, as in exporter-toolkit: alone, it does not turn TLS on."""
+    assert WebConfig() == web_config_from_mapping({"tls_server_config": {"client_auth_type": " "}}, "/")
+
+
+def test_hooks_load_neither_bcrypt_nor_yaml() -> None:
+    """Importing the hooks (arbiter runtime and endpoint included) loads neither bcrypt nor PyYAML."""
+    code = "import otel_gunicorn.hooks, sys; print([m for m in ('bcrypt', 'yaml') if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert "[]" == result.stdout.strip()
 
 
 # ------------------------------------------------------------------------------------------------ ssl_context
@@ -385,6 +468,53 @@ def test_client_ca_not_pem(pki: Path) -> None:
         ssl_context(web)
 
 
+# ------------------------------------------------------------------------------------------------ check_config
+
+
+@pytest.fixture
+def web_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], dict[str, str]]:
+    """Factory: an environment naming a web-config file holding the text given; check_config's record is restored."""
+    monkeypatch.setattr(runtime, "_config", None)
+
+    def environ(text: str) -> dict[str, str]:
+        path = tmp_path / "web.yml"
+        path.write_text(text)
+        return {VARIABLE: str(path)}
+
+    return environ
+
+
+def test_check_config_stops_on_a_pair_that_does_not_load(
+    pki: Path, web_file: Callable[[str], dict[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A certificate and the wrong key stop gunicorn in check_config with one line: variable, file, problem."""
+    environ = web_file(tls_yaml(cert_file=str(pki / "server.crt"), key_file=str(pki / "client.key")))
+    with pytest.raises(SystemExit) as info:
+        runtime.check_config(environ)
+    lines = capsys.readouterr().err.splitlines()
+    expected = (
+        f"otel_gunicorn: configuration error: {VARIABLE}={environ[VARIABLE]!r} is not valid: expected a Prometheus "
+        "web-config file; in it, tls_server_config.cert_file/key_file cannot be loaded ("
+    )
+    assert (1, 1, True) == (info.value.code, len(lines), lines[0].startswith(expected)), lines
+
+
+def test_from_env_only_parses(pki: Path, web_file: Callable[[str], dict[str, str]]) -> None:
+    """Config.from_env parses the file but loads no certificate: that check is the arbiter's check_config."""
+    environ = web_file(tls_yaml(cert_file=str(pki / "server.crt"), key_file=str(pki / "client.key")))
+    web = Config.from_env(environ).prometheus_web_config
+    assert web is not None and web.tls is not None
+    assert str(pki / "client.key") == web.tls.key_file
+
+
+def test_check_config_keeps_a_good_file(pki: Path, web_file: Callable[[str], dict[str, str]]) -> None:
+    """A certificate and key that load pass check_config, which returns the parsed file in the Config."""
+    environ = web_file(tls_yaml(cert_file=str(pki / "server.crt"), key_file=str(pki / "server.key")))
+    web = runtime.check_config(environ).prometheus_web_config
+    assert web is not None and web.tls is not None
+    assert str(pki / "server.key") == web.tls.key_file
+
+
 # ------------------------------------------------------------------------------------------------ basic_auth
 
 
@@ -432,7 +562,7 @@ def checkpw_calls(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
         calls.append(hashed)
         return real(password, hashed)
 
-    monkeypatch.setattr(webconfig.bcrypt, "checkpw", counting)
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
     return calls
 
 
@@ -606,8 +736,10 @@ def serve(pki: Path) -> Iterator[Callable[[WebConfig], int]]:
     stop = threading.Event()
 
     def start(web: WebConfig) -> int:
+        built = ssl_context(web)
+
         class Server(TLSThreadingWSGIServer):
-            ssl_context = webconfig.ssl_context(web)
+            ssl_context = built
             handshake_timeout = 3.0
 
         server = make_server("127.0.0.1", 0, secure_app(fake_app, web), Server, handler_class=_Quiet)
