@@ -1,7 +1,7 @@
 """The arbiter's end of the worker→arbiter channel: a unix stream socket in a private directory, one thread.
 
 Runs in the arbiter only. This module is transport: it authenticates connections, decodes frames and hands what
-arrives to a :class:`ChannelSink` (the runtime), which owns the merge store. Hazards and how they are handled:
+arrives to a :class:`ChannelSink` (the runtime, which feeds the worker lifecycle and the merge store). Hazards:
 
 * identity: a connection is accepted only when ``SO_PEERCRED`` says its uid is ours and ``/proc`` says its parent is
   this arbiter; the socket also lives in a mode-0700 directory. Refusals are counted and logged (rate-limited);
@@ -29,18 +29,18 @@ from otel_gunicorn._wire import Frame, FrameDecoder, FrameKind, ProtocolError
 
 _log = logging.getLogger("otel_gunicorn")
 _RECV_BYTES = 256 * 1024
-#: seconds a dead worker's connection may stay open before the sink is told it closed anyway
-DEAD_CONNECTION_GRACE = 2.0
 
 
 class ChannelSink(Protocol):
-    """What the channel reports to (the arbiter runtime)."""
+    """What the channel reports to (the arbiter runtime): one call per connection accepted or closed, per frame."""
 
     def connected(self, pid: int) -> None: ...
     def report(self, pid: int, snapshot: Snapshot) -> None: ...
     def goodbye(self, pid: int, reason: str) -> None: ...
     def disconnected(self, pid: int, running: bool) -> None: ...
-    def leaked(self, grace: float) -> set[int]: ...
+    def leaked(self) -> set[int]:
+        """Called at least once a second: pids whose connections to close (dead workers' fds kept open elsewhere)."""
+        ...
 
 
 @dataclasses.dataclass
@@ -219,7 +219,7 @@ class ChannelServer:
 
     def _close_leaked(self) -> None:
         """A dead worker's fd can live on in a process it forked; stop waiting for that connection to close."""
-        leaked = self._sink.leaked(DEAD_CONNECTION_GRACE)
+        leaked = self._sink.leaked()
         for conn in [c for c in self._connections.values() if c.pid in leaked]:
             self._close(conn)
 

@@ -1,23 +1,22 @@
 """The merge store: every worker's latest cumulative snapshot, plus what dead workers left behind.
 
-Pure data structure, no threads, no locks: the caller (the arbiter's channel thread and main thread) serialises
-access. The rules (ARCHITECTURE.md):
+Runs in the arbiter. Pure data structure: no threads, no locks, no notion of a worker's life — the caller (the
+runtime, under its lock) decides with :mod:`otel_gunicorn._arbiter.lifecycle` when a worker's gauges go and when its
+totals retire. The merge rules (docs/usage.md, "How the numbers are merged"):
 
 * counters and histograms are summed over every worker, live or dead; a dead worker's last totals are *retired*
   into a permanent sum, so the merged value never decreases while the arbiter lives;
 * up-down counters are summed over live workers only;
 * gauges are one series per live worker, labelled ``gunicorn.worker.slot``.
 
-A worker is *retired* only when it is both dead (``child_exit``) and disconnected (channel EOF), because its last
-report may still be in the socket buffer when the arbiter reaps it. Sums are exact (integers, or ``Fraction`` for
-floats) so the result depends neither on arrival order nor on how many workers died along the way.
+Sums are exact (integers, or ``Fraction`` for floats) so the result depends neither on arrival order nor on how many
+workers died along the way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from fractions import Fraction
 
 from otel_gunicorn._instruments import SLOT_ATTRIBUTE
@@ -58,105 +57,60 @@ class _ExactHistogram:
 
 
 @dataclasses.dataclass
-class _Worker:
+class _Held:
     slot: int | None
-    snapshot: Snapshot = dataclasses.field(default_factory=dict)
-    alive: bool = True
-    connected: bool = True
-    died_at: float | None = None
+    snapshot: Snapshot
 
 
 class MergeStore:
     """Latest snapshot per worker pid, retired totals, and the merged view."""
 
     def __init__(self) -> None:
-        self._workers: dict[int, _Worker] = {}
+        self._held: dict[int, _Held] = {}
         self._retired: dict[MetricMeta, dict[AttrKey, Exact | _ExactHistogram]] = {}
         #: points the latest merge dropped because their histogram bucket boundaries disagreed with other workers'
         #: (or a histogram and a number shared one name); only workers running different code can cause it
         self.conflicts = 0
 
-    # ---------------------------------------------------------------- events
-
-    def connected(self, pid: int, slot: int | None) -> None:
-        """A worker opened (or re-opened) its channel connection."""
-        worker = self._workers.get(pid)
-        if worker is not None and not worker.alive:  # pid reused by a new process: the old one is gone for good
-            self.retire(pid)
-            worker = None
-        if worker is None:
-            self._workers[pid] = _Worker(slot)
-        else:
-            worker.connected = True
-            worker.slot = slot if slot is not None else worker.slot
-
-    def knows(self, pid: int) -> bool:
-        """Whether the store holds a record of ``pid`` (it connected and was not retired yet)."""
-        return pid in self._workers
+    # ---------------------------------------------------------------- updates
 
     def report(self, pid: int, slot: int | None, snapshot: Snapshot) -> None:
-        """Replace the worker's latest cumulative snapshot."""
-        worker = self._workers.setdefault(pid, _Worker(slot))
-        if slot is not None:
-            worker.slot = slot
-        worker.snapshot = snapshot
+        """Replace the worker's latest cumulative snapshot; its gauges are labelled with ``slot`` (None: left out)."""
+        self._held[pid] = _Held(slot, snapshot)
 
-    def disconnected(self, pid: int) -> bool:
-        """The worker's connection closed; retire it if it is also known dead. True when it was retired now."""
-        worker = self._workers.get(pid)
-        if worker is None:
-            return False
-        worker.connected = False
-        return not worker.alive and self.retire(pid)
+    def drop_gauges(self, pid: int) -> None:
+        """The worker is dead: its gauges and up-down counters leave the merged view, its totals stay until retired."""
+        held = self._held.get(pid)
+        if held is not None:
+            held.snapshot = {meta: points for meta, points in held.snapshot.items() if meta.kind.is_total}
 
-    def exited(self, pid: int, now: float | None = None) -> bool:
-        """The worker process is gone: its gauges vanish now; its totals are retired once its connection closes.
-
-        True when it was retired now (or held no data at all)."""
-        worker = self._workers.get(pid)
-        if worker is None:
-            return True
-        worker.alive = False
-        worker.died_at = time.monotonic() if now is None else now
-        return not worker.connected and self.retire(pid)
-
-    def retire(self, pid: int) -> bool:
+    def retire(self, pid: int) -> None:
         """Fold the worker's counters and histograms into the permanent totals and forget it."""
-        worker = self._workers.pop(pid, None)
-        if worker is None:
-            return False
-        for meta, points in worker.snapshot.items():
+        held = self._held.pop(pid, None)
+        if held is None:
+            return
+        for meta, points in held.snapshot.items():
             if meta.kind.is_total:
                 retired = self._retired.setdefault(meta, {})
                 for key, value in points.items():
                     self._fold(retired, key, value)
-        return True
-
-    def dead_but_connected(self, older_than: float, now: float | None = None) -> list[int]:
-        """Pids dead for more than ``older_than`` seconds whose connection is still open (an fd leaked to a child)."""
-        now = time.monotonic() if now is None else now
-        return [
-            pid
-            for pid, w in self._workers.items()
-            if not w.alive and w.connected and w.died_at is not None and now - w.died_at > older_than
-        ]
 
     # ---------------------------------------------------------------- views
 
     @property
     def worker_pids(self) -> list[int]:
-        """Pids the store holds data for (live, or dead with data not yet retired)."""
-        return list(self._workers)
+        """Pids the store holds data for (live, or dead with totals not yet retired)."""
+        return list(self._held)
 
-    def live_totals(self, name: str) -> dict[int, float]:
-        """Per live worker pid, the sum of its latest points of metric ``name`` (workers without it are left out)."""
-        totals = {}
-        for pid, worker in self._workers.items():
-            if worker.alive:
-                values = [v for meta, pts in worker.snapshot.items() if meta.name == name for v in pts.values()]
-                if values:
-                    totals[pid] = float(sum(v for v in values if not isinstance(v, HistogramValue)))
-        return totals
+    def sums_by_pid(self, name: str) -> dict[int, float]:
+        """Per pid, the sum of its latest points of metric ``name`` (pids without it are left out; a dead worker's
+        gauges and up-down counters are already gone)."""
+        sums = {}
+        for pid, held in self._held.items():
+            values = [v for meta, pts in held.snapshot.items() if meta.name == name for v in pts.values()]
+            if values:
+                sums[pid] = float(sum(v for v in values if not isinstance(v, HistogramValue)))
+        return sums
 
     def merged(self) -> Snapshot:
         """The merged view of every metric, by the merge rules (sets :attr:`conflicts` for this merge)."""
@@ -165,15 +119,13 @@ class MergeStore:
         gauges: Snapshot = {}
         for meta, retired in self._retired.items():
             totals[meta] = {k: v.copy() if isinstance(v, _ExactHistogram) else v for k, v in retired.items()}
-        for worker in self._workers.values():
-            for meta, points in worker.snapshot.items():
+        for held in self._held.values():
+            for meta, points in held.snapshot.items():
                 if meta.kind is Kind.GAUGE:
-                    if worker.alive and worker.slot is not None:
+                    if held.slot is not None:
                         target_points = gauges.setdefault(meta, {})
                         for key, value in points.items():
-                            target_points[_with_slot(key, worker.slot)] = value
-                    continue
-                if meta.kind is Kind.UPDOWNCOUNTER and not worker.alive:
+                            target_points[_with_slot(key, held.slot)] = value
                     continue
                 sums = totals.setdefault(meta, {})
                 for key, value in points.items():

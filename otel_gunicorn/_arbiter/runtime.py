@@ -1,4 +1,4 @@
-"""The arbiter side of otel_gunicorn: configuration check, slots, the channel, the merge store and the exporters.
+"""The arbiter side of otel_gunicorn: configuration check and the wiring of lifecycle, channel, store and exporters.
 
 Runs in the arbiter (gunicorn master) only. One :class:`ArbiterRuntime` per master, started in ``when_ready`` (after
 gunicorn may have daemonised, before the first worker fork) and stopped in ``on_exit``.
@@ -6,11 +6,13 @@ gunicorn may have daemonised, before the first worker fork) and stopped in ``on_
 Fork discipline: ``os.register_at_fork`` (not ``pre_fork``, which misses the USR2 re-exec fork) takes the runtime lock
 before every fork so no arbiter thread is mid-update when the address space is copied, releases it afterwards in the
 parent, and in the child closes every arbiter socket and hands the worker side what it needs to report.
+
+The rules for workers' lives live in :mod:`otel_gunicorn._arbiter.lifecycle` (pure) and the data in
+:mod:`otel_gunicorn._arbiter.merge`; this module only reads gunicorn's state, takes the lock and applies decisions.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import socket
@@ -22,14 +24,14 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client import generate_latest
 
 from otel_gunicorn import _handoff
-from otel_gunicorn import _instruments as inst
 from otel_gunicorn._arbiter import server_metrics
 from otel_gunicorn._arbiter.channel import ChannelServer
 from otel_gunicorn._arbiter.forklock import FORK_WAIT, ForkLock
-from otel_gunicorn._arbiter.lifecycle import ExitLedger
+from otel_gunicorn._arbiter.lifecycle import Actions, WorkerLifecycle
 from otel_gunicorn._arbiter.merge import MergeStore
 from otel_gunicorn._arbiter.otlp import OtlpPusher
 from otel_gunicorn._arbiter.prometheus import PrometheusEndpoint
+from otel_gunicorn._arbiter.tls import check_certificates
 from otel_gunicorn._config import Config, ConfigError, fail_fast
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._snapshot import Snapshot, metrics_data_from_snapshot, payload_from_snapshot
@@ -45,7 +47,7 @@ class ArbiterRuntime:
         self._server = server
         self.lock = ForkLock()
         self.store = MergeStore()
-        self.exits = ExitLedger()
+        self.lifecycle = WorkerLifecycle()
         self.start_ns = time.time_ns()
         self.resource = Resource.create({"process.pid": os.getpid(), "host.name": socket.gethostname()})
         self.channel = ChannelServer(config.channel_dir, self, config.max_frame_bytes)
@@ -89,66 +91,57 @@ class ArbiterRuntime:
             self.pusher.stop()
         self.channel.stop()
 
-    # ---------------------------------------------------------------- slots and lifecycle (main thread)
+    # ---------------------------------------------------------------- worker lifecycle (main thread)
 
     def assign_slot(self, worker: Any) -> int:
-        """Give a worker about to be forked the smallest slot no live worker holds (so slots are reused)."""
-        used = {getattr(w, _handoff.SLOT_ATTR, None) for w in list(self._server.WORKERS.values())}
-        slot = next(i for i in itertools.count() if i not in used)
+        """pre_fork: give the worker about to be forked the smallest slot no live worker holds."""
+        slot = self.lifecycle.assign_slot(_handoff.slot_of(w) for w in list(self._server.WORKERS.values()))
         setattr(worker, _handoff.SLOT_ATTR, slot)
         return slot
 
-    def slot_of(self, pid: int) -> int | None:
-        return getattr(self._server.WORKERS.get(pid), _handoff.SLOT_ATTR, None)
-
     def worker_exited(self, worker: Any) -> None:
         """The arbiter reaped ``worker`` (child_exit), or found it already gone (worker_exit on ESRCH)."""
-        pid = worker.pid
         with self.lock:
-            self.exits.reaped(pid, aborted=bool(getattr(worker, "aborted", False)))
-            # A worker the store never heard of may still connect late (its only report and its goodbye were in
-            # flight when it was reaped): it is settled by the sweep in leaked() after the grace period instead.
-            if (self.store.knows(pid) and self.store.exited(pid)) or self.exits.is_drained(pid):
-                self.exits.settle(pid)
+            self._apply(self.lifecycle.reaped(worker.pid, aborted=bool(getattr(worker, "aborted", False))))
 
     # ---------------------------------------------------------------- ChannelSink (channel thread)
 
     def connected(self, pid: int) -> None:
-        slot = self.slot_of(pid)
         with self.lock:
-            self.store.connected(pid, slot)
-            if self.exits.is_reaped(pid):  # a late connection from a worker already reaped: no live gauges
-                self.store.exited(pid)
+            self._apply(self.lifecycle.connected(pid, self._live_slot(pid)))
 
     def report(self, pid: int, snapshot: Snapshot) -> None:
-        slot = self.slot_of(pid)
         with self.lock:
-            self.store.report(pid, slot, snapshot)
+            verdict = self.lifecycle.report(pid, self._live_slot(pid))
+            if verdict.accepted:
+                self.store.report(pid, verdict.slot, snapshot)
+                if not verdict.live:
+                    self.store.drop_gauges(pid)
 
     def goodbye(self, pid: int, reason: str) -> None:
-        known = pid in self._server.WORKERS
         with self.lock:
-            if known or self.exits.is_reaped(pid):  # anything else would be kept forever
-                self.exits.goodbye(pid, reason)
+            self.lifecycle.goodbye(pid, reason)
 
     def disconnected(self, pid: int, running: bool) -> None:
         with self.lock:
-            if not running:  # gone before child_exit told us: its gauges must go now
-                self.store.exited(pid)
-            retired = self.store.disconnected(pid)
-            if self.exits.is_reaped(pid):
-                if retired:
-                    self.exits.settle(pid)
-            elif not running:
-                self.exits.drained(pid)
+            self._apply(self.lifecycle.disconnected(pid, running))
 
-    def leaked(self, grace: float) -> set[int]:
-        """Dead workers whose connection outlived ``grace``; also settles reaped workers that never reported."""
+    def leaked(self) -> set[int]:
         with self.lock:
-            for pid in self.exits.reaped_before(time.monotonic() - grace):
-                if not self.store.knows(pid):
-                    self.exits.settle(pid)
-            return set(self.store.dead_but_connected(grace))
+            actions = self.lifecycle.sweep(set(self._server.WORKERS))
+            self._apply(actions)
+            return set(actions.close)
+
+    def _live_slot(self, pid: int) -> int | None:
+        # Read under the lock: gunicorn drops a worker from WORKERS before child_exit takes the lock, so a pid the
+        # lifecycle holds as reaped is never read back here as live unless a new process reused it.
+        return _handoff.slot_of(self._server.WORKERS.get(pid))
+
+    def _apply(self, actions: Actions) -> None:
+        for pid in actions.drop_gauges:
+            self.store.drop_gauges(pid)
+        for pid in actions.retire:
+            self.store.retire(pid)
 
     # ---------------------------------------------------------------- the merged view
 
@@ -163,8 +156,8 @@ class ArbiterRuntime:
                 "(do all workers run the same code?)",
                 self.store.conflicts,
             )
-        snapshot.update(server_metrics.collect(self._server, self.store, self.exits, self.slot_of))
-        snapshot.update(self._own_metrics())
+        snapshot.update(server_metrics.collect(self._server, self.store, self.lifecycle.exits))
+        snapshot.update(server_metrics.own_metrics(self.channel.stats, self.pusher))
         return snapshot
 
     def metrics_data(self) -> MetricsData:
@@ -176,26 +169,6 @@ class ArbiterRuntime:
         payload = payload_from_snapshot(self.merged_snapshot())
         payload.update(resource=dict(self.resource.attributes), start=self.start_ns, time=time.time_ns())
         return payload
-
-    def _own_metrics(self) -> Snapshot:
-        stats = self.channel.stats
-        own: Snapshot = {}
-        if self.pusher is not None:
-            own[inst.OTLP_SNAPSHOTS.meta] = {
-                (("outcome", "sent"),): self.pusher.pushed,
-                (("outcome", "dropped"),): self.pusher.dropped,
-            }
-            own[inst.OTLP_RESTARTS.meta] = {(): self.pusher.restarts}
-        return own | {
-            inst.CHANNEL_CONNECTIONS.meta: {
-                (("outcome", "accepted"),): stats.connections_accepted,
-                (("outcome", "refused"),): stats.connections_refused,
-            },
-            inst.CHANNEL_REPORTS.meta: {
-                (("outcome", "accepted"),): stats.reports_received,
-                (("outcome", "rejected"),): stats.frames_rejected,
-            },
-        }
 
     # ---------------------------------------------------------------- fork handlers
 
@@ -261,13 +234,20 @@ def _register_fork_handlers() -> None:
 
 
 def check_config(environ: dict[str, str] | None = None) -> Config:
-    """Read the configuration once; on a bad value print one line and stop gunicorn before anything forks."""
+    """Read the configuration once; on a bad value print one line and stop gunicorn before anything forks.
+
+    A web-config's certificate, key and client CA are loaded here too: ``Config.from_env`` only parses the file, and a
+    pair that does not load must stop gunicorn now, not at the first scrape.
+    """
     global _config
+    source = os.environ if environ is None else environ
     try:
-        _config = Config.from_env(os.environ if environ is None else environ)
+        config = Config.from_env(source)
+        check_certificates(config.prometheus_web_config, source)
     except ConfigError as exc:
         fail_fast(exc)
-    return _config
+    _config = config
+    return config
 
 
 def start(server: Any) -> None:

@@ -28,10 +28,9 @@ def hist(
 
 
 def store_with(*reports: tuple[int, int | None, Snapshot]) -> MergeStore:
-    """A store where each (pid, slot, snapshot) connected and reported."""
+    """A store where each (pid, slot, snapshot) reported."""
     store = MergeStore()
     for pid, slot, snapshot in reports:
-        store.connected(pid, slot)
         store.report(pid, slot, snapshot)
     return store
 
@@ -82,20 +81,10 @@ def test_float_counters_are_summed_exactly() -> None:
     assert float(Fraction(0.1) + Fraction(0.2)) == value_of(store, COUNTER)
 
 
-def test_dead_workers_counter_is_kept_when_exit_comes_first() -> None:
-    """exited then disconnected: the dead worker's total stays in the sum."""
+def test_retired_counter_stays_in_the_sum() -> None:
+    """A retired worker's total stays in the sum and the store forgets the worker."""
     store = store_with((1, 0, {COUNTER: {GET: 3}}), (2, 1, {COUNTER: {GET: 4}}))
-    store.exited(1, now=0.0)
-    store.disconnected(1)
-
-    assert (7, [2]) == (value_of(store, COUNTER, GET), store.worker_pids)
-
-
-def test_dead_workers_counter_is_kept_when_disconnect_comes_first() -> None:
-    """disconnected then exited: the dead worker's total stays in the sum."""
-    store = store_with((1, 0, {COUNTER: {GET: 3}}), (2, 1, {COUNTER: {GET: 4}}))
-    store.disconnected(1)
-    store.exited(1, now=0.0)
+    store.retire(1)
 
     assert (7, [2]) == (value_of(store, COUNTER, GET), store.worker_pids)
 
@@ -103,56 +92,44 @@ def test_dead_workers_counter_is_kept_when_disconnect_comes_first() -> None:
 def test_replacement_worker_adds_to_the_retired_total() -> None:
     """A replacement in the same slot starts from zero and its counts add to its predecessor's."""
     store = store_with((1, 0, {COUNTER: {GET: 3}}))
-    store.exited(1, now=0.0)
-    store.disconnected(1)
-    store.connected(2, 0)
+    store.retire(1)
     store.report(2, 0, {COUNTER: {GET: 1}})
 
     assert 4 == value_of(store, COUNTER, GET)
 
 
-def test_report_after_exit_before_disconnect_is_counted() -> None:
-    """The last report still in the socket when the worker is reaped is counted."""
+def test_dead_workers_last_report_replaces_its_earlier_one() -> None:
+    """The last report still in the socket when the worker died is the one retired."""
     store = store_with((1, 0, {COUNTER: {GET: 3}}))
-    store.exited(1, now=0.0)
+    store.drop_gauges(1)
     store.report(1, 0, {COUNTER: {GET: 5}})
-    store.disconnected(1)
+    store.drop_gauges(1)
+    store.retire(1)
 
     assert 5 == value_of(store, COUNTER, GET)
 
 
-def test_exit_while_connected_keeps_the_worker_until_disconnect() -> None:
-    """A dead worker whose connection is open is not retired yet."""
+def test_dropping_gauges_keeps_the_totals_held() -> None:
+    """A dead worker not yet retired still holds its counter."""
+    store = store_with((1, 0, {COUNTER: {GET: 3}, GAUGE: {(): 1}}))
+    store.drop_gauges(1)
+
+    assert ({COUNTER: {GET: 3}}, [1]) == (store.merged(), store.worker_pids)
+
+
+def test_reused_pid_after_retiring_starts_fresh() -> None:
+    """A new process reporting under a retired worker's pid adds to the retired total."""
     store = store_with((1, 0, {COUNTER: {GET: 3}}))
-    store.exited(1, now=0.0)
-
-    assert [1] == store.worker_pids
-
-
-def test_reconnect_of_a_live_worker_keeps_its_data() -> None:
-    """A live worker that dropped and re-opened its connection is still counted once."""
-    store = store_with((1, 0, {COUNTER: {GET: 3}}))
-    store.disconnected(1)
-    store.connected(1, 0)
-
-    assert (3, [1]) == (value_of(store, COUNTER, GET), store.worker_pids)
-
-
-def test_reused_pid_retires_the_dead_worker_first() -> None:
-    """A new process with a dead worker's pid starts fresh; the dead one's total is kept."""
-    store = store_with((1, 0, {COUNTER: {GET: 3}}))
-    store.exited(1, now=0.0)
-    store.connected(1, 0)
+    store.retire(1)
     store.report(1, 0, {COUNTER: {GET: 1}})
 
     assert 4 == value_of(store, COUNTER, GET)
 
 
-def test_events_for_unknown_pids_are_ignored() -> None:
-    """exited, disconnected and retire of a pid never seen change nothing."""
+def test_unknown_pids_are_ignored() -> None:
+    """drop_gauges and retire of a pid never seen change nothing."""
     store = store_with((1, 0, {COUNTER: {GET: 3}}))
-    store.exited(99, now=0.0)
-    store.disconnected(99)
+    store.drop_gauges(99)
     store.retire(99)
 
     assert ({COUNTER: {GET: 3}}, [1]) == (store.merged(), store.worker_pids)
@@ -177,9 +154,9 @@ def test_updowncounter_is_summed_over_live_workers() -> None:
 
 
 def test_updowncounter_excludes_a_dead_worker_at_once() -> None:
-    """A worker's up-down counter leaves the sum when it exits, even before its connection closes."""
+    """A worker's up-down counter leaves the sum when its gauges are dropped, before it is retired."""
     store = store_with((1, 0, {UPDOWN: {(): 2}}), (2, 1, {UPDOWN: {(): 5}}))
-    store.exited(1, now=0.0)
+    store.drop_gauges(1)
 
     assert 5 == value_of(store, UPDOWN)
 
@@ -187,8 +164,7 @@ def test_updowncounter_excludes_a_dead_worker_at_once() -> None:
 def test_updowncounter_is_not_retired() -> None:
     """A retired worker's up-down counter is gone for good."""
     store = store_with((1, 0, {UPDOWN: {(): 2}}))
-    store.exited(1, now=0.0)
-    store.disconnected(1)
+    store.retire(1)
 
     assert {} == store.merged()
 
@@ -210,10 +186,10 @@ def test_gauge_gets_one_series_per_live_worker_slot() -> None:
     assert expected == store.merged()
 
 
-def test_gauge_disappears_when_its_worker_exits() -> None:
-    """A dead worker's gauge series vanish at exit, before its connection closes."""
+def test_gauge_disappears_when_dropped() -> None:
+    """A dead worker's gauge series vanish when dropped, before it is retired."""
     store = store_with((11, 0, {GAUGE: {(): 1}}), (12, 1, {GAUGE: {(): 2}}))
-    store.exited(11, now=0.0)
+    store.drop_gauges(11)
 
     assert {GAUGE: {((SLOT_ATTRIBUTE, 1),): 2}} == store.merged()
 
@@ -221,7 +197,7 @@ def test_gauge_disappears_when_its_worker_exits() -> None:
 def test_gauge_of_the_last_worker_leaves_no_metric() -> None:
     """With no live worker left, the gauge metric is absent, not empty."""
     store = store_with((11, 0, {GAUGE: {(): 1}}))
-    store.exited(11, now=0.0)
+    store.drop_gauges(11)
 
     assert {} == store.merged()
 
@@ -233,8 +209,8 @@ def test_gauge_without_a_slot_is_left_out() -> None:
     assert {} == store.merged()
 
 
-def test_report_slot_overrides_connect_slot() -> None:
-    """The slot given with a report is the one the gauge is labelled with."""
+def test_latest_report_gives_the_slot() -> None:
+    """The slot given with the latest report is the one the gauge is labelled with."""
     store = store_with((11, None, {}))
     store.report(11, 3, {GAUGE: {(): 1}})
 
@@ -244,9 +220,7 @@ def test_report_slot_overrides_connect_slot() -> None:
 def test_replacement_worker_reuses_the_slot_label() -> None:
     """A replacement worker in the same slot produces the same series key, keeping label cardinality bounded."""
     store = store_with((11, 0, {GAUGE: {(): 1}}))
-    store.exited(11, now=0.0)
-    store.disconnected(11)
-    store.connected(12, 0)
+    store.retire(11)
     store.report(12, 0, {GAUGE: {(): 7}})
 
     assert {GAUGE: {((SLOT_ATTRIBUTE, 0),): 7}} == store.merged()
@@ -271,8 +245,7 @@ def test_dead_workers_histogram_is_kept() -> None:
         (1, 0, {HISTOGRAM: {(): hist((1, 0, 0), 0.5, 0.5, 0.5)}}),
         (2, 1, {HISTOGRAM: {(): hist((0, 1, 0), 2.0, 2.0, 2.0)}}),
     )
-    store.exited(1, now=0.0)
-    store.disconnected(1)
+    store.retire(1)
 
     assert {HISTOGRAM: {(): hist((1, 1, 0), 2.5, 0.5, 2.0)}} == store.merged()
 
@@ -305,7 +278,6 @@ def test_mismatched_bounds_against_a_retired_histogram_are_counted() -> None:
     """A live histogram whose bounds differ from a retired one's is a conflict too."""
     store = store_with((1, 0, {HISTOGRAM: {(): hist((1, 0, 0), 0.5, 0.5, 0.5)}}))
     store.retire(1)
-    store.connected(2, 0)
     store.report(2, 0, {HISTOGRAM: {(): hist((0, 1), 7.0, 7.0, 7.0, bounds=(5.0,))}})
 
     merged = store.merged()
@@ -324,34 +296,13 @@ def test_no_conflicts_when_bounds_agree() -> None:
     assert 0 == store.conflicts
 
 
-# ---------------------------------------------------------------- dead but connected
+# ---------------------------------------------------------------- retiring
 
 
-def test_dead_but_connected_waits_for_the_grace_period() -> None:
-    """A dead worker with an open connection is reported only after the grace period."""
-    store = store_with((1, 0, {}), (2, 1, {}))
-    store.exited(1, now=100.0)
-
-    actual = (store.dead_but_connected(2.0, now=101.0), store.dead_but_connected(2.0, now=102.5))
-
-    assert ([], [1]) == actual
-
-
-def test_dead_but_connected_ignores_live_and_disconnected_workers() -> None:
-    """Live workers and dead workers whose connection closed are never leaked ones."""
-    store = store_with((1, 0, {}), (2, 1, {COUNTER: {(): 1}}))
-    store.disconnected(2)
-    store.exited(2, now=0.0)
-
-    assert [] == store.dead_but_connected(2.0, now=1000.0)
-
-
-def test_retiring_a_leaked_worker_keeps_its_counter() -> None:
-    """Retiring a pid returned by dead_but_connected keeps its counter and drops its gauge."""
+def test_retiring_keeps_the_counter_and_drops_the_gauge() -> None:
+    """Retiring a worker that still holds gauges keeps its counter and drops its gauge."""
     store = store_with((1, 0, {COUNTER: {(): 3}, GAUGE: {(): 1}}))
-    store.exited(1, now=0.0)
-    for pid in store.dead_but_connected(2.0, now=10.0):
-        store.retire(pid)
+    store.retire(1)
 
     assert ({COUNTER: {(): 3}}, []) == (store.merged(), store.worker_pids)
 
@@ -416,15 +367,13 @@ def worker_reports(draw: st.DrawFn) -> list[tuple[int, int, Snapshot]]:
 
 
 def apply(reports: list[tuple[int, int, Snapshot]], retired: list[int]) -> MergeStore:
-    """Connect and report in the given order, then exit and disconnect the ``retired`` pids in that order."""
+    """Report in the given order, then drop the gauges of and retire the ``retired`` pids in that order."""
     store = MergeStore()
     for pid, slot, snapshot in reports:
-        if pid not in store.worker_pids:
-            store.connected(pid, slot)
         store.report(pid, slot, snapshot)
     for pid in retired:
-        store.exited(pid, now=0.0)
-        store.disconnected(pid)
+        store.drop_gauges(pid)
+        store.retire(pid)
     return store
 
 
@@ -454,7 +403,7 @@ def event_sequences(draw: st.DrawFn) -> list[tuple[str, int, int | float]]:
     """A random sequence of (event, which worker, increment); which worker is taken modulo the eligible ones."""
     increment = st.integers(min_value=0, max_value=10**6) | st.floats(min_value=0, max_value=1e6)
     event = st.tuples(
-        st.sampled_from(["new", "report", "report", "report", "exit", "disconnect", "reconnect", "leak"]),
+        st.sampled_from(["new", "report", "report", "report", "drop", "retire"]),
         st.integers(min_value=0, max_value=50),
         increment,
     )
@@ -466,39 +415,31 @@ def event_sequences(draw: st.DrawFn) -> list[tuple[str, int, int | float]]:
 def test_counter_never_decreases_and_ends_at_the_sum_of_last_reports(
     events: list[tuple[str, int, int | float]],
 ) -> None:
-    """Under any lifecycle a counter's merged value never drops and ends as every worker's last value summed."""
+    """Whatever the order of reports, drops and retirements, a counter's merged value never drops and ends as every
+    worker's last value summed."""
     store = MergeStore()
     last: dict[int, int | float] = {}  # pid -> last reported cumulative value (pids are never reused here)
-    alive: set[int] = set()
-    connected: set[int] = set()
+    held: set[int] = set()  # not retired yet: may still report (a dead worker's last report may still arrive)
     observed: list[int | float] = []
 
-    def pick(pool: set[int], which: int) -> int | None:
-        return sorted(pool)[which % len(pool)] if pool else None
+    def pick(which: int) -> int | None:
+        return sorted(held)[which % len(held)] if held else None
 
     for kind, which, increment in events:
         if kind == "new":
             pid = len(last) + 1
             last[pid] = 0
-            alive.add(pid)
-            connected.add(pid)
-            store.connected(pid, pid % 4)
-        elif kind == "report" and (pid := pick(connected, which)) is not None:
+            held.add(pid)
+        elif (pid := pick(which)) is None:
+            pass
+        elif kind == "report":
             last[pid] += increment  # cumulative: never smaller than the previous report
             store.report(pid, pid % 4, {COUNTER: {(): last[pid]}})
-        elif kind == "exit" and (pid := pick(alive, which)) is not None:
-            alive.discard(pid)
-            store.exited(pid, now=0.0)
-        elif kind == "disconnect" and (pid := pick(connected, which)) is not None:
-            connected.discard(pid)
-            store.disconnected(pid)
-        elif kind == "reconnect" and (pid := pick(alive - connected, which)) is not None:
-            connected.add(pid)
-            store.connected(pid, pid % 4)
-        elif kind == "leak":  # the channel's grace-period sweep
-            for pid in store.dead_but_connected(1.0, now=10.0):
-                connected.discard(pid)
-                store.retire(pid)
+        elif kind == "drop":
+            store.drop_gauges(pid)
+        else:
+            held.discard(pid)
+            store.retire(pid)
         observed.append(store.merged().get(COUNTER, {}).get((), 0))
 
     expected = float(sum(Fraction(v) for v in last.values()))
