@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NoReturn
 
 from otel_gunicorn import _environment as env
@@ -147,18 +147,25 @@ def _metrics_exporters(environ: Mapping[str, str]) -> frozenset[str]:
     return known or frozenset({"prometheus"})
 
 
-def _standard_port(environ: Mapping[str, str], name: str, default: int) -> int:
+def _standard_int(
+    environ: Mapping[str, str], name: str, default: int, valid: Callable[[int], bool], accepted: str
+) -> int:
+    """A standard variable holding an integer: a value that is not one, or not ``valid``, is warned about."""
     raw = environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        port = int(raw)
+        value = int(raw)
     except ValueError:
-        port = -1
-    if 0 <= port <= 65535:
-        return port
-    _log.warning("%s=%r is not valid: expected a TCP port 0-65535; using %d", name, raw, default)
+        value = None
+    if value is not None and valid(value):
+        return value
+    _log.warning("%s=%r is not valid: expected %s; using %d", name, raw, accepted, default)
     return default
+
+
+def _standard_port(environ: Mapping[str, str], name: str, default: int) -> int:
+    return _standard_int(environ, name, default, lambda port: 0 <= port <= 65535, "a TCP port 0-65535")
 
 
 def _standard_choice(environ: Mapping[str, str], name: str, accepted: tuple[str, ...]) -> str:
@@ -177,17 +184,7 @@ def _otlp_protocol(environ: Mapping[str, str], signal: str) -> str:
 
 
 def _standard_millis(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value > 0:
-        return value
-    _log.warning("%s=%r is not valid: expected a positive number of milliseconds; using %d", name, raw, default)
-    return default
+    return _standard_int(environ, name, default, lambda ms: ms > 0, "a positive number of milliseconds")
 
 
 def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:

@@ -23,7 +23,6 @@ application may call from another task — so the detach always happens in the c
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -33,16 +32,12 @@ from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY, URL_SCHEME
 from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_ORIGINAL
 
-from otel_gunicorn._ratelimit import RateLimitedLogger
+from otel_gunicorn._worker.app_boundary.middleware import OBSERVED, BoundaryMiddleware
 from otel_gunicorn._worker.queue_time import scan_asgi_headers
-from otel_gunicorn._worker.requests import InFlight, RequestObserver
+from otel_gunicorn._worker.requests import InFlight
 
 __all__ = ["OBSERVED", "ASGIRequests"]
 
-_log = logging.getLogger("otel_gunicorn")
-
-#: scope key marking a request already measured, so that an application wrapped twice is counted once
-OBSERVED = "otel_gunicorn.observed"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -100,13 +95,10 @@ def _text(value: object) -> object:
 SCOPE = ASGIScope()
 
 
-class ASGIRequests:
+class ASGIRequests(BoundaryMiddleware):
     """ASGI 3 middleware: each HTTP request is measured by ``observer`` until its response is complete."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], observer: RequestObserver) -> None:
-        self.app = app
-        self.observer = observer
-        self._errors = RateLimitedLogger(_log)
+    interface = "ASGI"
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Send) -> None:
         exchange = self._begin(scope, send)
@@ -124,18 +116,14 @@ class ASGIRequests:
         """An HTTP request starts; None for other scopes and for a request not to be measured (seen already, or
         its scope is unreadable)."""
         try:
-            if scope["type"] != "http" or OBSERVED in scope:
+            if scope["type"] != "http" or not self.claim(scope):
                 return None
-            scope[OBSERVED] = True
             has_traceparent, queue_start = scan_asgi_headers(scope.get("headers"))
             entry = self.observer.begin(scope.get("method"), has_traceparent, queue_start, scope, SCOPE)
             return _Exchange(self, entry, send, scope.get("http_version"), scope.get("scheme"))
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self.log_error("start", exc)
             return None
-
-    def log_error(self, step: str, exc: Exception) -> None:
-        self._errors.log(logging.WARNING, step, "otel_gunicorn: ASGI request telemetry failed (%s): %r", step, exc)
 
 
 class _Exchange:

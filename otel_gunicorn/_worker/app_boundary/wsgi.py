@@ -24,7 +24,6 @@ greenlet or task. Under gevent_pywsgi, gevent's access line is written after ``c
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -34,15 +33,11 @@ from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY, URL_SCHEME
 from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_ORIGINAL
 
-from otel_gunicorn._ratelimit import RateLimitedLogger
-from otel_gunicorn._worker.requests import InFlight, RequestObserver
+from otel_gunicorn._worker.app_boundary.middleware import OBSERVED, BoundaryMiddleware
+from otel_gunicorn._worker.requests import InFlight
 
 __all__ = ["OBSERVED", "WSGIRequests"]
 
-_log = logging.getLogger("otel_gunicorn")
-
-#: environ key marking a request already measured, so that an application wrapped twice is counted once
-OBSERVED = "otel_gunicorn.observed"
 
 _SERVER_ERROR = "500 Internal Server Error"
 #: status line → code; bounded like the attribute-key caches (an application could make up status lines)
@@ -94,13 +89,10 @@ class WSGIEnviron:
 ENVIRON = WSGIEnviron()
 
 
-class WSGIRequests:
+class WSGIRequests(BoundaryMiddleware):
     """WSGI middleware: each request is measured by ``observer`` from the call to the ``close()`` of its body."""
 
-    def __init__(self, app: Callable[..., Any], observer: RequestObserver) -> None:
-        self.app = app
-        self.observer = observer
-        self._errors = RateLimitedLogger(_log)
+    interface = "WSGI"
 
     def __call__(self, environ: Any, start_response: Callable[..., Any]) -> Any:
         exchange = self._begin(environ, start_response)
@@ -116,9 +108,8 @@ class WSGIRequests:
     def _begin(self, environ: Any, start_response: Callable[..., Any]) -> _Exchange | None:
         """A request starts; None when it is not to be measured (seen already, or its environ is unreadable)."""
         try:
-            if OBSERVED in environ:
+            if not self.claim(environ):
                 return None
-            environ[OBSERVED] = True
             queue_start = environ.get("HTTP_X_REQUEST_START") or environ.get("HTTP_X_QUEUE_START")
             entry = self.observer.begin(
                 environ.get("REQUEST_METHOD"), "HTTP_TRACEPARENT" in environ, queue_start, environ, ENVIRON
@@ -128,9 +119,6 @@ class WSGIRequests:
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self.log_error("start", exc)
             return None
-
-    def log_error(self, step: str, exc: Exception) -> None:
-        self._errors.log(logging.WARNING, step, "otel_gunicorn: WSGI request telemetry failed (%s): %r", step, exc)
 
 
 class _Exchange:
