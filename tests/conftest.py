@@ -81,6 +81,9 @@ def logged() -> Iterator[Records]:
     """What otel_gunicorn logs during the test, read from its own logger whatever propagation says."""
     handler = Records()
     logger = logging.getLogger("otel_gunicorn")
+    old_level = logger.level
     logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
     yield handler
     logger.removeHandler(handler)
+    logger.setLevel(old_level)

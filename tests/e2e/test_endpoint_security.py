@@ -11,7 +11,6 @@ import http.client
 import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytest
 
 import otel_gunicorn._environment
 from harness import proc
+from harness import webconfig as harness_webconfig
 from harness.gunicorn import Gunicorn
 from harness.waiting import wait_until
 from tests.e2e.apps import DIRECTORY as APPS
@@ -37,22 +37,7 @@ pytestmark = [
 
 
 def write_web_config(directory: Path, hashed: bytes) -> Path:
-    """A web-config file in ``directory`` with a self-signed certificate for 127.0.0.1 beside it (relative paths)."""
-    directory.mkdir()
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "server.key", "-out", "server.crt", "-days", "2", "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        cwd=directory, check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    path = directory / "web.yml"
-    path.write_text(
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
-        f"basic_auth_users:\n  {USER}: '{hashed.decode()}'\n"
-    )
-    return path
+    return harness_webconfig.write_web_config(directory, USER, hashed)
 
 
 def authorization(user: str, password: str) -> str:

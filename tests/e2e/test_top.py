@@ -25,6 +25,8 @@ from typing import TypeVar
 import bcrypt
 import pytest
 
+from harness import webconfig as harness_webconfig
+
 pytestmark = pytest.mark.e2e
 
 T = TypeVar("T")
@@ -197,22 +199,7 @@ def test_another_exporter_is_not_an_otel_gunicorn_endpoint(other_exporter):
 
 def write_web_config(directory: Path) -> Path:
     """A web-config with a self-signed certificate for 127.0.0.1 and one bcrypt user, in ``directory``."""
-    directory.mkdir()
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "server.key", "-out", "server.crt", "-days", "2", "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        cwd=directory, check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=10)).decode()
-    path = directory / "web.yml"
-    path.write_text(
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
-        f"basic_auth_users:\n  {USER}: '{hashed}'\n"
-    )
-    return path
+    return harness_webconfig.write_web_config(directory, USER, bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)))
 
 
 @pytest.fixture

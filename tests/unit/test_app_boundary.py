@@ -41,16 +41,6 @@ PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 
 
-@pytest.fixture
-def logged() -> Iterator[Records]:
-    """What otel_gunicorn logs during the test, read from its own logger whatever propagation says."""
-    handler = Records()
-    logger = logging.getLogger("otel_gunicorn")
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-
-
 @pytest.fixture(autouse=True)
 def context_restored() -> Iterator[None]:
     """Every request in these tests ends, so each path must leave the context as it found it."""

@@ -5,26 +5,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from otel_gunicorn._config import Config, ConfigError
 from tests.unit.records import Records
-
-
-@pytest.fixture
-def logged() -> Iterator[Records]:
-    """Messages otel_gunicorn logs during the test (attached to its own logger, whatever propagation says)."""
-    handler = Records()
-    logger = logging.getLogger("otel_gunicorn")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(old_level)
 
 
 def config_error(environ: dict[str, str]) -> ConfigError:
