@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from otel_gunicorn._arbiter.lifecycle import DEAD_CONNECTION_GRACE, NOTHING, Actions, ReportVerdict, WorkerLifecycle
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.clock import Clock
 
 
 def lifecycle() -> tuple[WorkerLifecycle, Clock]:
-    clock = Clock()
+    clock = Clock(100.0)
     return WorkerLifecycle(clock=clock), clock
 
 
@@ -51,43 +44,24 @@ def test_workers_without_a_slot_do_not_take_one():
 # ---------------------------------------------------------------- exit reasons
 
 
-def test_aborted_worker_is_a_timeout():
-    """A worker the arbiter aborted counts as timeout, whatever it said."""
+@pytest.mark.parametrize(
+    ("goodbye", "aborted", "reason"),
+    [
+        pytest.param("normal", True, "timeout", id="aborted-is-timeout-whatever-it-said"),
+        pytest.param("error", False, "error", id="goodbye-gives-the-reason"),
+        pytest.param(None, False, "killed", id="no-goodbye-means-killed"),
+        pytest.param("timeout", False, "killed", id="unknown-goodbye-reason-ignored"),
+    ],
+)
+def test_exit_reason(goodbye, aborted, reason):
+    """Aborted ⇒ timeout; else the goodbye (only normal or error are taken from a worker); else killed."""
     life, _ = lifecycle()
     life.connected(1, 0)
-    life.goodbye(1, "normal")
+    if goodbye is not None:
+        life.goodbye(1, goodbye)
     life.disconnected(1, running=False)
-    life.reaped(1, aborted=True)
-    assert NO_EXITS | {"timeout": 1} == life.exits
-
-
-def test_goodbye_gives_the_reason():
-    """A goodbye saying error counts as error."""
-    life, _ = lifecycle()
-    life.connected(1, 0)
-    life.goodbye(1, "error")
-    life.disconnected(1, running=False)
-    life.reaped(1, aborted=False)
-    assert NO_EXITS | {"error": 1} == life.exits
-
-
-def test_no_goodbye_means_killed():
-    """A worker that left without a word was killed by a signal it could not handle."""
-    life, _ = lifecycle()
-    life.connected(1, 0)
-    life.disconnected(1, running=False)
-    life.reaped(1, aborted=False)
-    assert NO_EXITS | {"killed": 1} == life.exits
-
-
-def test_unknown_goodbye_reason_is_ignored():
-    """Only normal and error are accepted from a worker; anything else leaves the default."""
-    life, _ = lifecycle()
-    life.connected(1, 0)
-    life.goodbye(1, "timeout")
-    life.disconnected(1, running=False)
-    life.reaped(1, aborted=False)
-    assert NO_EXITS | {"killed": 1} == life.exits
+    life.reaped(1, aborted=aborted)
+    assert NO_EXITS | {reason: 1} == life.exits
 
 
 def test_unreaped_worker_is_not_counted():

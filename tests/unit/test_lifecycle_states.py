@@ -21,6 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from otel_gunicorn._arbiter.lifecycle import DEAD_CONNECTION_GRACE, Actions, WorkerLifecycle
 from otel_gunicorn._arbiter.merge import SLOT_ATTRIBUTE, MergeStore
 from otel_gunicorn._snapshot import Kind, MetricMeta
+from tests.unit.clock import Clock
 
 COUNTER = MetricMeta("app", "", "", "requests", "", "{request}", Kind.COUNTER)
 UPDOWN = MetricMeta("app", "", "", "active", "", "{request}", Kind.UPDOWNCOUNTER)
@@ -28,14 +29,6 @@ GAUGE = MetricMeta("app", "", "", "threads", "", "{thread}", Kind.GAUGE)
 GRACE = DEAD_CONNECTION_GRACE
 MAX_LISTED = 4
 pick = st.integers(min_value=0, max_value=63)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclasses.dataclass

@@ -11,17 +11,8 @@ import pytest
 
 from otel_gunicorn import _ratelimit
 from otel_gunicorn._ratelimit import RateLimitedLogger
+from tests.unit.clock import Clock
 from tests.unit.records import Records
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
 
 
 @pytest.fixture

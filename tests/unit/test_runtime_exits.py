@@ -11,18 +11,11 @@ from otel_gunicorn._arbiter.runtime import ArbiterRuntime
 from otel_gunicorn._config import Config
 from otel_gunicorn._handoff import SLOT_ATTR
 from otel_gunicorn._snapshot import Kind, MetricMeta
+from tests.unit.clock import Clock
 
 COUNTER = MetricMeta("app", "", "", "requests", "", "{request}", Kind.COUNTER)
 GAUGE = MetricMeta("app", "", "", "threads", "", "{thread}", Kind.GAUGE)
 NO_EXITS = {"timeout": 0, "killed": 0, "error": 0, "normal": 0}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -32,7 +25,7 @@ def server():
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(0.0)
 
 
 @pytest.fixture
