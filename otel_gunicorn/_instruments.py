@@ -290,6 +290,29 @@ OTLP_RESTARTS = Instrument(
     ALL_CLASSES,
     "Should stay 0; otherwise the exporter process's log on stderr says why.",
 )
+ENDPOINT_HANDSHAKES_FAILED = Instrument(
+    "otel_gunicorn.endpoint.handshakes.failed",
+    "{connection}",
+    Kind.COUNTER,
+    "Connections to the metrics endpoint closed because their TLS handshake failed or timed out.",
+    (),
+    "arbiter (with a web-config that sets tls_server_config)",
+    ALL_CLASSES,
+    "Plain HTTP sent to the TLS port, a client certificate the endpoint refuses, a port scan, or a client that "
+    "never spoke. Not logged (anything that reaches the port could fill the log), so this is where it shows. A "
+    "rising count with failing scrapes: check the scraper's scheme, CA and client certificate.",
+)
+ENDPOINT_FAMILIES_DROPPED = Instrument(
+    "otel_gunicorn.endpoint.families.dropped",
+    "{family}",
+    Kind.COUNTER,
+    "Metric families left out of a scrape because another family of a different type has the same Prometheus name.",
+    (),
+    "arbiter (Prometheus endpoint)",
+    ALL_CLASSES,
+    "Should stay 0. Two instrumentations record the same name as different kinds (e.g. a counter and a gauge); "
+    "only the first is exposed and the log names it once a minute. Rename one of them.",
+)
 
 ALL = (
     LISTENER_QUEUED,
@@ -312,4 +335,6 @@ ALL = (
     REPORTS_DROPPED,
     OTLP_SNAPSHOTS,
     OTLP_RESTARTS,
+    ENDPOINT_HANDSHAKES_FAILED,
+    ENDPOINT_FAMILIES_DROPPED,
 )

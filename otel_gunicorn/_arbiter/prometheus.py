@@ -138,6 +138,17 @@ class PrometheusEndpoint:
         self._thread: threading.Thread | None = None
         self.bind_failures = 0
 
+    @property
+    def tls(self) -> bool:
+        """Whether the endpoint serves HTTPS (a web-config with ``tls_server_config``)."""
+        return self._ssl is not None
+
+    @property
+    def handshakes_failed(self) -> int:
+        """TLS handshakes that failed on this endpoint (0 without TLS, or before it is bound)."""
+        server = self._server
+        return int(getattr(server, "handshake_failures", 0)) if server is not None else 0
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="otel-gunicorn-prometheus", daemon=True)
         self._thread.start()

@@ -157,7 +157,7 @@ class ArbiterRuntime:
                 self.store.conflicts,
             )
         snapshot.update(server_metrics.collect(self._server, self.store, self.lifecycle.exits))
-        snapshot.update(server_metrics.own_metrics(self.channel.stats, self.pusher))
+        snapshot.update(server_metrics.own_metrics(self.channel.stats, self.pusher, self.endpoint))
         return snapshot
 
     def metrics_data(self) -> MetricsData:

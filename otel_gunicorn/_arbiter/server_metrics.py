@@ -15,6 +15,7 @@ from otel_gunicorn import _instruments as inst
 from otel_gunicorn._arbiter.channel import ChannelStats
 from otel_gunicorn._arbiter.merge import MergeStore
 from otel_gunicorn._arbiter.otlp import OtlpPusher
+from otel_gunicorn._arbiter.prometheus import PrometheusEndpoint
 from otel_gunicorn._listeners import listener_points
 from otel_gunicorn._snapshot import AttrKey, Snapshot, Value
 
@@ -72,8 +73,9 @@ def _heartbeat_ages(workers: dict[int, Any]) -> dict[AttrKey, Value]:
     return ages
 
 
-def own_metrics(channel: ChannelStats, pusher: OtlpPusher | None) -> Snapshot:
-    """otel_gunicorn's own counters in the arbiter: the channel's, and the OTLP feeder's when it runs."""
+def own_metrics(channel: ChannelStats, pusher: OtlpPusher | None, endpoint: PrometheusEndpoint | None) -> Snapshot:
+    """otel_gunicorn's own counters in the arbiter: the channel's, and the endpoint's and OTLP feeder's when they
+    run."""
     own: Snapshot = {
         inst.CHANNEL_CONNECTIONS.meta: {
             (("outcome", "accepted"),): channel.connections_accepted,
@@ -90,4 +92,8 @@ def own_metrics(channel: ChannelStats, pusher: OtlpPusher | None) -> Snapshot:
             (("outcome", "dropped"),): pusher.dropped,
         }
         own[inst.OTLP_RESTARTS.meta] = {(): pusher.restarts}
+    if endpoint is not None:
+        own[inst.ENDPOINT_FAMILIES_DROPPED.meta] = {(): endpoint.families.dropped_families}
+        if endpoint.tls:  # the metric exists only where a handshake can fail
+            own[inst.ENDPOINT_HANDSHAKES_FAILED.meta] = {(): endpoint.handshakes_failed}
     return own

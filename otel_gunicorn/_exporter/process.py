@@ -1,7 +1,7 @@
 """The exporter process's main loop: read snapshots from stdin, keep only the newest, export it over OTLP.
 
 Memory stays bounded by construction: snapshots are cumulative, so a newer one supersedes any not yet exported
-(counted as superseded, and nothing is lost); at most one waits while an export — with the SDK exporter's own
+(nothing is lost); at most one waits while an export — with the SDK exporter's own
 retries and backoff — is under way. A failing collector is logged once per outage and its recovery once. The process
 ends when its stdin closes (the arbiter stopped or died).
 """
@@ -33,12 +33,9 @@ class LatestOnly:
         self._cond = threading.Condition()
         self._item: Any = None
         self._closed = False
-        self.superseded = 0
 
     def put(self, item: Any) -> None:
         with self._cond:
-            if self._item is not None:
-                self.superseded += 1
             self._item = item
             self._cond.notify()
 
@@ -79,7 +76,6 @@ class Pusher:
         self._last_exported: Snapshot = {}
         self._last_time_ns: int | None = None
         self.failures_in_a_row = 0
-        self.exported = 0
 
     def shutdown(self) -> None:
         try:
@@ -110,7 +106,6 @@ class Pusher:
                     "otel_gunicorn exporter: OTLP export recovered after %d failed attempts", self.failures_in_a_row
                 )
             self.failures_in_a_row = 0
-            self.exported += 1
             self._last_exported, self._last_time_ns = snapshot, now_ns
             return True
         if self.failures_in_a_row == 0:

@@ -53,8 +53,7 @@ class ChannelExporter(MetricExporter):
         self._sock: socket.socket | None = None
         self._pid = os.getpid()
         self._errors = RateLimitedLogger(_log)
-        #: reports delivered to the arbiter / dropped (arbiter unreachable or too slow)
-        self.sent = 0
+        #: reports dropped (arbiter unreachable or too slow): exported as otel_gunicorn.worker.reports.dropped
         self.dropped = 0
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
@@ -76,7 +75,6 @@ class ChannelExporter(MetricExporter):
                 logging.WARNING, "send", "otel_gunicorn: worker %d could not report to the arbiter: %s", self._pid, exc
             )
             return MetricExportResult.FAILURE
-        self.sent += 1
         self._errors.reset("send")
         return MetricExportResult.SUCCESS
 

@@ -22,6 +22,7 @@ import otel_gunicorn._environment
 from harness import proc
 from harness import webconfig as harness_webconfig
 from harness.gunicorn import Gunicorn
+from harness.scrape import Exposition
 from harness.waiting import wait_until
 from tests.e2e.apps import DIRECTORY as APPS
 
@@ -98,8 +99,17 @@ def test_wrong_password(secured: Secured) -> None:
     assert 401 == secured.scrape(authorization(USER, "not-the-password"))[0]
 
 
+def handshakes_failed(secured: Secured) -> float:
+    status, text = secured.authorised()
+    assert 200 == status
+    value = Exposition(text).value("otel_gunicorn_endpoint_handshakes_failed_total")
+    assert value is not None, "the endpoint serves TLS: its handshake failures are counted"
+    return value
+
+
 def test_plain_http_gets_no_http_response(secured: Secured) -> None:
-    """Plain HTTP to the endpoint gets no HTTP response: the failed handshake closes the connection."""
+    """Plain HTTP to the endpoint gets no HTTP response (the failed handshake closes the connection) and is counted."""
+    before = handshakes_failed(secured)
     conn = http.client.HTTPConnection("127.0.0.1", secured.port, timeout=5)
     try:
         with pytest.raises((ConnectionError, http.client.HTTPException)):
@@ -107,6 +117,7 @@ def test_plain_http_gets_no_http_response(secured: Secured) -> None:
             conn.getresponse()
     finally:
         conn.close()
+    wait_until(lambda: handshakes_failed(secured) >= before + 1, 10, what="the failed handshake to be counted")
 
 
 def test_silent_client_does_not_stall_scrapes(secured: Secured) -> None:
