@@ -60,6 +60,7 @@ lint: $(VENV)/.installed
 
 docs: $(VENV)/.installed
 	$(BIN)/python -m otel_gunicorn._docs docs
+	$(BIN)/python -m otel_gunicorn._dashboard docs/grafana/otel-gunicorn.json docs/prometheus/otel-gunicorn.rules.yml
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
