@@ -10,6 +10,7 @@ Two error rules (``docs/environment.md``):
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import math
 import os
@@ -23,6 +24,8 @@ from otel_gunicorn._webconfig import WebConfig, WebConfigError, load_web_config
 
 _log = logging.getLogger("otel_gunicorn")
 
+_OWN_PREFIX = "OTEL_GUNICORN_"
+
 #: Exporters the arbiter knows how to run for the merged metrics.
 METRICS_EXPORTERS = frozenset({"prometheus", "otlp", "none"})
 #: Exporters a worker can run for its spans and its log records.
@@ -33,8 +36,8 @@ OTLP_PROTOCOLS = ("http/protobuf", "grpc")
 class ConfigError(ValueError):
     """A setting of ours has a value we cannot use; the message names the variable, the value and what is accepted."""
 
-    def __init__(self, variable: str, value: str, accepted: str) -> None:
-        super().__init__(f"{variable}={value!r} is not valid: expected {accepted}")
+    def __init__(self, variable: str, value: str, accepted: str, *, message: str | None = None) -> None:
+        super().__init__(message or f"{variable}={value!r} is not valid: expected {accepted}")
         self.variable = variable
         self.value = value
         self.accepted = accepted
@@ -73,7 +76,9 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Config:
-        """Build the configuration from ``environ``; raise :class:`ConfigError` on a bad ``OTEL_GUNICORN_*`` value."""
+        """Build the configuration from ``environ``; raise :class:`ConfigError` on a bad ``OTEL_GUNICORN_*`` value
+        or an ``OTEL_GUNICORN_*`` name otel_gunicorn does not read (a typo would otherwise keep the default)."""
+        _check_own_names(environ)
         defaults = cls()
         enabled = not _standard_bool(environ, env.OTEL_SDK_DISABLED, default=False)
         return cls(
@@ -93,6 +98,22 @@ class Config:
             logs_exporter=_standard_choice(environ, env.OTEL_LOGS_EXPORTER, SPAN_AND_LOG_EXPORTERS),
             otlp_protocols=tuple((signal, _otlp_protocol(environ, signal)) for signal in ("metrics", "traces", "logs")),
         )
+
+
+#: every ``OTEL_GUNICORN_*`` variable otel_gunicorn reads (the constants of ``_environment``)
+OWN_VARIABLES = frozenset(v for k, v in vars(env).items() if k.startswith(_OWN_PREFIX) and isinstance(v, str))
+
+
+def _check_own_names(environ: Mapping[str, str]) -> None:
+    """Our prefix is ours: a name under it that we do not read is a typo, and a typo must not pass in silence."""
+    for name in sorted(environ):
+        if name.startswith(_OWN_PREFIX) and name not in OWN_VARIABLES:
+            suffixes = {known.removeprefix(_OWN_PREFIX): known for known in OWN_VARIABLES}
+            close = difflib.get_close_matches(name.removeprefix(_OWN_PREFIX), suffixes, n=1, cutoff=0.6)
+            hint = f"did you mean {suffixes[close[0]]}?" if close else f"known: {', '.join(sorted(OWN_VARIABLES))}"
+            # the value is not shown: a misspelt password variable must not end up in a log
+            message = f"{name} is not a variable otel_gunicorn reads: {hint}"
+            raise ConfigError(name, environ[name], hint, message=message)
 
 
 #: accepted values of ``OTEL_GUNICORN_LOG_FORMAT``

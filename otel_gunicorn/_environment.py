@@ -81,3 +81,7 @@ configuration, so set it in gunicorn's environment, not with ``--env``."""
 OTEL_GUNICORN_CHANNEL_DIR = "OTEL_GUNICORN_CHANNEL_DIR"
 """Existing directory in which the arbiter creates its private (mode 0700) directory holding the unix socket
 workers report through. Default: the system temporary directory."""
+
+OTEL_GUNICORN_TOP_PASSWORD = "OTEL_GUNICORN_TOP_PASSWORD"
+"""Read by ``otel-gunicorn top`` only, never by the server: the basic-auth password for ``--user`` (instead of
+``--password-file``), so it stays out of the process list and the shell history."""

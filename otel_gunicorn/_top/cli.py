@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from rich.console import Console
 from rich.live import Live
 
+from otel_gunicorn import _environment
 from otel_gunicorn._top.errors import USAGE, TopError
 from otel_gunicorn._top.model import parse
 from otel_gunicorn._top.scrape import Endpoint, TlsOptions, endpoint, fetch
@@ -25,7 +26,7 @@ from otel_gunicorn._top.watch import Watch
 
 DEFAULT_URL = "http://localhost:9464/metrics"
 #: where the basic-auth password comes from when ``--password-file`` is not given
-PASSWORD_VARIABLE = "OTEL_GUNICORN_TOP_PASSWORD"
+PASSWORD_VARIABLE = _environment.OTEL_GUNICORN_TOP_PASSWORD
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -35,6 +35,23 @@ def test_bad_setting_stops_gunicorn_before_any_worker(run_gunicorn, variable, va
     assert "Booting worker" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("OTEL_GUNICORN_METRIC_INTERVAL", "OTEL_GUNICORN_METRICS_INTERVAL"),
+        ("OTEL_GUNICORN_LOGFORMAT", "OTEL_GUNICORN_LOG_FORMAT"),
+    ],
+)
+def test_misspelt_own_variable_stops_gunicorn_naming_the_right_one(run_gunicorn, typo, meant):
+    """A name under OTEL_GUNICORN_ that otel_gunicorn does not read stops gunicorn with one line suggesting the name."""
+    result = run_gunicorn(env={typo: "1"})
+    assert 0 != result.returncode
+    lines = [line for line in result.stderr.splitlines() if typo in line]
+    assert 1 == len(lines), result.stderr
+    assert f"did you mean {meant}?" in lines[0]
+    assert "Booting worker" not in result.stderr
+
+
 def test_bad_standard_port_warns_and_uses_the_default(start_gunicorn):
     """A bad OTEL_EXPORTER_PROMETHEUS_PORT follows the OTel rule: a warning, then the endpoint on the default port."""
     if not net.port_free(OTEL_DEFAULT_PORT):

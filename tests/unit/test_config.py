@@ -299,3 +299,25 @@ def test_bad_web_config_raises_without_showing_the_secret(tmp_path: Path) -> Non
         "in it, basic_auth_users.alice is not a bcrypt hash"
     )
     assert (True, False) == (message.startswith(expected), "hunter2" in message)
+
+
+def test_a_misspelt_own_variable_is_refused_with_the_name_meant():
+    """OTEL_GUNICORN_METRIC_INTERVAL (no S) is not silently ignored: the error names the variable meant."""
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({"OTEL_GUNICORN_METRIC_INTERVAL": "1"})
+    assert "did you mean OTEL_GUNICORN_METRICS_INTERVAL?" in str(caught.value)
+
+
+def test_an_unknown_own_variable_never_shows_its_value():
+    """The value of an unknown OTEL_GUNICORN_* variable stays out of the message: it may be a misspelt secret."""
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env({"OTEL_GUNICORN_TOP_PASWORD": "hunter2"})
+    assert ("hunter2" not in str(caught.value), "OTEL_GUNICORN_TOP_PASSWORD" in str(caught.value)) == (True, True)
+
+
+def test_every_variable_otel_gunicorn_documents_is_accepted():
+    """Each documented OTEL_GUNICORN_* name passes the name check (their values are checked elsewhere)."""
+    from otel_gunicorn import _config
+
+    for name in _config.OWN_VARIABLES:
+        _config._check_own_names({name: ""})
