@@ -60,7 +60,8 @@ changed user takes a restart of the master. Differences from exporter-toolkit: `
 ``RequireAnyClientCert`` and ``RequireAndVerifyClientCert`` need ``client_ca_file`` and verify client certificates
 against it; ``rate_limit``, ``cipher_suites``, ``curve_preferences``, ``client_allowed_sans`` and the inline ``cert``,
 ``key`` and ``client_ca`` are refused rather than ignored. A file that cannot be used (unknown key, missing file,
-certificate and key that do not load, a user whose value is not a bcrypt hash) stops gunicorn before any worker
+certificate and key that do not load, a user whose value is not a bcrypt hash, a file asking for neither TLS nor
+basic auth) stops gunicorn before any worker
 forks, without showing the offending secret."""
 
 OTEL_GUNICORN_METRICS_INTERVAL = "OTEL_GUNICORN_METRICS_INTERVAL"

@@ -251,7 +251,17 @@ def load_web_config(path: str) -> WebConfig:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
         raise WebConfigError("web-config file", path, f"a readable UTF-8 file ({reason})") from None
-    return web_config_from_mapping(parse_yaml(text), os.path.dirname(os.path.abspath(path)))
+    web = web_config_from_mapping(parse_yaml(text), os.path.dirname(os.path.abspath(path)))
+    if web.tls is None and not web.users:
+        # Whoever set the variable wanted a secured endpoint: an empty file (or one with only headers) must not
+        # quietly mean plain HTTP without authentication.
+        raise WebConfigError(
+            "web-config file",
+            path,
+            "tls_server_config (cert_file and key_file) or basic_auth_users, or both",
+            problem="asks for neither TLS nor basic auth",
+        )
+    return web
 
 
 def parse_yaml(text: str) -> Any:
@@ -295,7 +305,7 @@ def web_config_from_mapping(document: Any, base_dir: str) -> WebConfig:
     """The :class:`WebConfig` a parsed web-config ``document`` describes, or :class:`WebConfigError`.
 
     Relative file paths are joined to ``base_dir`` and must name existing files. Unknown keys are errors, as with
-    exporter-toolkit's ``yaml.UnmarshalStrict``; ``None`` (an empty file) asks for nothing.
+    exporter-toolkit's ``yaml.UnmarshalStrict``; ``None`` (an empty document) asks for nothing.
     """
     values = _walk(document)
     return WebConfig(

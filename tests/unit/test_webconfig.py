@@ -89,7 +89,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def parse(text: str, base_dir: str) -> WebConfig:
-    """What load_web_config makes of a file holding ``text`` in ``base_dir``."""
+    """What the parsing core makes of a document ``text`` in ``base_dir`` (load_web_config adds the file checks)."""
     return web_config_from_mapping(parse_yaml(text), base_dir)
 
 
@@ -138,7 +138,7 @@ def test_tls_defaults(pki: Path) -> None:
 
 
 def test_empty_file() -> None:
-    """An empty file asks for nothing: no TLS, no users, no headers (as exporter-toolkit)."""
+    """An empty document asks for nothing at the parsing core (load_web_config then refuses such a file)."""
     assert WebConfig() == parse("", "/")
 
 
@@ -816,3 +816,15 @@ def test_client_certificate_verified(pki: Path, serve: Callable[[WebConfig], int
     """RequireAndVerifyClientCert admits a certificate issued by the client CA."""
     port = serve(tls_settings(pki, client_auth_type="RequireAndVerifyClientCert", client_ca_file=str(pki / "ca.crt")))
     assert 200 == https_get(port, pki, cert="client")
+
+
+@pytest.mark.parametrize(
+    "text", ["", "# nothing yet\n", "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"]
+)
+def test_a_file_asking_for_neither_tls_nor_auth_is_refused(tmp_path, text: str) -> None:
+    """Setting the variable asks for a secured endpoint: a file that secures nothing is an error, not plain HTTP."""
+    path = tmp_path / "web.yml"
+    path.write_text(text)
+    with pytest.raises(WebConfigError) as info:
+        load_web_config(str(path))
+    assert "asks for neither TLS nor basic auth" in str(info.value)
