@@ -7,21 +7,22 @@ SOURCES := otel_gunicorn tests bench examples $(wildcard harness)
 OLDEST_GUNICORN := 23.0.0
 OLD := .venv-gunicorn-$(OLDEST_GUNICORN)
 
-.PHONY: demo test test-fast test-chaos test-oldest system-tools lint docs bench clean
+.PHONY: demo test test-fast test-chaos test-oldest system-tools lint docs docs-site bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml $(BIN)/activate
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,docs]'
 	touch $@
 
 demo: $(VENV)/.installed
 	$(BIN)/python examples/demo.py
 
-# `make test` is what CI runs: lint, the fast suite, the chaos suite, then the server tests on the oldest gunicorn.
-test: lint test-fast test-chaos test-oldest
+# `make test` is what CI runs: lint, the docs site, the fast suite, the chaos suite, then the server tests on the
+# oldest gunicorn.
+test: lint docs-site test-fast test-chaos test-oldest
 
 # The tests start the real Prometheus server and promtool (Debian package `prometheus`), and drive
 # `otel-gunicorn top` inside tmux. Installed when missing (as root, from the Debian registry).
@@ -61,6 +62,12 @@ lint: $(VENV)/.installed
 docs: $(VENV)/.installed
 	$(BIN)/python -m otel_gunicorn._docs docs
 	$(BIN)/python -m otel_gunicorn._dashboard docs/grafana/otel-gunicorn.json docs/prometheus/otel-gunicorn.rules.yml
+	$(MAKE) --no-print-directory docs-site
+
+# The documentation site (mkdocs.yml over docs/) into site/: --strict fails on any warning, such as a broken link or
+# anchor, or a page missing from the nav. (NO_MKDOCS_2_WARNING silences mkdocs-material's banner about its successor.)
+docs-site: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
