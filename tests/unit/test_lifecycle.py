@@ -174,6 +174,18 @@ def test_dead_but_connected_is_closed_after_the_grace():
     assert (NOTHING, Actions(close=frozenset({13}))) == (before, after)
 
 
+def test_late_connection_gets_the_whole_grace():
+    """A connection accepted late from a reaped worker is closed only once the grace has passed since it arrived."""
+    life, clock = lifecycle()
+    life.reaped(13, aborted=False)
+    clock.now += DEAD_CONNECTION_GRACE - 0.5
+    life.connected(13, None)
+    clock.now += 1.0  # past the grace since the reap, not since the connection
+    before = life.sweep(set())
+    clock.now += DEAD_CONNECTION_GRACE
+    assert (NOTHING, Actions(close=frozenset({13}))) == (before, life.sweep(set()))
+
+
 def test_closing_a_leaked_connection_settles_the_worker():
     """Once the channel closes the leaked connection, the worker is retired and counted."""
     life, clock = lifecycle()
