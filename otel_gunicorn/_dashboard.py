@@ -466,11 +466,18 @@ def _overview() -> list[dict[str, Any]]:
 
 
 def _utilisation() -> list[dict[str, Any]]:
-    """The place for the utilisation signal (the saturation issue): one panel per ``*.utilization`` gauge.
+    """The place for the utilisation signal (the saturation issue): one panel per server-wide ``*.utilization`` gauge.
 
     Every such instrument in the catalogue gets its panel here, first in the saturation row, with no change to this
-    module; until one exists the busy workers and threads panels stand in for it.
+    module. Per-worker ratios (``gunicorn.worker.loop.utilization``, with a slot) are left out: they are the inputs of
+    the server's signal, exist only for event-loop workers, and a panel must show data for every worker class.
     """
+    # one panel per metric name: the endpoint serves one family per name, whatever the catalogue holds
+    server_wide = {
+        instrument.name: instrument
+        for instrument in catalogue.ALL
+        if instrument.name.endswith(".utilization") and catalogue.SLOT_ATTRIBUTE not in instrument.attributes
+    }
     return [
         timeseries(
             f"Utilisation ({instrument.name})",
@@ -479,8 +486,7 @@ def _utilisation() -> list[dict[str, Any]]:
             "percentunit",
             width=GRID_WIDTH,
         )
-        for instrument in catalogue.ALL
-        if instrument.name.endswith(".utilization")
+        for instrument in server_wide.values()
     ]
 
 

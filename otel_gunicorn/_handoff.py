@@ -5,8 +5,14 @@ slot on gunicorn's Worker object (:data:`SLOT_ATTR`) and its after-fork handler 
 the worker reads :func:`inherited` in ``post_worker_init`` and records its slot with :func:`set_worker_slot` in
 ``post_fork``, where the log processors (``otel_gunicorn._logs``) read it back with :func:`worker_slot`.
 
-Hazard: module state survives the fork. The arbiter never sets the slot or the link in itself, so a child starts
-from ``None`` until its own hooks run.
+Dirty workers (gunicorn >= 25) are forked by the *dirty arbiter*, which gunicorn forks before ``when_ready``, before
+the channel exists and before the at-fork handler is registered. So the arbiter's ``on_starting`` reserves the
+channel's path and records it with :func:`reserve_for_dirty`; the dirty arbiter and its dirty workers read it back with
+:func:`dirty_link` (plain memory, copied by each ``fork``).
+
+Hazard: module state survives the fork. The arbiter never sets the slot or the (worker) link in itself, so a child
+starts from ``None`` until its own hooks run. The dirty link is the exception: it is set in the arbiter, so every
+child inherits it, and only the dirty side reads it.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ class ArbiterLink:
 
 
 _link: ArbiterLink | None = None
+# Set in the arbiter's on_starting when gunicorn will fork a dirty arbiter; inherited by every child.
+_dirty_link: ArbiterLink | None = None
 # Set once in each worker right after the fork. A forked child inherits the arbiter's value, which is always None.
 _slot: int | None = None
 
@@ -43,6 +51,17 @@ def inherit(config: Config, channel_path: str | None, resource_attributes: dict[
 def inherited() -> ArbiterLink | None:
     """The link to this worker's arbiter, or None outside a worker forked by a running otel_gunicorn arbiter."""
     return _link
+
+
+def reserve_for_dirty(config: Config, channel_path: str) -> None:
+    """In the arbiter's ``on_starting``: where the dirty arbiter and its dirty workers will report (metrics only)."""
+    global _dirty_link
+    _dirty_link = ArbiterLink(config, channel_path, {})
+
+
+def dirty_link() -> ArbiterLink | None:
+    """The channel a dirty arbiter or dirty worker reports to; None unless the arbiter reserved one for them."""
+    return _dirty_link
 
 
 def slot_of(worker: Any) -> int | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import (
     HTTP_REQUEST_METHOD,
     HTTP_RESPONSE_STATUS_CODE,
@@ -197,6 +198,63 @@ THREAD_QUEUE = Instrument(
     "gthread's real queue: the kernel backlog stays near 0 because gthread accepts eagerly. Non-zero: add threads "
     "or workers.",
 )
+CONCURRENCY = Instrument(
+    "gunicorn.worker.concurrency",
+    "{request}",
+    Kind.GAUGE,
+    "Requests the worker served at once, on average over the last report interval (time-weighted: a request in "
+    "flight for half of the interval counts one half).",
+    (SLOT_ATTRIBUTE,),
+    "worker",
+    REQUEST_CLASSES,
+    "With sync workers the share of the interval the worker was busy (at most 1); with gthread, threads running a "
+    "request on average. Unlike http.server.active_requests, not a sample taken at the report: the input of "
+    "gunicorn.server.utilization for sync and gthread (docs/utilization.md).",
+)
+LOOP_CLASSES = (
+    "gevent, gevent_pywsgi (gevent's default libev loop), asgi, tornado, uvicorn-worker (asyncio's own loop; "
+    "not uvloop)"
+)
+LOOP_UTILIZATION = Instrument(
+    "gunicorn.worker.loop.utilization",
+    "1",
+    Kind.GAUGE,
+    "Share of the last report interval the worker's event loop spent running code (request handlers, callbacks, "
+    "greenlets) rather than waiting for I/O.",
+    (SLOT_ATTRIBUTE,),
+    "worker",
+    LOOP_CLASSES,
+    "Near 1: the loop has no idle time left, and requests on this worker wait for the CPU ahead of them. "
+    "The input of gunicorn.server.utilization for event-loop workers (docs/utilization.md).",
+)
+SERVER_UTILIZATION = Instrument(
+    "gunicorn.server.utilization",
+    "1",
+    Kind.GAUGE,
+    "How full the server is: work running plus work waiting, over what it can run at once "
+    "(gunicorn.server.capacity). 0 = idle, 1 = no more work can start without waiting; above 1 when work waits "
+    "in the listener queue or a thread pool queue (sync, gthread).",
+    (),
+    "arbiter",
+    "sync, gthread, " + LOOP_CLASSES,
+    "The signal to autoscale on (docs/autoscaling.md). sync: (busy workers + listener queue) / live workers; "
+    "gthread: (threads running a request + thread pool queues + listener queue) / request threads; event-loop "
+    "classes: sum of gunicorn.worker.loop.utilization / live workers, at most 1. Busy workers, threads and loops "
+    "are averages over the last report interval (gunicorn.worker.concurrency, gunicorn.worker.loop.utilization), "
+    "the queues their length at the latest report or probe (docs/utilization.md).",
+)
+SERVER_CAPACITY = Instrument(
+    "gunicorn.server.capacity",
+    "{request}",
+    Kind.GAUGE,
+    "What gunicorn.server.utilization divides by: live workers (sync), their request threads (gthread), or live "
+    "workers each with one event loop (event-loop classes); a worker counts once it has reported.",
+    (),
+    "arbiter",
+    "sync, gthread, " + LOOP_CLASSES,
+    "utilization × capacity is the work running and waiting, in requests (event loops: in fully busy loops); "
+    "weight by it to aggregate servers of different sizes.",
+)
 ACTIVE_REQUESTS = Instrument(
     # opt-in and still incubating in the semantic conventions, so no stable constant exists for it
     "http.server.active_requests",
@@ -237,6 +295,85 @@ QUEUE_HEADER_INVALID = Instrument(
     "worker",
     REQUEST_CLASSES,
     "A rising rate means the proxy's header format or clock is off.",
+)
+# ---------------------------------------------------------------- dirty workers (gunicorn >= 25 with dirty_apps)
+
+#: tells dirty workers' series apart as gunicorn.worker.slot does HTTP workers': a small integer the arbiter assigns
+#: and reuses; its own name, so a dirty worker's gauge never lands on an HTTP worker's series
+DIRTY_SLOT_ATTRIBUTE = "gunicorn.dirty.worker.slot"
+#: the dirty app's import path as the HTTP worker named it (``module:Class``)
+DIRTY_APP_ATTRIBUTE = "gunicorn.dirty.app"
+DIRTY_ACTION_ATTRIBUTE = "gunicorn.dirty.action"
+#: dirty calls are the heavy work (model inference, rendering), up to dirty_timeout (300 s by default)
+DIRTY_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+DIRTY_CLASSES = "all, with dirty_apps (gunicorn >= 25); absent otherwise"
+
+DIRTY_WORKER_COUNT = Instrument(
+    "gunicorn.dirty.workers",
+    "{worker}",
+    Kind.GAUGE,
+    "Live dirty workers, by whether they are running a call (as of their latest report; a dirty worker counts "
+    "from its first report on).",
+    ("gunicorn.dirty.worker.state",),
+    "arbiter (from the dirty workers' reports)",
+    DIRTY_CLASSES,
+    "busy == gunicorn.dirty.worker.limit for long means every dirty worker is occupied: calls wait in the dirty "
+    "arbiter, and the HTTP workers that made them wait too.",
+)
+DIRTY_WORKER_LIMIT = Instrument(
+    "gunicorn.dirty.worker.limit",
+    "{worker}",
+    Kind.GAUGE,
+    "Dirty workers the dirty arbiter keeps running (dirty_workers; follows TTIN/TTOU sent to the dirty arbiter and "
+    "gunicornc dirty add/remove).",
+    (),
+    "dirty arbiter",
+    DIRTY_CLASSES,
+    "Compare with gunicorn.dirty.workers.",
+)
+DIRTY_WORKER_EXITS = Instrument(
+    "gunicorn.dirty.worker.exits",
+    "{worker}",
+    Kind.COUNTER,
+    "Dirty workers that exited, by reason: timeout (aborted by the dirty arbiter for a missed heartbeat), killed "
+    "(a signal it could not handle: SIGKILL, the OOM killer, a crash, or an abort it was too stuck to handle), "
+    "error (its run loop raised), normal.",
+    ("gunicorn.dirty.worker.exit.reason",),
+    "arbiter",
+    DIRTY_CLASSES,
+    "Alert on any rate of timeout or killed: calls were cut off and the replacement reloads its dirty apps.",
+)
+DIRTY_CALLS_ACTIVE = Instrument(
+    "gunicorn.dirty.calls.active",
+    "{call}",
+    Kind.UPDOWNCOUNTER,
+    "Calls the dirty workers are running right now.",
+    (DIRTY_APP_ATTRIBUTE, DIRTY_ACTION_ATTRIBUTE),
+    "dirty worker",
+    DIRTY_CLASSES,
+    "In-flight heavy work; gunicorn's dirty arbiter sends each dirty worker one call at a time.",
+)
+DIRTY_CALL_DURATION = Instrument(
+    "gunicorn.dirty.call.duration",
+    "s",
+    Kind.HISTOGRAM,
+    "Time a dirty worker spent on a call, from receiving it until its action returned (a streaming action: until "
+    "its last chunk); a failed call carries error.type (timeout, or the exception's class).",
+    (DIRTY_APP_ATTRIBUTE, DIRTY_ACTION_ATTRIBUTE, ERROR_TYPE),
+    "dirty worker",
+    DIRTY_CLASSES,
+    "Latency of the heavy work by app and action, without the time the call waited for a dirty worker.",
+)
+DIRTY_CALL_TIMEOUTS = Instrument(
+    "gunicorn.dirty.call.timeouts",
+    "{call}",
+    Kind.COUNTER,
+    "Calls a dirty worker gave up on after dirty_timeout seconds. The action's thread may run on (Python cannot stop "
+    "a thread): the worker's next call may wait for it.",
+    (DIRTY_APP_ATTRIBUTE, DIRTY_ACTION_ATTRIBUTE),
+    "dirty worker",
+    DIRTY_CLASSES,
+    "Any rate means callers got an error: raise dirty_timeout or make the action faster.",
 )
 CHANNEL_CONNECTIONS = Instrument(
     "otel_gunicorn.channel.connections",
@@ -326,10 +463,20 @@ ALL = (
     THREADS,
     THREAD_LIMIT,
     THREAD_QUEUE,
+    CONCURRENCY,
+    LOOP_UTILIZATION,
+    SERVER_UTILIZATION,
+    SERVER_CAPACITY,
     ACTIVE_REQUESTS,
     REQUEST_DURATION,
     QUEUE_DURATION,
     QUEUE_HEADER_INVALID,
+    DIRTY_WORKER_COUNT,
+    DIRTY_WORKER_LIMIT,
+    DIRTY_WORKER_EXITS,
+    DIRTY_CALLS_ACTIVE,
+    DIRTY_CALL_DURATION,
+    DIRTY_CALL_TIMEOUTS,
     CHANNEL_CONNECTIONS,
     CHANNEL_REPORTS,
     REPORTS_DROPPED,

@@ -14,7 +14,9 @@ call ours from it (``docs/usage.md``, "Keeping your own hooks")::
         otel_hooks.post_fork(server, worker)
         ...  # yours
 
-Each hook is a thin adapter: it names the process it runs in and delegates to the arbiter or the worker side.
+Each hook is a thin adapter: it names the process it runs in and delegates to the arbiter or the worker side. The
+two dirty hooks run in gunicorn's dirty processes (gunicorn >= 25 with ``dirty_apps``, docs/dirty-workers.md); older
+gunicorn releases ignore them, and without ``dirty_apps`` gunicorn never calls them.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from typing import Any
 
 from otel_gunicorn._arbiter import runtime as _arbiter
 from otel_gunicorn._gunicorn_log import forward_to_gunicorn
+from otel_gunicorn._worker import dirty as _dirty
 from otel_gunicorn._worker import runtime as _worker
 
 __all__ = [
     "child_exit",
+    "dirty_worker_init",
+    "on_dirty_starting",
     "on_exit",
     "on_starting",
     "post_fork",
@@ -41,9 +46,11 @@ __all__ = [
 
 
 def on_starting(server: Any) -> None:
-    """Arbiter, before listeners exist: read the configuration; a bad value stops gunicorn here, before any fork."""
+    """Arbiter, before listeners exist: read the configuration; a bad value stops gunicorn here, before any fork.
+    With ``dirty_apps``, also reserve the channel for the dirty arbiter, which gunicorn forks before ``when_ready``."""
     forward_to_gunicorn()
     _arbiter.check_config()
+    _arbiter.prepare_dirty(server)
 
 
 def when_ready(server: Any) -> None:
@@ -95,6 +102,18 @@ def child_exit(server: Any, worker: Any) -> None:
     runtime = _arbiter.current()
     if runtime is not None:
         runtime.worker_exited(worker)
+
+
+def on_dirty_starting(arbiter: Any) -> None:
+    """Dirty arbiter (gunicorn >= 25), before it forks its dirty workers: report the pool's worker limit to the
+    arbiter after each of its worker-management runs."""
+    _dirty.arbiter_starting(arbiter)
+
+
+def dirty_worker_init(worker: Any) -> None:
+    """Dirty worker (gunicorn >= 25), dirty apps loaded, just before serving: build its MeterProvider, measure its
+    calls, and send a final report when it stops (gunicorn's ``dirty_worker_exit`` runs in the dirty arbiter)."""
+    _dirty.worker_starting(worker)
 
 
 def on_exit(server: Any) -> None:

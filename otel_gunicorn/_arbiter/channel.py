@@ -4,7 +4,11 @@ Runs in the arbiter only. This module is transport: it authenticates connections
 arrives to a :class:`ChannelSink` (the runtime, which feeds the worker lifecycle and the merge store). Hazards:
 
 * identity: a connection is accepted only when ``SO_PEERCRED`` says its uid is ours and ``/proc`` says its parent is
-  this arbiter; the socket also lives in a mode-0700 directory. Refusals are counted and logged (rate-limited);
+  this arbiter, or, for a dirty worker, the dirty arbiter this arbiter forked (:func:`peer.lineage`); the socket also
+  lives in a mode-0700 directory. Refusals are counted and logged (rate-limited);
+* timing: gunicorn forks its dirty arbiter before ``when_ready``, so the directory may be reserved earlier
+  (:func:`reserve_directory`, in ``on_starting``) and handed to the server; until the server binds, a dirty process's
+  connect fails and it retries with its next report;
 * garbage: a malformed or oversized frame closes that one connection and is counted; the worker reconnects;
 * fork: the sink does its work under the runtime lock, which the fork handler holds across ``fork()``; this thread
   only ever blocks in ``select``/``recv``. A child closes every socket here (:meth:`ChannelServer.close_in_child`).
@@ -34,7 +38,14 @@ _RECV_BYTES = 256 * 1024
 class ChannelSink(Protocol):
     """What the channel reports to (the arbiter runtime): one call per connection accepted or closed, per frame."""
 
-    def connected(self, pid: int) -> None: ...
+    def connected(self, pid: int, dirty: bool = False) -> None:
+        """``dirty``: the peer is a dirty worker (forked by the dirty arbiter), not a child of this arbiter."""
+        ...
+
+    def dirty_arbiter_pid(self) -> int | None:
+        """The dirty arbiter gunicorn forked (None: none), whose children may connect as dirty workers."""
+        ...
+
     def report(self, pid: int, snapshot: Snapshot) -> None: ...
     def goodbye(self, pid: int, reason: str) -> None: ...
     def disconnected(self, pid: int, running: bool) -> None: ...
@@ -53,6 +64,16 @@ class ChannelStats:
     frames_rejected: int = 0
 
 
+def reserve_directory(directory: str) -> str:
+    """Create the channel's private directory (mode 0700) under ``directory``; :class:`ChannelServer` removes it."""
+    return tempfile.mkdtemp(prefix="otel-gunicorn-", dir=directory)
+
+
+def socket_path(private_dir: str) -> str:
+    """Where the channel's socket is (or will be) in its private directory."""
+    return os.path.join(private_dir, "channel.sock")
+
+
 @dataclasses.dataclass
 class _Connection:
     sock: socket.socket
@@ -67,11 +88,12 @@ class ChannelServer:
         directory: where to create the private socket directory.
         sink: receives connections, reports, goodbyes and disconnections.
         max_frame_bytes: size limit of one frame.
+        private_dir: a directory :func:`reserve_directory` made already (None: make one now).
     """
 
-    def __init__(self, directory: str, sink: ChannelSink, max_frame_bytes: int) -> None:
-        self._dir = tempfile.mkdtemp(prefix="otel-gunicorn-", dir=directory)  # mode 0700
-        self.path = os.path.join(self._dir, "channel.sock")
+    def __init__(self, directory: str, sink: ChannelSink, max_frame_bytes: int, private_dir: str | None = None) -> None:
+        self._dir = private_dir or reserve_directory(directory)
+        self.path = socket_path(self._dir)
         self._sink = sink
         self._max_frame_bytes = max_frame_bytes
         self.stats = ChannelStats()
@@ -151,31 +173,32 @@ class ChannelServer:
             except OSError as exc:
                 self._errors.log(logging.WARNING, "accept", "otel_gunicorn: channel accept failed: %s", exc)
                 return
-            pid = self._authenticate(sock)
-            if pid is None:
+            peer_id = self._authenticate(sock)
+            if peer_id is None:
                 self.stats.connections_refused += 1
                 sock.close()
                 continue
+            pid, kind = peer_id
             sock.setblocking(False)
             self._connections[sock] = _Connection(sock, pid, FrameDecoder(self._max_frame_bytes))
             self._selector.register(sock, selectors.EVENT_READ, None)
             self.stats.connections_accepted += 1
-            self._sink.connected(pid)
+            self._sink.connected(pid, dirty=kind is peer.PeerKind.DIRTY_WORKER)
 
-    def _authenticate(self, sock: socket.socket) -> int | None:
-        """The peer's pid when it is one of this arbiter's workers; otherwise log why and return None."""
+    def _authenticate(self, sock: socket.socket) -> tuple[int, peer.PeerKind] | None:
+        """The peer's pid and kind when it is one of this arbiter's workers; otherwise log why and return None."""
         try:
             creds = peer.peer_credentials(sock)
         except OSError as exc:
             why = f"peer credentials unavailable: {exc}"
         else:
-            stat = peer.read_proc_stat(creds.pid)
             if creds.uid != os.getuid():
                 why = f"pid {creds.pid} runs as uid {creds.uid}, not {os.getuid()}"
-            elif stat is None or stat.ppid != os.getpid():
-                why = f"pid {creds.pid} is not a worker of this arbiter"
             else:
-                return creds.pid
+                kind = peer.identify(creds.pid, os.getpid(), self._sink.dirty_arbiter_pid())
+                if kind is not None:
+                    return creds.pid, kind
+                why = f"pid {creds.pid} is not a worker of this arbiter"
         self._errors.log(logging.WARNING, "refused", "otel_gunicorn: refused a channel connection: %s", why)
         return None
 

@@ -7,7 +7,8 @@ totals retire. The merge rules (docs/usage.md, "How the numbers are merged"):
 * counters and histograms are summed over every worker, live or dead; a dead worker's last totals are *retired*
   into a permanent sum, so the merged value never decreases while the arbiter lives;
 * up-down counters are summed over live workers only;
-* gauges are one series per live worker, labelled ``gunicorn.worker.slot``.
+* gauges are one series per live worker, labelled ``gunicorn.worker.slot`` (a dirty worker's:
+  ``gunicorn.dirty.worker.slot``, so the two pools' series never collide).
 
 Sums are exact (integers, or ``Fraction`` for floats) so the result depends neither on arrival order nor on how many
 workers died along the way.
@@ -60,6 +61,7 @@ class _ExactHistogram:
 class _Held:
     slot: int | None
     snapshot: Snapshot
+    slot_attribute: str = SLOT_ATTRIBUTE
 
 
 class MergeStore:
@@ -74,9 +76,10 @@ class MergeStore:
 
     # ---------------------------------------------------------------- updates
 
-    def report(self, pid: int, slot: int | None, snapshot: Snapshot) -> None:
-        """Replace the worker's latest cumulative snapshot; its gauges are labelled with ``slot`` (None: left out)."""
-        self._held[pid] = _Held(slot, snapshot)
+    def report(self, pid: int, slot: int | None, snapshot: Snapshot, slot_attribute: str = SLOT_ATTRIBUTE) -> None:
+        """Replace the worker's latest cumulative snapshot; its gauges are labelled ``slot_attribute`` = ``slot``
+        (None: left out)."""
+        self._held[pid] = _Held(slot, snapshot, slot_attribute)
 
     def drop_gauges(self, pid: int) -> None:
         """The worker is dead: its gauges and up-down counters leave the merged view, its totals stay until retired."""
@@ -125,7 +128,7 @@ class MergeStore:
                     if held.slot is not None:
                         target_points = gauges.setdefault(meta, {})
                         for key, value in points.items():
-                            target_points[_with_slot(key, held.slot)] = value
+                            target_points[_with_slot(key, held.slot_attribute, held.slot)] = value
                     continue
                 sums = totals.setdefault(meta, {})
                 for key, value in points.items():
@@ -151,8 +154,8 @@ class MergeStore:
             target[key] = _exact(value) if current is None else _exact_add(current, value)
 
 
-def _with_slot(key: AttrKey, slot: int) -> AttrKey:
-    return tuple(sorted(dict(key, **{SLOT_ATTRIBUTE: slot}).items()))
+def _with_slot(key: AttrKey, attribute: str, slot: int) -> AttrKey:
+    return tuple(sorted(dict(key, **{attribute: slot}).items()))
 
 
 def _exact(value: int | float | Fraction) -> Exact:

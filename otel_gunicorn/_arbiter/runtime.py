@@ -9,12 +9,17 @@ parent, and in the child closes every arbiter socket and hands the worker side w
 
 The rules for workers' lives live in :mod:`otel_gunicorn._arbiter.lifecycle` (pure) and the data in
 :mod:`otel_gunicorn._arbiter.merge`; this module only reads gunicorn's state, takes the lock and applies decisions.
+
+Dirty workers (gunicorn >= 25 with ``dirty_apps``) report on the same channel and into the same merge store; their
+slots, lives and exits are kept apart in :mod:`otel_gunicorn._arbiter.dirty`. gunicorn forks the dirty arbiter
+before ``when_ready``, so :func:`prepare_dirty` (``on_starting``) reserves the channel's directory for them first.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import time
 from typing import Any
@@ -25,14 +30,17 @@ from prometheus_client import generate_latest
 
 from otel_gunicorn import _handoff
 from otel_gunicorn._arbiter import server_metrics
-from otel_gunicorn._arbiter.channel import ChannelServer
+from otel_gunicorn._arbiter.channel import ChannelServer, reserve_directory, socket_path
+from otel_gunicorn._arbiter.dirty import DirtyPool
 from otel_gunicorn._arbiter.forklock import FORK_WAIT, ForkLock
 from otel_gunicorn._arbiter.lifecycle import Actions, WorkerLifecycle
 from otel_gunicorn._arbiter.merge import MergeStore
 from otel_gunicorn._arbiter.otlp import OtlpPusher
+from otel_gunicorn._arbiter.peer import is_running, read_proc_stat
 from otel_gunicorn._arbiter.prometheus import PrometheusEndpoint
 from otel_gunicorn._arbiter.tls import check_certificates
 from otel_gunicorn._config import Config, ConfigError, fail_fast
+from otel_gunicorn._instruments import DIRTY_CALLS_ACTIVE, DIRTY_SLOT_ATTRIBUTE, SLOT_ATTRIBUTE
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._snapshot import Snapshot, metrics_data_from_snapshot, payload_from_snapshot
 
@@ -42,15 +50,16 @@ _log = logging.getLogger("otel_gunicorn")
 class ArbiterRuntime:
     """Everything otel_gunicorn runs in one arbiter; also the channel's sink (every method takes :attr:`lock`)."""
 
-    def __init__(self, config: Config, server: Any) -> None:
+    def __init__(self, config: Config, server: Any, private_dir: str | None = None) -> None:
         self.config = config
         self._server = server
         self.lock = ForkLock()
         self.store = MergeStore()
         self.lifecycle = WorkerLifecycle()
+        self.dirty = DirtyPool()
         self.start_ns = time.time_ns()
         self.resource = Resource.create({"process.pid": os.getpid(), "host.name": socket.gethostname()})
-        self.channel = ChannelServer(config.channel_dir, self, config.max_frame_bytes)
+        self.channel = ChannelServer(config.channel_dir, self, config.max_frame_bytes, private_dir)
         self.endpoint: PrometheusEndpoint | None = None
         if "prometheus" in config.metrics_exporters:
             self.endpoint = PrometheusEndpoint(
@@ -106,31 +115,48 @@ class ArbiterRuntime:
 
     # ---------------------------------------------------------------- ChannelSink (channel thread)
 
-    def connected(self, pid: int) -> None:
+    def connected(self, pid: int, dirty: bool = False) -> None:
         with self.lock:
-            self._apply(self.lifecycle.connected(pid, self._live_slot(pid)))
+            if dirty:
+                self._apply(self.dirty.connected(pid, is_running(pid)))
+            elif pid != self.dirty_arbiter_pid():  # the dirty arbiter only reports the pool's limit: not a worker
+                self._apply(self.lifecycle.connected(pid, self._live_slot(pid)))
 
     def report(self, pid: int, snapshot: Snapshot) -> None:
         with self.lock:
-            verdict = self.lifecycle.report(pid, self._live_slot(pid))
+            if pid == self.dirty_arbiter_pid():
+                self.dirty.arbiter_reported(pid, snapshot)
+                return
+            dirty = self.dirty.tracks(pid)
+            verdict = self.dirty.report(pid) if dirty else self.lifecycle.report(pid, self._live_slot(pid))
             if verdict.accepted:
-                self.store.report(pid, verdict.slot, snapshot)
+                self.store.report(pid, verdict.slot, snapshot, DIRTY_SLOT_ATTRIBUTE if dirty else SLOT_ATTRIBUTE)
                 if not verdict.live:
                     self.store.drop_gauges(pid)
 
     def goodbye(self, pid: int, reason: str) -> None:
         with self.lock:
-            self.lifecycle.goodbye(pid, reason)
+            (self.dirty if self.dirty.tracks(pid) else self.lifecycle).goodbye(pid, reason)
 
     def disconnected(self, pid: int, running: bool) -> None:
         with self.lock:
-            self._apply(self.lifecycle.disconnected(pid, running))
+            self._apply((self.dirty if self.dirty.tracks(pid) else self.lifecycle).disconnected(pid, running))
 
     def leaked(self) -> set[int]:
         with self.lock:
-            actions = self.lifecycle.sweep(set(self._server.WORKERS))
+            actions = self.lifecycle.sweep(set(self._server.WORKERS)) | self.dirty.sweep(self._is_dirty_worker)
             self._apply(actions)
             return set(actions.close)
+
+    def dirty_arbiter_pid(self) -> int | None:
+        """gunicorn's current dirty arbiter (it sets the pid after the fork and resets it to 0 once reaped)."""
+        pid = getattr(self._server, "dirty_arbiter_pid", None)
+        return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+
+    def _is_dirty_worker(self, pid: int) -> bool:
+        """``pid`` still runs as a child of the current dirty arbiter (not exited, not a zombie, not orphaned)."""
+        stat = read_proc_stat(pid)
+        return stat is not None and stat.state not in ("Z", "X") and stat.ppid == self.dirty_arbiter_pid()
 
     def _live_slot(self, pid: int) -> int | None:
         # Read under the lock: gunicorn drops a worker from WORKERS before child_exit takes the lock, so a pid the
@@ -157,6 +183,9 @@ class ArbiterRuntime:
                 self.store.conflicts,
             )
         snapshot.update(server_metrics.collect(self._server, self.store, self.lifecycle.exits))
+        active_calls = self.store.sums_by_pid(DIRTY_CALLS_ACTIVE.name) if self.dirty.slots else {}
+        snapshot.update(self.dirty.metrics(self.dirty_arbiter_pid(), active_calls))
+        snapshot.update(server_metrics.utilization_metrics(self._server, snapshot))
         snapshot.update(server_metrics.own_metrics(self.channel.stats, self.pusher, self.endpoint))
         return snapshot
 
@@ -196,6 +225,8 @@ def server_resource_attributes(resource: Resource) -> dict[str, Any]:
 
 
 _current: ArbiterRuntime | None = None
+#: the channel directory on_starting reserved for the dirty side (prepare_dirty); the runtime's channel binds in it
+_reserved_dir: str | None = None
 _spans_and_logs_only: tuple[Config, None, dict[str, Any]] | None = None
 _config: Config | None = None
 _fork_handlers_registered = False
@@ -250,6 +281,26 @@ def check_config(environ: dict[str, str] | None = None) -> Config:
     return config
 
 
+def prepare_dirty(server: Any) -> None:
+    """``on_starting``: when gunicorn will fork a dirty arbiter (gunicorn >= 25 with ``dirty_apps``), reserve the
+    channel's directory now and record its path for the dirty side, which is forked before ``when_ready`` starts the
+    channel. Without dirty apps, or with metrics off, nothing happens."""
+    global _reserved_dir
+    cfg = getattr(server, "cfg", None)
+    dirty_workers = getattr(cfg, "dirty_workers", 0)  # gunicorn < 25: no such setting
+    if not (isinstance(dirty_workers, int) and dirty_workers > 0 and getattr(cfg, "dirty_apps", None)):
+        return
+    config = _config or check_config()
+    if _reserved_dir is not None or not (config.enabled and config.metrics_enabled):
+        return
+    try:
+        _reserved_dir = reserve_directory(config.channel_dir)
+    except OSError as exc:
+        _log.warning("otel_gunicorn: no metrics from dirty workers, the channel directory failed: %s", exc)
+        return
+    _handoff.reserve_for_dirty(config, socket_path(_reserved_dir))
+
+
 def start(server: Any) -> None:
     """Start the arbiter side (idempotent: ``when_ready`` runs once per master, never again on HUP)."""
     global _current, _spans_and_logs_only
@@ -264,12 +315,14 @@ def start(server: Any) -> None:
         return
     runtime = None
     try:
-        runtime = ArbiterRuntime(config, server)
+        runtime = ArbiterRuntime(config, server, _reserved_dir)
         runtime.start()
     except Exception:  # noqa: BLE001 - telemetry must never take the server down: it runs without it
         _log.exception("otel_gunicorn: could not start in the arbiter; the application runs without its telemetry")
         if runtime is not None:
             _stop_quietly(runtime)
+        elif _reserved_dir is not None:  # the channel never took the reserved directory over
+            shutil.rmtree(_reserved_dir, ignore_errors=True)
         return
     _current = runtime
 

@@ -5,6 +5,10 @@ Runs in a worker, on the request path. The SDK's synchronous instruments cost te
 that was a quarter of gunicorn's CPU per request. These instruments have a fixed shape — known attribute keys, fixed
 bucket boundaries — so they are kept here as integers and bucket counts under one lock, and turned into the same
 cumulative snapshot points the SDK's data becomes (see :meth:`RequestStats.snapshot`).
+
+The same lock also keeps the request-seconds the worker has served, in-flight requests included
+(:meth:`RequestStats.busy_seconds`), for ``gunicorn.worker.concurrency``: from the start and end times the request
+core reads anyway, with two additions per request and no clock read of its own.
 """
 
 from __future__ import annotations
@@ -51,13 +55,28 @@ class RequestStats:
         self._durations: dict[AttrKey, _Histogram] = {}
         self._queue = _Histogram(bounds)
         self._invalid_headers = 0
+        # request-seconds: finished requests' durations, plus (in flight × now - their start times) when read
+        self._served_seconds = 0.0
+        self._in_flight = 0
+        self._start_sum = 0.0
 
-    def started(self, key: AttrKey) -> None:
+    def started(self, key: AttrKey, at: float | None = None) -> None:
+        """A request started at ``at`` (``time.perf_counter()``; ``None``: left out of :meth:`busy_seconds`)."""
         with self._lock:
             self._active[key] = self._active.get(key, 0) + 1
+            if at is not None:
+                self._in_flight += 1
+                self._start_sum += at
 
-    def finished(self, active_key: AttrKey, duration_key: AttrKey, seconds: float) -> None:
+    def finished(
+        self, active_key: AttrKey, duration_key: AttrKey, seconds: float, started_at: float | None = None
+    ) -> None:
+        """A request that :meth:`started` at ``started_at`` took ``seconds`` (pass the same ``at`` as then)."""
         with self._lock:
+            if started_at is not None:
+                self._in_flight -= 1
+                self._start_sum -= started_at
+                self._served_seconds += seconds
             self._active[active_key] -= 1
             histogram = self._durations.get(duration_key)
             if histogram is None:
@@ -71,6 +90,12 @@ class RequestStats:
     def invalid_header(self) -> None:
         with self._lock:
             self._invalid_headers += 1
+
+    def busy_seconds(self, now: float) -> float:
+        """Request-seconds served up to ``now`` (``time.perf_counter()``): the integral of requests in flight over
+        time, so its growth over an interval, divided by the interval, is the average number in flight."""
+        with self._lock:
+            return self._served_seconds + self._in_flight * now - self._start_sum
 
     def snapshot(self) -> Snapshot:
         """Cumulative points of every request metric that has seen a request (called on the reporting thread)."""

@@ -85,7 +85,7 @@ class RequestObserver:
         entry = (time.perf_counter(), active_key, method, span, token)
         if self._stats is None:  # metrics off: only the span and the log correlation
             return entry
-        self._stats.started(active_key)
+        self._stats.started(active_key, entry[0])
         if queue_start is not None:
             try:
                 self._stats.queued(wait_seconds(queue_start, time.time()))
@@ -101,7 +101,7 @@ class RequestObserver:
         if self._stats is not None:
             identity = (method, status, version, scheme)
             duration_key = self._duration_keys.get(identity) or self._duration_key(identity)
-            self._stats.finished(active_key, duration_key, elapsed)
+            self._stats.finished(active_key, duration_key, elapsed, started)
         self._tracing.end(span, status)
 
     def detach(self, entry: InFlight) -> None:

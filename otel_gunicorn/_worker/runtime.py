@@ -80,7 +80,7 @@ class WorkerRuntime:
                 "cannot be merged. Let otel_gunicorn set the provider (do not call set_meter_provider in the app)."
             )
         meter = self.provider.get_meter(inst.SCOPE_NAME, __version__)
-        server_gauges.register(meter, state)
+        server_gauges.register(meter, state, self.request_stats)
         if _own_listeners:
             server_gauges.register_own_listeners(meter, worker)
 

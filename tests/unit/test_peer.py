@@ -2,7 +2,8 @@
 
 The ``/proc/<pid>/stat`` fixtures were captured on Linux: ``python.stat`` from a plain interpreter,
 ``spaces_and_parens.stat`` from a script named ``x) y (z.py``, ``fake_fields_in_name.stat`` from a script named
-``q) Z 1 (w`` (a name that fools a parser splitting at the first ')'), ``zombie.stat`` from an exited, unreaped child.
+``q) Z 1 (w`` (a name that fools a parser splitting at the first ')'), ``zombie.stat`` from an exited, unreaped child;
+``dirty/`` holds a real gunicorn tree with a dirty pool (see ``TREE``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import pytest
 
 from otel_gunicorn._arbiter.peer import (
     Credentials,
+    PeerKind,
     ProcStat,
+    identify,
     is_running,
+    lineage,
     parse_proc_stat,
     peer_credentials,
     read_proc_stat,
@@ -137,3 +141,83 @@ def test_peer_credentials_without_so_peercred_raises(monkeypatch: pytest.MonkeyP
         peer_credentials(left)
 
     assert "SO_PEERCRED is not available on this platform" == str(info.value)
+
+
+# ---------------------------------------------------------------- lineage: who may report (dirty workers included)
+
+# A real gunicorn 27 tree, captured from /proc while it served tests/e2e/apps/dirty_calls.py: the arbiter (32721), an
+# HTTP worker (32729), the dirty arbiter (32724), a dirty worker (32737) and a process the HTTP worker forked (32742).
+TREE = {
+    name: parse_proc_stat((PROC / "dirty" / f"{name}.stat").read_text(encoding="utf-8"))
+    for name in ("arbiter", "http_worker", "dirty_arbiter", "dirty_worker", "http_worker_child")
+}
+ARBITER, DIRTY_ARBITER = 32721, 32724
+
+
+def parent_of(name: str) -> ProcStat | None:
+    """What identify() reads as the parent: the dirty arbiter's stat when the process's parent is the dirty arbiter."""
+    return TREE["dirty_arbiter"] if TREE[name].ppid == DIRTY_ARBITER else None
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("http_worker", PeerKind.CHILD),
+        ("dirty_arbiter", PeerKind.CHILD),
+        ("dirty_worker", PeerKind.DIRTY_WORKER),
+        ("http_worker_child", None),
+        ("arbiter", None),
+    ],
+)
+def test_lineage_in_a_captured_tree(name: str, expected: PeerKind | None) -> None:
+    """Children and the dirty arbiter's children may report; a process an HTTP worker forked, or the arbiter, not."""
+    assert expected is lineage(TREE[name], parent_of(name), ARBITER, DIRTY_ARBITER)
+
+
+def test_lineage_without_a_dirty_arbiter_refuses_grandchildren() -> None:
+    """With no dirty arbiter recorded (gunicorn < 25, no dirty_apps), a dirty arbiter's child is refused."""
+    assert None is lineage(TREE["dirty_worker"], TREE["dirty_arbiter"], ARBITER, None)
+
+
+def test_lineage_refuses_the_child_of_a_stale_dirty_arbiter_pid() -> None:
+    """If gunicorn's dirty arbiter pid now names a process that is not our child, its children are refused."""
+    stranger = TREE["dirty_arbiter"]._replace(ppid=1)
+    assert None is lineage(TREE["dirty_worker"], stranger, ARBITER, DIRTY_ARBITER)
+
+
+def test_lineage_refuses_a_grandchild_through_an_http_worker_named_as_dirty_arbiter() -> None:
+    """Only the recorded dirty arbiter vouches for its children: an HTTP worker's child stays refused."""
+    assert None is lineage(TREE["http_worker_child"], None, ARBITER, DIRTY_ARBITER)
+
+
+def test_lineage_of_a_gone_process() -> None:
+    """A peer that exited before /proc was read is refused."""
+    assert None is lineage(None, None, ARBITER, DIRTY_ARBITER)
+
+
+@linux_only
+def test_identify_a_live_grandchild_through_the_dirty_arbiter() -> None:
+    """A real child of a child of ours is a dirty worker when its parent is the recorded dirty arbiter, else refused."""
+    # not os.fork: that warns in threaded processes (3.12+)
+    with subprocess.Popen([sys.executable, "-c", MIDDLE], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as middle:
+        assert middle.stdin is not None and middle.stdout is not None
+        grandchild = int(middle.stdout.readline())
+        actual = (
+            identify(grandchild, os.getpid(), middle.pid),
+            identify(grandchild, os.getpid(), None),
+            identify(middle.pid, os.getpid(), middle.pid),
+        )
+        middle.stdin.close()  # the middle process kills its child and exits
+
+    assert (PeerKind.DIRTY_WORKER, None, PeerKind.CHILD) == actual
+
+
+#: stands in for the dirty arbiter: starts a child, prints its pid, and ends it when its stdin closes
+MIDDLE = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+print(child.pid, flush=True)
+sys.stdin.read()
+child.kill()
+child.wait()
+"""

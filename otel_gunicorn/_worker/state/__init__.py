@@ -70,6 +70,13 @@ class WorkerStateReader:
         """This worker's request threads, or ``None`` if it has no thread pool (or it cannot be read)."""
         return None
 
+    def event_loop(self) -> Any:
+        """The event loop this worker serves requests on (an asyncio loop, or gevent's hub loop), or ``None``: a
+        thread-based class, or a loop that does not exist yet. Called on the worker's main thread in
+        ``post_worker_init``, then from the metric reader until it returns a loop
+        (:mod:`otel_gunicorn._worker.loop_time` measures how busy that loop is)."""
+        return None
+
 
 def absent_on_error(read: Callable[[_T], _R | None]) -> Callable[[_T], _R | None]:
     """Wrap a one-argument reader so that any exception it raises makes its value absent (``None``)."""

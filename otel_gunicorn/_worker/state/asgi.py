@@ -17,6 +17,8 @@ loop.
 
 from __future__ import annotations
 
+from typing import Any
+
 from otel_gunicorn._worker.state import WorkerStateReader, absent_on_error, count
 
 __all__ = ["ASGIReader"]
@@ -46,3 +48,9 @@ class ASGIReader(WorkerStateReader):
     def active_connections(self) -> int | None:
         """``nr_conns``: transports between ``connection_made`` and ``connection_lost``."""
         return count(getattr(self._worker, "nr_conns", None))
+
+    @absent_on_error
+    def event_loop(self) -> Any:
+        """``worker.loop``: created in ``init_process`` before ``post_worker_init`` (asyncio's, or uvloop's when
+        ``asgi_loop`` picks it)."""
+        return getattr(self._worker, "loop", None)

@@ -21,6 +21,8 @@ Hazards: called from a greenlet on the worker's only OS thread (``threading`` is
 
 from __future__ import annotations
 
+from typing import Any
+
 from otel_gunicorn._worker.state import WorkerStateReader, absent_on_error, count, size
 
 __all__ = ["GeventPyWSGIReader", "GeventReader"]
@@ -39,6 +41,14 @@ class GeventReader(WorkerStateReader):
         if per_listener is None or listeners is None:
             return None
         return per_listener * listeners
+
+    @absent_on_error
+    def event_loop(self) -> Any:
+        """The hub's loop. ``get_hub()`` is per thread: right on the worker's main thread (``post_worker_init``) and
+        from the metric reader, a greenlet of that thread once ``threading`` is patched."""
+        from gevent import get_hub  # a gevent worker has imported gevent already
+
+        return get_hub().loop
 
 
 class GeventPyWSGIReader(GeventReader):

@@ -20,6 +20,8 @@ Hazards: read from the metric reader thread while the IOLoop adds and removes co
 
 from __future__ import annotations
 
+from typing import Any
+
 from otel_gunicorn._worker.state import WorkerStateReader, absent_on_error, size
 
 __all__ = ["TornadoReader"]
@@ -43,3 +45,8 @@ class TornadoReader(WorkerStateReader):
     def active_connections(self) -> int | None:
         """``len(worker.server._connections)``: tornado's open HTTP connections."""
         return size(getattr(getattr(self._worker, "server", None), "_connections", None))
+
+    @absent_on_error
+    def event_loop(self) -> Any:
+        """The asyncio loop under ``worker.ioloop`` (tornado >= 5 runs its IOLoop on asyncio), set in ``run()``."""
+        return getattr(getattr(self._worker, "ioloop", None), "asyncio_loop", None)

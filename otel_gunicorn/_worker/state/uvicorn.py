@@ -61,6 +61,14 @@ class UvicornReader(WorkerStateReader):
         """``worker.config.limit_concurrency``: past it uvicorn answers 503; ``None`` when unset."""
         return count(getattr(getattr(self._worker, "config", None), "limit_concurrency", None))
 
+    @absent_on_error
+    def event_loop(self) -> Any:
+        """The loop of the serving ``Server``'s listening servers (``asyncio.Server.get_loop()``, public API); the
+        worker creates it in ``run()``, after ``post_worker_init``, so it is found once ``startup()`` has listened."""
+        server = getattr(self._worker, "server", None) or _serving_server()
+        listening = list(getattr(server, "servers", None) or [])
+        return listening[0].get_loop() if listening else None
+
     def app_interface(self) -> str | None:
         """``"asgi"`` when uvicorn will call the application as ASGI 3, else ``None``."""
         interface = getattr(getattr(self._worker, "config", None), "interface", "auto")
