@@ -1,7 +1,7 @@
 """The utilisation signal under a load ramp, per worker class, with real gunicorn (issue 10, "Done when").
 
 Each class serves ``service_time`` with a fixed service time: a 100 ms sleep for sync (2 workers) and gthread
-(1 worker × 4 threads), 20 ms of CPU for the event-loop classes (1 worker: its capacity is the one core it runs on).
+(1 worker × 4 threads), 50 ms of CPU for the event-loop classes (1 worker: its capacity is the one core it runs on).
 gthread runs one worker because with two, each accepting whatever it can, three requests on two workers of two
 threads leave one waiting behind a busy thread while a thread of the other worker idles: p99 nearly doubles at
 0.75× (docs/utilization.md, "gthread with several workers"), a property of gthread's accepting, not of the signal.
@@ -68,10 +68,10 @@ class Ramp:
 RAMPS = {
     "sync": Ramp("service_time:app", ("-w", "2"), "/sleep?0.1", 0.1, 2),
     "gthread": Ramp("service_time:app", ("-k", "gthread", "-w", "1", "--threads", "4"), "/sleep?0.1", 0.1, 4),
-    "gevent": Ramp("service_time:app", ("-k", "gevent", "-w", "1"), "/spin?0.02", 0.02, 1, pin=True),
-    "asgi": Ramp("service_time:asgi_app", ("-k", "asgi", "-w", "1"), "/spin?0.02", 0.02, 1, pin=True),
+    "gevent": Ramp("service_time:app", ("-k", "gevent", "-w", "1"), "/spin?0.05", 0.05, 1, pin=True),
+    "asgi": Ramp("service_time:asgi_app", ("-k", "asgi", "-w", "1"), "/spin?0.05", 0.05, 1, pin=True),
     "uvicorn-worker": Ramp(
-        "service_time:asgi_app", ("-k", "uvicorn_worker.UvicornWorker", "-w", "1"), "/spin?0.02", 0.02, 1, pin=True
+        "service_time:asgi_app", ("-k", "uvicorn_worker.UvicornWorker", "-w", "1"), "/spin?0.05", 0.05, 1, pin=True
     ),
 }
 

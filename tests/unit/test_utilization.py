@@ -37,6 +37,11 @@ from otel_gunicorn._worker.interval import Rate
 from otel_gunicorn._worker.loop_time import IdleClock, LoopUtilization, time_asyncio_loop, time_gevent_loop
 from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.state import WorkerStateReader
+from otel_gunicorn._worker.state.asgi import ASGIReader
+from otel_gunicorn._worker.state.gevent import GeventPyWSGIReader
+from otel_gunicorn._worker.state.sync import SyncReader
+from otel_gunicorn._worker.state.tornado import TornadoReader
+from otel_gunicorn._worker.state.uvicorn import UvicornReader
 
 fast = settings(max_examples=200, deadline=None)
 LISTENER = ((inst.LISTENER_ATTRIBUTE, "http://127.0.0.1:8000"), ("network.transport", "tcp"))
@@ -356,3 +361,44 @@ def test_loop_utilization_finds_a_late_loop_and_reports_its_busy_share() -> None
 def test_a_thread_based_worker_has_no_loop_utilization() -> None:
     """sync and gthread readers have no event loop: the gauge stays absent."""
     assert LoopUtilization(WorkerStateReader(None)).ratio() is None
+
+
+# ---------------------------------------------------------------- which loop each worker class serves on
+
+
+def test_the_asgi_worker_serves_on_its_loop_attribute() -> None:
+    """gunicorn's asgi worker: ``worker.loop``, made in init_process before post_worker_init."""
+    loop = object()
+    assert loop is ASGIReader(SimpleNamespace(loop=loop)).event_loop()
+
+
+def test_tornado_serves_on_the_asyncio_loop_under_its_ioloop() -> None:
+    """tornado >= 5 runs its IOLoop on asyncio: ``worker.ioloop.asyncio_loop``, once run() made it."""
+    loop = object()
+    assert loop is TornadoReader(SimpleNamespace(ioloop=SimpleNamespace(asyncio_loop=loop))).event_loop()
+    assert TornadoReader(SimpleNamespace()).event_loop() is None
+
+
+def test_uvicorn_serves_on_the_loop_of_its_listening_servers() -> None:
+    """uvicorn-worker: the loop ``asyncio.Server.get_loop()`` names, once the uvicorn server listens."""
+    loop = object()
+    listening = SimpleNamespace(servers=[SimpleNamespace(get_loop=lambda: loop)])
+    assert loop is UvicornReader(SimpleNamespace(server=listening)).event_loop()
+    assert UvicornReader(SimpleNamespace(server=SimpleNamespace(servers=[]))).event_loop() is None
+
+
+def test_gevent_serves_on_the_hub_loop() -> None:
+    """gevent and gevent_pywsgi: the loop of this thread's hub."""
+    assert gevent.get_hub().loop is GeventPyWSGIReader(SimpleNamespace()).event_loop()
+
+
+def test_a_loop_that_cannot_be_read_is_absent() -> None:
+    """A worker object that raises while its loop is read: no loop, not an error."""
+
+    class Broken:
+        @property
+        def loop(self) -> Any:
+            raise RuntimeError("torn down")
+
+    assert ASGIReader(Broken()).event_loop() is None
+    assert SyncReader(SimpleNamespace(loop=object())).event_loop() is None

@@ -1,4 +1,5 @@
-"""What a worker is doing right now, read from the gunicorn worker object: open connections, their cap, its threads.
+"""What a worker is doing right now, read from the gunicorn worker object: open connections, their cap, its threads,
+the event loop it serves on.
 
 One small module per worker class behind :class:`WorkerStateReader`; :func:`state_reader` picks one by the worker's
 class and falls back to the base reader (everything absent) for a class it does not know. The modules:
