@@ -14,18 +14,30 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import (
     Counter,
     Histogram,
+    MeterProvider,
     ObservableCounter,
     ObservableGauge,
     ObservableUpDownCounter,
     UpDownCounter,
 )
-from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
 
+from otel_gunicorn import _instruments as inst
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._snapshot import Snapshot, payload_from_metrics_data, payload_from_snapshot
+from otel_gunicorn._version import __version__
 from otel_gunicorn._wire import FrameKind, encode_frame
 
 _log = logging.getLogger("otel_gunicorn")
@@ -110,3 +122,35 @@ class ChannelExporter(MetricExporter):
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def reporting_meter(exporter: ChannelExporter, interval: float, who: str) -> tuple[MeterProvider, Meter]:
+    """The global MeterProvider of a worker (HTTP or dirty) reporting through ``exporter`` every ``interval`` seconds,
+    and otel_gunicorn's own meter on it, already counting the reports ``exporter`` drops.
+
+    Call after the fork: the provider's reader thread belongs to this process only.
+    """
+    reader = PeriodicExportingMetricReader(
+        exporter, export_interval_millis=interval * 1000, export_timeout_millis=max(interval, 1.0) * 1000
+    )
+    # The arbiter exports under its own resource (one per server); a worker's resource never leaves the worker.
+    provider = MeterProvider(metric_readers=[reader], resource=Resource.get_empty())
+    metrics.set_meter_provider(provider)
+    if metrics.get_meter_provider() is not provider:
+        _log.warning(
+            "otel_gunicorn: a global MeterProvider was set before the %s started; metrics recorded through it cannot "
+            "be merged. Let otel_gunicorn set the provider (do not call set_meter_provider in the app).",
+            who,
+        )
+    meter = provider.get_meter(inst.SCOPE_NAME, __version__)
+
+    def dropped(_options: CallbackOptions) -> list[Observation]:
+        return [Observation(exporter.dropped)]
+
+    meter.create_observable_counter(
+        inst.REPORTS_DROPPED.name,
+        [dropped],
+        unit=inst.REPORTS_DROPPED.unit,
+        description=inst.REPORTS_DROPPED.description,
+    )
+    return provider, meter

@@ -18,18 +18,13 @@ import os
 import sys
 from typing import Any
 
-from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import PROCESS_PID, Resource
 
 from otel_gunicorn import _handoff
-from otel_gunicorn import _instruments as inst
-from otel_gunicorn._version import __version__
 from otel_gunicorn._worker import app_boundary, server_gauges
 from otel_gunicorn._worker.log_export import build_logger_provider
-from otel_gunicorn._worker.reporter import ChannelExporter
+from otel_gunicorn._worker.reporter import ChannelExporter, reporting_meter
 from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.requests import RequestObserver
 from otel_gunicorn._worker.state import WorkerStateReader, state_reader
@@ -68,31 +63,10 @@ class WorkerRuntime:
         exporter = self.exporter = ChannelExporter(
             arbiter.channel_path, send_timeout=min(interval, 1.0), extra=self.request_stats.snapshot
         )
-        reader = PeriodicExportingMetricReader(
-            exporter, export_interval_millis=interval * 1000, export_timeout_millis=max(interval, 1.0) * 1000
-        )
-        # The arbiter exports under its own resource (one per server); a worker's resource never leaves the worker.
-        self.provider = MeterProvider(metric_readers=[reader], resource=Resource.get_empty())
-        metrics.set_meter_provider(self.provider)
-        if metrics.get_meter_provider() is not self.provider:
-            _log.warning(
-                "otel_gunicorn: a global MeterProvider was set before the worker forked; metrics recorded through it "
-                "cannot be merged. Let otel_gunicorn set the provider (do not call set_meter_provider in the app)."
-            )
-        meter = self.provider.get_meter(inst.SCOPE_NAME, __version__)
+        self.provider, meter = reporting_meter(exporter, interval, "worker forked")
         server_gauges.register(meter, state, self.request_stats)
         if _own_listeners:
             server_gauges.register_own_listeners(meter, worker)
-
-        def dropped(_options: CallbackOptions) -> list[Observation]:
-            return [Observation(exporter.dropped)]
-
-        meter.create_observable_counter(
-            inst.REPORTS_DROPPED.name,
-            [dropped],
-            unit=inst.REPORTS_DROPPED.unit,
-            description=inst.REPORTS_DROPPED.description,
-        )
 
     def shutdown(self, reason: str) -> None:
         """Flush spans and log records, send the final report, then the goodbye, and stop reporting."""

@@ -37,17 +37,11 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from opentelemetry import metrics
-from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExportResult, MetricsData, PeriodicExportingMetricReader
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.metrics.export import MetricExportResult, MetricsData
 
 from otel_gunicorn import _handoff
-from otel_gunicorn import _instruments as inst
-from otel_gunicorn._version import __version__
 from otel_gunicorn._worker.dirty.calls import CallMetrics
-from otel_gunicorn._worker.reporter import ChannelExporter
+from otel_gunicorn._worker.reporter import ChannelExporter, reporting_meter
 
 _log = logging.getLogger("otel_gunicorn")
 
@@ -83,29 +77,9 @@ class DirtyWorkerRuntime:
         assert link.channel_path is not None
         interval = link.config.metrics_interval
         exporter = self.exporter = DirtyChannelExporter(link.channel_path, send_timeout=min(interval, 1.0))
-        reader = PeriodicExportingMetricReader(
-            exporter, export_interval_millis=interval * 1000, export_timeout_millis=max(interval, 1.0) * 1000
-        )
-        # The arbiter exports under its own resource (one per server); a worker's resource never leaves the worker.
-        self.provider = MeterProvider(metric_readers=[reader], resource=Resource.get_empty())
-        metrics.set_meter_provider(self.provider)
-        if metrics.get_meter_provider() is not self.provider:
-            _log.warning(
-                "otel_gunicorn: a global MeterProvider was set before the dirty worker started; metrics recorded "
-                "through it cannot be merged. Let otel_gunicorn set the provider (do not call set_meter_provider)."
-            )
-        meter = self.provider.get_meter(inst.SCOPE_NAME, __version__)
+        self.provider, meter = reporting_meter(exporter, interval, "dirty worker")
         self.calls = CallMetrics(meter, timeout_error)
 
-        def dropped(_options: CallbackOptions) -> list[Observation]:
-            return [Observation(exporter.dropped)]
-
-        meter.create_observable_counter(
-            inst.REPORTS_DROPPED.name,
-            [dropped],
-            unit=inst.REPORTS_DROPPED.unit,
-            description=inst.REPORTS_DROPPED.description,
-        )
         #: set by the SIGABRT handler: the dirty arbiter aborted this worker for a missed heartbeat
         self.aborted = False
         self._path = link.channel_path
