@@ -270,11 +270,14 @@ REQUEST_DURATION = Instrument(
     HTTP_SERVER_REQUEST_DURATION,
     "s",
     Kind.HISTOGRAM,
-    "Time from the start of a request until its response was complete, streamed bodies included.",
-    (HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, URL_SCHEME, NETWORK_PROTOCOL_VERSION),
+    "Time from the start of a request until its response was complete, streamed bodies included. A failed "
+    "request carries error.type: its status code for a 5xx, timeout for a request cut off by a --timeout abort, "
+    "or the class of the exception that cut it off (the status is then the one the client got, usually the 500 "
+    "of gunicorn's error page).",
+    (HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, URL_SCHEME, NETWORK_PROTOCOL_VERSION, ERROR_TYPE),
     "worker",
     REQUEST_CLASSES,
-    "Latency SLOs; rate of 5xx via http_response_status_code.",
+    'Latency SLOs; the error ratio counts series with error_type!="" (every 5xx, timeouts, exceptions).',
 )
 QUEUE_DURATION = Instrument(
     "gunicorn.request.queue.duration",

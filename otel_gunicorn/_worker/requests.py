@@ -21,9 +21,11 @@ here, keyed by the request object's id, rather than on the request.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any
 
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
 from opentelemetry.semconv.attributes.url_attributes import URL_SCHEME
@@ -42,6 +44,9 @@ _log = logging.getLogger("otel_gunicorn")
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 #: bound on cached attribute keys (a client could send any status-producing request; the cache must not grow)
 _MAX_CACHED_KEYS = 512
+
+#: ``error.type`` of a request cut off because the arbiter aborted its worker for missing ``--timeout``
+TIMEOUT_ERROR = "timeout"
 
 #: one request in flight: (perf_counter at start, active-requests key, method, span, context token). A plain tuple:
 #: it is built on every request, and a NamedTuple costs several times as much to build.
@@ -65,6 +70,7 @@ class RequestObserver:
         self._active_keys: dict[str, AttrKey] = {}
         self._duration_keys: dict[tuple[Any, ...], AttrKey] = {}
         self._errors = RateLimitedLogger(_log)
+        self._aborting = False
 
     # ---------------------------------------------------------------- the core both paths feed
 
@@ -93,16 +99,21 @@ class RequestObserver:
                 self._stats.invalid_header()
         return entry
 
-    def end(self, entry: InFlight, status: int | None, version: object, scheme: object) -> None:
+    def end(
+        self, entry: InFlight, status: int | None, version: object, scheme: object, error: str | None = None
+    ) -> None:
         """The response is done (body sent): record the duration and end the span. ``version`` as the path has it:
-        gunicorn's ``(1, 1)``, WSGI's ``"HTTP/1.1"`` or ASGI's ``"1.1"``; the context stays attached."""
+        gunicorn's ``(1, 1)``, WSGI's ``"HTTP/1.1"`` or ASGI's ``"1.1"``; ``error`` the ``error.type`` of a request
+        that ended in an error other than its status (a 5xx status is one by itself); the context stays attached."""
         started, active_key, method, span, _token = entry
         elapsed = time.perf_counter() - started
+        if error is None and status is not None and status >= 500:
+            error = str(status)  # semantic conventions: a server's 5xx is an error, typed by its status code
         if self._stats is not None:
-            identity = (method, status, version, scheme)
+            identity = (method, status, version, scheme, error)
             duration_key = self._duration_keys.get(identity) or self._duration_key(identity)
             self._stats.finished(active_key, duration_key, elapsed, started)
-        self._tracing.end(span, status)
+        self._tracing.end(span, status, error)
 
     def detach(self, entry: InFlight) -> None:
         """Restore the context that was current before :meth:`begin` (same thread, greenlet or task as it)."""
@@ -122,17 +133,45 @@ class RequestObserver:
             self._errors.log(logging.WARNING, "pre", "otel_gunicorn: pre_request telemetry failed: %r", exc)
 
     def finished(self, req: Any, resp: Any) -> None:
-        """``post_request``: the request is done, body sent; record its duration and end its span."""
+        """``post_request``: the request is done, body sent; record its duration and end its span.
+
+        gunicorn calls ``post_request`` from a ``finally``, so an exception cutting the request off — the
+        application's, or the ``SystemExit`` of a worker aborted for ``--timeout`` — is still in flight here: it
+        becomes the request's ``error.type``, and the status is the one the client receives: the response's if its
+        headers were sent, else the 500 of gunicorn's error page.
+        """
         try:
             entry = self._in_flight.pop(id(req), None)
             if entry is None:
                 return
+            status = status_code(resp)
+            exc = sys.exc_info()[1]
+            error = _cut_off_by(exc, self._aborting)
+            if error is not None and not getattr(resp, "headers_sent", False):
+                # No status line left yet: gunicorn answers with its own 500 page after post_request, unless the
+                # connection itself failed.
+                status = None if isinstance(exc, OSError) else 500
             try:
-                self.end(entry, status_code(resp), getattr(req, "version", None), getattr(req, "scheme", None))
+                self.end(entry, status, getattr(req, "version", None), getattr(req, "scheme", None), error)
             finally:
                 self.detach(entry)
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._errors.log(logging.WARNING, "post", "otel_gunicorn: post_request telemetry failed: %r", exc)
+
+    def abort(self) -> None:
+        """``worker_abort``: the arbiter is aborting this worker for missing ``--timeout``; the requests the abort
+        cuts off end with ``error.type="timeout"``."""
+        self._aborting = True
+
+    def abandon_in_flight(self) -> int:
+        """The worker is exiting: record the hook-path requests that will never reach ``post_request`` (the
+        threads of an aborted gthread worker) as failed, so the final report has them. Returns how many."""
+        if not self._aborting:
+            return 0  # a graceful exit lets every request finish first
+        entries, self._in_flight = list(self._in_flight.values()), {}
+        for entry in entries:
+            self.end(entry, None, None, None, TIMEOUT_ERROR)
+        return len(entries)
 
     # ---------------------------------------------------------------- attribute keys, built once
 
@@ -146,8 +185,9 @@ class RequestObserver:
 
     def _duration_key(self, identity: tuple[Any, ...]) -> AttrKey:
         """``http.server.request.duration`` attributes, in sorted order."""
-        method, status, version, scheme = identity
-        key: list[tuple[str, Any]] = [(HTTP_REQUEST_METHOD, method)]
+        method, status, version, scheme, error = identity
+        key: list[tuple[str, Any]] = [(ERROR_TYPE, error)] if error is not None else []
+        key.append((HTTP_REQUEST_METHOD, method))
         if status is not None:
             key.append((HTTP_RESPONSE_STATUS_CODE, status))
         protocol = protocol_version(version)
@@ -158,6 +198,17 @@ class RequestObserver:
         if len(self._duration_keys) < _MAX_CACHED_KEYS:
             self._duration_keys[identity] = tuple(key)
         return tuple(key)
+
+
+def _cut_off_by(exc: BaseException | None, aborting: bool) -> str | None:
+    """The ``error.type`` of a request during whose ``post_request`` ``exc`` is propagating (None: it completed)."""
+    if exc is None:
+        return None
+    if aborting:
+        return TIMEOUT_ERROR
+    if isinstance(exc, StopIteration) and exc.__context__ is not None:
+        exc = exc.__context__  # the sync worker's way of closing a connection whose response had already started
+    return type(exc).__qualname__
 
 
 def protocol_version(version: object) -> str | None:

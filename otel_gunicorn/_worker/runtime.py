@@ -142,6 +142,22 @@ def request_finished(req: Any, resp: Any) -> None:
         runtime.requests.finished(req, resp)
 
 
+def aborting() -> None:
+    """``worker_abort`` (the arbiter's SIGABRT for a missed ``--timeout``): requests cut off are timeouts."""
+    runtime = _runtime
+    if runtime is not None and runtime.requests is not None:
+        runtime.requests.abort()
+
+
+def _abandon_requests(runtime: WorkerRuntime) -> None:
+    """Before the final report: requests an abort cut off on other threads never reach ``post_request``."""
+    if runtime.requests is not None:
+        try:
+            runtime.requests.abandon_in_flight()
+        except Exception:  # noqa: BLE001 - telemetry must never break a worker's exit
+            _log.debug("otel_gunicorn: recording abandoned requests failed", exc_info=True)
+
+
 def exit_reason() -> str:
     """How the worker is leaving, judged inside ``worker_exit`` (which gunicorn calls from a ``finally``)."""
     exc = sys.exc_info()[1]
@@ -155,4 +171,5 @@ def shutdown() -> None:
     global _runtime
     runtime, _runtime = _runtime, None
     if runtime is not None:
+        _abandon_requests(runtime)
         runtime.shutdown(exit_reason())

@@ -137,14 +137,15 @@ class RequestTracing:
         return span, context.attach(ctx)
 
     @staticmethod
-    def end(span: trace.Span | None, status: int | None) -> None:
-        """End the span with the response status (5xx marks it as an error)."""
+    def end(span: trace.Span | None, status: int | None, error: str | None = None) -> None:
+        """End the span with the response status and, for a failed request (a 5xx, an exception, a ``--timeout``
+        abort), its ``error.type`` and an error status."""
         if span is not None:
             if status is not None:
                 span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
-                if status >= 500:
-                    span.set_attribute(ERROR_TYPE, str(status))
-                    span.set_status(Status(StatusCode.ERROR))
+            if error is not None:
+                span.set_attribute(ERROR_TYPE, error)
+                span.set_status(Status(StatusCode.ERROR))
             span.end()
 
     @staticmethod

@@ -126,3 +126,69 @@ def test_finishing_a_request_never_started_records_nothing(logged):
     stats = RequestStats(BOUNDS)
     RequestObserver(stats, 0, RequestTracing(None)).finished(Req(), Resp())
     assert ([], {}) == (logged.messages, stats.snapshot())
+
+
+def _duration_keys(stats: RequestStats) -> list[dict[str, object]]:
+    return [dict(key) for key in stats.snapshot()[inst.REQUEST_DURATION.meta]]
+
+
+class SentResp:
+    """A response whose status line already reached the client."""
+
+    status_code = 200
+    headers_sent = True
+
+
+def test_an_exception_cutting_a_request_off_becomes_its_error_type():
+    """post_request runs in gunicorn's ``finally``: the exception in flight types the error, and the status is the
+    500 of gunicorn's error page when the response had not started."""
+    stats = RequestStats(BOUNDS)
+    observer = RequestObserver(stats, 0, RequestTracing(None))
+    req = Req()
+    observer.started(req)
+    try:
+        raise KeyError("app bug")
+    except KeyError:
+        observer.finished(req, Resp())
+    [key] = _duration_keys(stats)
+    assert "KeyError" == key["error.type"] and 500 == key["http.response.status_code"]
+
+
+def test_a_timeout_abort_keeps_the_status_the_client_already_got():
+    stats = RequestStats(BOUNDS)
+    observer = RequestObserver(stats, 0, RequestTracing(None))
+    req = Req()
+    observer.started(req)
+    observer.abort()
+    try:
+        raise SystemExit(1)
+    except SystemExit:
+        observer.finished(req, SentResp())
+    [key] = _duration_keys(stats)
+    assert "timeout" == key["error.type"] and 200 == key["http.response.status_code"]
+
+
+def test_requests_an_abort_leaves_in_flight_are_recorded_as_timeouts():
+    """An aborted gthread worker's other threads never reach post_request: the exit records them."""
+    stats = RequestStats(BOUNDS)
+    observer = RequestObserver(stats, 0, RequestTracing(None))
+    observer.started(Req())
+    assert 0 == observer.abandon_in_flight(), "a graceful exit waits for its requests"
+    observer.abort()
+    assert 1 == observer.abandon_in_flight()
+    [key] = _duration_keys(stats)
+    assert {"error.type": "timeout", "http.request.method": "GET"} == key
+    assert 0 == sum(stats.snapshot()[inst.ACTIVE_REQUESTS.meta].values())
+
+
+def test_a_request_that_completed_has_no_error_type_and_a_5xx_has_its_status():
+    stats = RequestStats(BOUNDS)
+    observer = RequestObserver(stats, 0, RequestTracing(None))
+    for status in (200, 503):
+        req = Req()
+        observer.started(req)
+        resp = Resp()
+        resp.status_code = status
+        observer.finished(req, resp)
+    errors = {key["http.response.status_code"]: key.get("error.type") for key in _duration_keys(stats)}
+    assert {200: None, 503: "503"} == errors
