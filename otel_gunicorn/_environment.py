@@ -35,6 +35,11 @@ OTEL_LOGS_EXPORTER = "OTEL_LOGS_EXPORTER"
 collector through the OpenTelemetry SDK; ``none`` (default) keeps logs local. An unknown value is warned about and
 ``none`` used."""
 
+OTEL_PROPAGATORS = "OTEL_PROPAGATORS"
+"""Standard. Propagators each worker continues callers' traces with, e.g. ``tracecontext,baggage`` (the default) or
+``b3``; read by the OpenTelemetry API. A name no installed package provides is dropped with one warning (the others
+are kept; none left: the default) instead of stopping gunicorn with a traceback, as the OpenTelemetry API would."""
+
 OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
 """Standard. ``http/protobuf`` (default) or ``grpc``, for every OTLP signal; the per-signal variables
 ``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL``, ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` and ``OTEL_EXPORTER_OTLP_LOGS_PROTOCOL``

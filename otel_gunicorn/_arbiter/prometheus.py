@@ -11,12 +11,15 @@ Hazards:
   instrumentation's ``http.server.active_requests`` beside ours), which Prometheus rejects whole;
   :class:`OneFamilyPerName` folds them into one family;
 * the port may be taken (a second master during USR2, another program): the application must keep serving, so
-  binding is retried in the background with backoff and the failure is logged once;
+  binding is retried in the background with backoff and the failure is logged once. What no retry can fix — a host
+  that does not resolve or is not an address of this machine, gunicorn's own port, a port needing privileges — is
+  logged once as an error and the endpoint stays off;
 * fork: scrapes compute under the runtime lock, which the fork handler holds across ``fork()``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import threading
@@ -33,6 +36,7 @@ from prometheus_client.metrics_core import Metric
 from otel_gunicorn._arbiter.basic_auth import secure_app
 from otel_gunicorn._arbiter.forklock import ForkLock
 from otel_gunicorn._arbiter.tls import TLSThreadingWSGIServer, ssl_context
+from otel_gunicorn._environment import OTEL_EXPORTER_PROMETHEUS_HOST, OTEL_EXPORTER_PROMETHEUS_PORT
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._webconfig import WebConfig
 
@@ -109,6 +113,8 @@ class PrometheusEndpoint:
         produce: returns the merged ``MetricsData``; called under ``lock``.
         lock: the runtime lock (held across every fork).
         web: the ``OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG`` file, parsed: TLS, basic auth, extra headers.
+        app_ports: the TCP ports gunicorn itself listens on, to tell "taken by the application" (never free) from
+            "taken for now" (the old master during USR2).
     """
 
     def __init__(
@@ -118,9 +124,11 @@ class PrometheusEndpoint:
         produce: Callable[[], MetricsData],
         lock: ForkLock,
         web: WebConfig | None = None,
+        app_ports: frozenset[int] = frozenset(),
     ) -> None:
         self._host = host
         self._port = port
+        self._app_ports = app_ports
         self._lock = lock
         staging = CollectorRegistry(auto_describe=False)
         self.reader = MergedMetricsReader(produce, staging)
@@ -178,6 +186,14 @@ class PrometheusEndpoint:
                 server = self._bind()
             except (OSError, ValueError) as exc:  # ValueError: a host name that cannot be encoded
                 self.bind_failures += 1
+                hopeless = self._hopeless(exc)
+                if hopeless is not None:
+                    _log.error(
+                        "otel_gunicorn: no Prometheus endpoint: %s; the application is unaffected, fix the variable "
+                        "and restart to get one",
+                        hopeless,
+                    )
+                    return
                 if self.bind_failures == 1:
                     _log.warning(
                         "otel_gunicorn: cannot serve metrics on %s:%d (%s); the application is unaffected, "
@@ -198,6 +214,22 @@ class PrometheusEndpoint:
             while not self._stop.is_set():
                 server.handle_request()
             return
+
+    def _hopeless(self, exc: Exception) -> str | None:
+        """Why binding can never succeed with this host and port, or None when a retry might."""
+        host = f"{OTEL_EXPORTER_PROMETHEUS_HOST}={self._host!r}"
+        port = f"{OTEL_EXPORTER_PROMETHEUS_PORT}={self._port}"
+        if isinstance(exc, socket.gaierror):
+            return f"{host} does not resolve ({exc.strerror})"
+        if not isinstance(exc, OSError):  # ValueError: a host name that cannot be encoded
+            return f"{host} is not a host name ({exc})"
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return f"{host} is not an address of this machine"
+        if exc.errno == errno.EADDRINUSE and self._port in self._app_ports:
+            return f"{port} is a port gunicorn itself listens on; pick another"
+        if exc.errno == errno.EACCES:
+            return f"{port} needs privileges this process does not have (ports below 1024)"
+        return None
 
     def _bind(self) -> ThreadingWSGIServer:
         # All of it under the fork lock, name resolution included: getaddrinfo() of a str host imports

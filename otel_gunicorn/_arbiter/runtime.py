@@ -28,7 +28,7 @@ from opentelemetry.sdk.metrics.export import MetricsData
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import generate_latest
 
-from otel_gunicorn import _handoff
+from otel_gunicorn import _handoff, _propagators
 from otel_gunicorn._arbiter import server_metrics
 from otel_gunicorn._arbiter.channel import ChannelServer, reserve_directory, socket_path
 from otel_gunicorn._arbiter.dirty import DirtyPool
@@ -68,6 +68,7 @@ class ArbiterRuntime:
                 self.metrics_data,
                 self.lock,
                 config.prometheus_web_config,
+                _tcp_ports(server),
             )
         self.pusher: OtlpPusher | None = None
         if "otlp" in config.metrics_exporters:
@@ -219,6 +220,19 @@ class ArbiterRuntime:
         _handoff.inherit(self.config, self.channel.path, server_resource_attributes(self.resource))
 
 
+def _tcp_ports(server: Any) -> frozenset[int]:
+    """The TCP ports of gunicorn's listeners (bound before ``when_ready``)."""
+    ports = set()
+    for listener in getattr(server, "LISTENERS", None) or []:
+        try:
+            address = listener.sock.getsockname()
+        except (AttributeError, OSError):
+            continue
+        if isinstance(address, tuple) and len(address) >= 2 and isinstance(address[1], int):
+            ports.add(address[1])
+    return frozenset(ports)
+
+
 def server_resource_attributes(resource: Resource) -> dict[str, Any]:
     """What a worker's spans and logs share with the server's metrics: the resource, less the master's pid."""
     return {k: v for k, v in resource.attributes.items() if k != "process.pid"}
@@ -272,6 +286,9 @@ def check_config(environ: dict[str, str] | None = None) -> Config:
     """
     global _config
     source = os.environ if environ is None else environ
+    if _propagators.pending_warning is not None:  # found at import time, before gunicorn's logging was set up
+        _log.warning("otel_gunicorn: %s", _propagators.pending_warning)
+        _propagators.pending_warning = None
     try:
         config = Config.from_env(source)
         check_certificates(config.prometheus_web_config, source)

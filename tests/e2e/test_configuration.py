@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import textwrap
+import time
 
 import pytest
 
@@ -135,3 +136,49 @@ def test_a_failing_start_leaves_the_application_serving(start_gunicorn):
     assert [200] * 20 == server.load(20)
     assert "could not start in the arbiter; the application runs without its telemetry" in server.log()
     assert server.process.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        ("no-such-host.invalid", "OTEL_EXPORTER_PROMETHEUS_HOST='no-such-host.invalid' does not resolve"),
+        ("192.0.2.1", "OTEL_EXPORTER_PROMETHEUS_HOST='192.0.2.1' is not an address of this machine"),
+    ],
+)
+def test_a_metrics_host_that_can_never_work_is_one_error_not_endless_retries(start_gunicorn, host, said):
+    """A host that does not resolve, or is not local (192.0.2.1 is TEST-NET-1): one line, no retries, no endpoint,
+    the application serves."""
+    server = start_gunicorn(env={"OTEL_EXPORTER_PROMETHEUS_HOST": host}, wait_metrics=False)
+    wait_until(lambda: said in server.log(), 10, what="the error in the log")
+    assert [200] * 10 == server.load(10)
+    time.sleep(2)  # retries would be every 0.5-1 s: give them time to show
+    log = server.log()
+    assert 1 == log.count("no Prometheus endpoint"), log
+    assert "retrying in the background" not in log
+
+
+def test_a_metrics_port_that_is_gunicorns_own_is_one_error(start_gunicorn):
+    """OTEL_EXPORTER_PROMETHEUS_PORT equal to a port gunicorn listens on: one line naming it, the app serves on it."""
+    port = net.free_port()
+    server = start_gunicorn(
+        args=["-b", f"{net.LOOPBACK}:{port}"], env={"OTEL_EXPORTER_PROMETHEUS_PORT": str(port)}, wait_metrics=False
+    )
+    said = f"OTEL_EXPORTER_PROMETHEUS_PORT={port} is a port gunicorn itself listens on"
+    wait_until(lambda: said in server.log(), 10, what="the error in the log")
+    assert [200] * 10 == server.load(10)
+    time.sleep(2)  # retries would be every 0.5-1 s: give them time to show
+    assert 1 == server.log().count("no Prometheus endpoint")
+
+
+def test_an_unknown_propagator_is_one_warning_and_the_default_is_used(start_gunicorn):
+    """OTEL_PROPAGATORS=foo: the OpenTelemetry API would stop gunicorn with a traceback; instead one warning, and
+    callers' traceparent headers are still continued (tracecontext, the default)."""
+    server = start_gunicorn(env={"OTEL_PROPAGATORS": "foo", "OTEL_TRACES_EXPORTER": "console"})
+    assert [200] * 5 == server.load(5)
+    server.wait_value("app_requests_total", 5)
+    log = server.log()
+    assert 1 == log.count("OTEL_PROPAGATORS='foo': no installed propagator is called 'foo'"), log
+    assert "Traceback" not in log
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert 200 == server.get("/", headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})[0]
+    wait_until(lambda: trace_id in server.log(), 10, what="a span continuing the caller's trace")
