@@ -2,27 +2,33 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SOURCES := otel_gunicorn tests bench examples $(wildcard harness)
+SOURCES := otel_gunicorn tests bench examples tools $(wildcard harness)
 
 OLDEST_GUNICORN := 23.0.0
 OLD := .venv-gunicorn-$(OLDEST_GUNICORN)
 
-.PHONY: demo test test-fast test-chaos test-oldest system-tools lint docs docs-site bench clean
+.PHONY: demo test test-fast test-chaos test-oldest system-tools lint dist docs docs-site bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# The test and docs toolchain, for everything but the demo.
 $(VENV)/.installed: pyproject.toml $(BIN)/activate
 	$(BIN)/pip install --quiet -e '.[test,docs]'
 	touch $@
 
-demo: $(VENV)/.installed
+# The demo needs the package and its own dependencies only (examples/app.py imports nothing else): no test toolchain.
+$(VENV)/.installed-demo: pyproject.toml $(BIN)/activate
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+demo: $(VENV)/.installed-demo
 	$(BIN)/python examples/demo.py
 
-# `make test` is what CI runs: lint, the docs site, the fast suite, the chaos suite, then the server tests on the
-# oldest gunicorn.
-test: lint docs-site test-fast test-chaos test-oldest
+# `make test` is what CI runs: lint, the docs site, the wheel and sdist, the fast suite, the chaos suite, then the
+# server tests on the oldest gunicorn.
+test: lint docs-site dist test-fast test-chaos test-oldest
 
 # The tests start the real Prometheus server and promtool (Debian package `prometheus`), and drive
 # `otel-gunicorn top` inside tmux. Installed when missing (as root, from the Debian registry).
@@ -58,6 +64,22 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The sdist and the wheel (built from the sdist) into dist/, then checked: `twine check --strict`, their contents
+# (tools/check_dist.py), and the wheel installed with its dependencies into a fresh venv outside the checkout's
+# reach (-I: no PYTHONPATH, no current directory), where the public modules import and `otel-gunicorn` runs.
+DIST_VENV := build/dist-venv
+dist: $(VENV)/.installed
+	rm -rf dist $(DIST_VENV)
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+	$(BIN)/python tools/check_dist.py dist
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/pip install --quiet dist/*.whl
+	$(DIST_VENV)/bin/python -I -c 'import sys, otel_gunicorn, otel_gunicorn.hooks, otel_gunicorn.conf, otel_gunicorn.logs; \
+	  assert otel_gunicorn.__file__.startswith(sys.prefix), otel_gunicorn.__file__'
+	env -u PYTHONPATH $(DIST_VENV)/bin/otel-gunicorn --help >/dev/null
+	@echo "dist: $$(cd dist && echo *) built, checked, installed and imported in a fresh venv"
 
 docs: $(VENV)/.installed
 	$(BIN)/python -m otel_gunicorn._docs docs
