@@ -6,7 +6,7 @@ Turn it on in a gunicorn configuration file (read by the arbiter; the workers in
 
     logger_class = GunicornLogger
     logconfig_dict = logconfig_dict()  # OTEL_GUNICORN_LOG_FORMAT: console (default) or json
-    accesslog = "-"
+    accesslog = "-"  # or a path; --error-logfile PATH, --env OTEL_GUNICORN_LOG_FORMAT and --statsd-host work too
 
 Every record — gunicorn's, the application's stdlib ``logging`` and, after :func:`configure_structlog`, structlog's —
 carries ``timestamp``, ``level``, ``logger``, ``pid``, ``thread_id``, ``gunicorn.worker.slot`` in workers, and

@@ -20,12 +20,24 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import sys
 from collections.abc import Mapping
+from logging.config import dictConfig
 from typing import Any
 
-from gunicorn.glogging import Logger
+from gunicorn.glogging import CONFIG_DEFAULTS, Logger
+from gunicorn.instrument.statsd import Statsd
 
-from otel_gunicorn._logs.formats import FORMATTER_FACTORY, isatty, log_format_or_exit, processor_formatter
+from otel_gunicorn._environment import OTEL_GUNICORN_LOG_FORMAT
+from otel_gunicorn._gunicorn_log import isatty, render_unhandled_records, set_applied_log_format
+from otel_gunicorn._logs.config import with_gunicorn_settings
+from otel_gunicorn._logs.formats import (
+    FORMATTER_FACTORY,
+    LOG_FORMATS,
+    log_format_from_env,
+    log_format_or_exit,
+    processor_formatter,
+)
 from otel_gunicorn._responses import status_code
 
 #: the event of every access record; the request is in the fields
@@ -106,13 +118,53 @@ class GunicornLogger(Logger):
     given our formatter, in the format ``OTEL_GUNICORN_LOG_FORMAT`` names.
     """
 
+    #: whether setup() ran before: a bad value is fatal when gunicorn starts, a failed reload (HUP) when it re-runs
+    _set_up = False
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        """gunicorn switches to its statsd logger only when ``logger_class`` is its default; ours replaces that
+        choice, so with ``statsd_host`` set the logger is ours and gunicorn's statsd logger in one."""
+        cfg = args[0] if args else kwargs.get("cfg")
+        if getattr(cfg, "statsd_host", None) and not issubclass(cls, Statsd):
+            cls = _with_statsd(cls)
+        return super().__new__(cls)
+
     def setup(self, cfg: Any) -> None:
-        """gunicorn's setup (also run on HUP); then our formatter on its own handlers if nothing configures them."""
+        """gunicorn's setup (also run on HUP); then what gunicorn's own handling of a logging configuration loses."""
+        self.cfg = cfg  # gunicorn < 27 keeps the first cfg across a reload; the rules below must see the new one
         super().setup(cfg)
         # decided once per (re)configuration, not per request: the access hook runs on every request
         self._access_on = self._compute_access_log_enabled()
-        if not (cfg.logconfig_dict or cfg.logconfig or getattr(cfg, "logconfig_json", None)):
-            self._structure_own_handlers(log_format_or_exit(os.environ))
+        log_format = self._env_log_format(cfg)
+        if _is_ours(cfg.logconfig_dict):
+            self._render_the_rest(self._apply_gunicorn_settings(cfg, log_format))
+        elif not (cfg.logconfig_dict or cfg.logconfig or getattr(cfg, "logconfig_json", None)):
+            self._structure_own_handlers(log_format)
+            self._render_the_rest(log_format)
+        # else the user's own logging configuration decides everything
+        self._set_up = True
+
+    @staticmethod
+    def _render_the_rest(log_format: str) -> None:
+        """What no handler takes (and Python's warnings) in ``log_format`` too; the format noted for the processes
+        the arbiter starts."""
+        render_unhandled_records(processor_formatter(log_format, isatty(sys.stderr)))
+        set_applied_log_format(log_format)
+
+    def _env_log_format(self, cfg: Any) -> str:
+        # gunicorn applies --env / raw_env to os.environ only after this setup: read it from the settings
+        environ = {**os.environ, **_gunicorn_env(cfg)}
+        return log_format_from_env(environ) if self._set_up else log_format_or_exit(environ)
+
+    def _apply_gunicorn_settings(self, cfg: Any, env_format: str) -> str:
+        """Re-apply our logconfig_dict with --env's format and the --access-logfile / --error-logfile paths, which
+        gunicorn's dictConfig has just replaced; return the format of the lines on stderr."""
+        from_env = env_format if OTEL_GUNICORN_LOG_FORMAT in _gunicorn_env(cfg) else None
+        config = with_gunicorn_settings(cfg.logconfig_dict, from_env, accesslog=cfg.accesslog, errorlog=cfg.errorlog)
+        if config != cfg.logconfig_dict:
+            dictConfig({**CONFIG_DEFAULTS, **config})  # merged as gunicorn merges it; replaces what it has just built
+        stderr_format = config["formatters"].get("stderr", {}).get("log_format", env_format)
+        return stderr_format if stderr_format in LOG_FORMATS else env_format
 
     def _structure_own_handlers(self, log_format: str) -> None:
         for log in (self.error_log, self.access_log):
@@ -157,3 +209,50 @@ def _is_ours(config: Any) -> bool:
     return bool(formatters) and all(
         isinstance(f, dict) and f.get("()") == FORMATTER_FACTORY for f in formatters.values()
     )
+
+
+def _gunicorn_env(cfg: Any) -> dict[str, str]:
+    """gunicorn's ``--env`` / ``raw_env`` as a mapping; empty when it cannot tell (gunicorn reports a bad entry)."""
+    try:
+        env = cfg.env
+    except (AttributeError, RuntimeError):
+        return {}
+    return env if isinstance(env, dict) else {}
+
+
+class _StatsdRequests(Logger):
+    """What gunicorn's ``Statsd.access`` sends per request, beside our structured access record.
+
+    ``Statsd.access`` itself cannot be called: it also writes gunicorn's text access line.
+    """
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        super().access(resp, req, environ, request_time)
+        try:
+            duration_in_ms = request_time.seconds * 1000 + float(request_time.microseconds) / 10**3
+            self._request_duration("gunicorn.request.duration", duration_in_ms)
+            self.increment("gunicorn.requests", 1)
+            status = status_code(resp)
+            if status is not None:
+                self.increment(f"gunicorn.request.status.{status:d}", 1)
+        except Exception:  # noqa: BLE001 - as our access(): telemetry must not fail the request
+            self.exception("otel_gunicorn: could not send the request's statsd metrics")
+
+    def _request_duration(self, name: str, value: float) -> None:
+        # the same "|ms" packet: gunicorn >= 24 calls its method timer, gunicorn 23 called it histogram (a name 24 gave
+        # to a new "|h" method)
+        timer = getattr(self, "timer", None)
+        (timer if timer is not None else self.histogram)(name, value)
+
+
+#: one combined class per logger class, so every logger gunicorn builds from the same logger_class has the same type
+_STATSD_CLASSES: dict[Any, Any] = {}
+
+
+def _with_statsd(cls: Any) -> Any:
+    """``cls`` (GunicornLogger or a subclass) combined with gunicorn's ``Statsd``: our access record and gunicorn's
+    statsd packets, counters of gunicorn's own log calls and the gauges the arbiter sends through its logger."""
+    if cls not in _STATSD_CLASSES:
+        bases = (_StatsdRequests, cls, Statsd)
+        _STATSD_CLASSES[cls] = type(f"Statsd{cls.__name__}", bases, {"__module__": cls.__module__})
+    return _STATSD_CLASSES[cls]

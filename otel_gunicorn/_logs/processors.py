@@ -10,13 +10,11 @@ unchanged; each adds a key only when it is missing, so an explicit value from th
 
 from __future__ import annotations
 
-import os
-import threading
-
 from opentelemetry import trace
 from structlog.typing import EventDict, WrappedLogger
 
-from otel_gunicorn import _handoff
+from otel_gunicorn import _handoff, _request_ids
+from otel_gunicorn._gunicorn_log import add_pid_and_thread
 from otel_gunicorn._instruments import SLOT_ATTRIBUTE
 
 #: event key of the worker's ``gunicorn.worker.slot``, named like the metric attribute so logs and metrics join
@@ -28,7 +26,9 @@ def add_trace_context(logger: WrappedLogger, method_name: str, event_dict: Event
 
     ``trace_id`` is 32 lowercase hex digits, ``span_id`` 16, ``trace_flags`` 2 (``01`` when sampled). They are added
     for any valid span context, sampled or not: an unsampled request still has a trace id worth correlating on.
-    Outside a span (or for an invalid context) nothing is added. Existing keys are kept.
+    While a worker serves a request without a span (tracing off, no ``traceparent``), that request's own ids are
+    added, with ``trace_flags`` ``00`` (:mod:`otel_gunicorn._request_ids`). Elsewhere nothing is added. Existing keys
+    are kept.
 
     Args:
         logger: The wrapped logger (unused).
@@ -44,6 +44,10 @@ def add_trace_context(logger: WrappedLogger, method_name: str, event_dict: Event
             event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
             event_dict.setdefault("span_id", format(context.span_id, "016x"))
             event_dict.setdefault("trace_flags", format(context.trace_flags, "02x"))
+        elif (ids := _request_ids.current_ids()) is not None:  # a request served without a span
+            event_dict.setdefault("trace_id", format(ids[0], "032x"))
+            event_dict.setdefault("span_id", format(ids[1], "016x"))
+            event_dict.setdefault("trace_flags", "00")  # not sampled: nothing was recorded under these ids
     except Exception:  # noqa: BLE001 - a log call must never fail because of its decoration
         pass
     return event_dict
@@ -65,12 +69,8 @@ def add_process_info(logger: WrappedLogger, method_name: str, event_dict: EventD
     Returns:
         ``event_dict``, with the keys added.
     """
+    event_dict = add_pid_and_thread(logger, method_name, event_dict)
     try:
-        record = event_dict.get("_record")
-        pid = getattr(record, "process", None)
-        thread_id = getattr(record, "thread", None)
-        event_dict.setdefault("pid", pid if pid is not None else os.getpid())
-        event_dict.setdefault("thread_id", thread_id if thread_id is not None else threading.get_ident())
         slot = _handoff.worker_slot()
         if slot is not None:
             event_dict.setdefault(SLOT_KEY, slot)

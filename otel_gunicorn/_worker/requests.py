@@ -118,8 +118,7 @@ class RequestObserver:
     def detach(self, entry: InFlight) -> None:
         """Restore the context that was current before :meth:`begin` (same thread, greenlet or task as it)."""
         token = entry[4]
-        if token is not None:  # usually None (tracing off, no traceparent): skip the call on the request path
-            self._tracing.detach(token)
+        self._tracing.detach(token)
 
     # ---------------------------------------------------------------- the hook path
 

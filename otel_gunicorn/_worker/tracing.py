@@ -6,7 +6,8 @@ caller's W3C ``traceparent``/``tracestate`` and baggage (the globally configured
 The request's context is attached on the thread, greenlet or task that serves it, so everything logged while the
 request runs — the application's lines and the access line — carries its trace ids. With tracing off
 (``OTEL_TRACES_EXPORTER=none``) no span is created, but an incoming ``traceparent`` is still made current, so logs
-still carry the caller's trace id.
+still carry the caller's trace id; and a request with neither gets ids for its log lines only
+(:mod:`otel_gunicorn._request_ids`).
 
 The span is the same whichever way the request is seen: gunicorn's request object in ``pre_request`` (here), or a
 WSGI environ / ASGI scope where the application is wrapped instead (:mod:`otel_gunicorn._worker.app_boundary`). Each
@@ -32,7 +33,7 @@ from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY,
 from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_ORIGINAL
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_gunicorn import _otlp
+from otel_gunicorn import _otlp, _request_ids
 from otel_gunicorn._config import Config
 from otel_gunicorn._version import __version__
 
@@ -124,7 +125,8 @@ class RequestTracing:
         """Continue the caller's trace; return the span (None when tracing is off) and the context token (None
         when there was nothing to make current). The context is attached last: nothing here can fail after it."""
         if self._tracer is None and not has_traceparent:
-            return None, None  # tracing off and no caller's trace to correlate logs with: nothing to do
+            # tracing off and no caller's trace: no span, but the request's log lines still share a trace id
+            return None, _request_ids.begin()
         carrier = source.carrier(request)
         parent = propagate.extract(carrier, getter=source.getter) if carrier is not None else context.get_current()
         span = None
@@ -152,5 +154,7 @@ class RequestTracing:
     def detach(token: object) -> None:
         """Restore the context that was current before :meth:`start` (called where ``start`` was: same thread,
         greenlet or task)."""
-        if token is not None:
+        if _request_ids.is_token(token):
+            _request_ids.end(token)  # type: ignore[arg-type]
+        elif token is not None:
             context.detach(token)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import textwrap
 
@@ -96,8 +97,13 @@ def test_app_and_access_records_are_json_objects(start_gunicorn, conf, worker):
         assert record["timestamp"].endswith("Z")
         assert record["pid"] in server.worker_pids()
         assert isinstance(record["gunicorn.worker.slot"], int)
-        # no traceparent and no server span: nothing to correlate, and no empty trace fields either
-        assert not TRACE_KEYS & set(record)
+    # no traceparent and no server span: the request's lines still share ids of its own, marked not sampled
+    assert {k: in_app[k] for k in TRACE_KEYS} == {k: access[k] for k in TRACE_KEYS}
+    assert "00" == access["trace_flags"] and re.fullmatch("[0-9a-f]{32}", access["trace_id"])
+    # ... and the next request has others
+    assert 200 == server.get("/hello?name=y")[0]
+    wait_access(server, "/hello", 2)
+    assert 2 == len({r["trace_id"] for r in access_records(server, "/hello")})
 
 
 def test_arbiter_records_are_json_without_a_slot(start_gunicorn, conf):

@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-from otel_gunicorn import logs
+from otel_gunicorn import _gunicorn_log, logs
 from otel_gunicorn._config import ConfigError
 from otel_gunicorn._handoff import SLOT_ATTR, slot_of
 from otel_gunicorn._logs import processors
@@ -53,9 +53,12 @@ def preserved_logging() -> Iterator[None]:
     manager = logging.root.manager
     existing = [logging.root] + [lg for lg in manager.loggerDict.values() if isinstance(lg, logging.Logger)]
     saved = {lg: (lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in existing}
+    last_resort = logging.lastResort  # GunicornLogger renders the records no handler takes, and warnings
     try:
         yield
     finally:
+        logging.lastResort = last_resort
+        logging.captureWarnings(False)
         for lg in [logging.root] + [lg for lg in manager.loggerDict.values() if isinstance(lg, logging.Logger)]:
             handlers, level, propagate, disabled = saved.get(lg, ([], logging.NOTSET, True, False))
             lg.handlers[:] = handlers
@@ -131,8 +134,8 @@ def test_trace_context_never_raises(monkeypatch):
 
 def test_process_info_without_a_slot_has_pid_and_thread_only(monkeypatch):
     """Outside a worker (no slot set) the event gets pid and thread_id, and no slot key."""
-    monkeypatch.setattr(processors.os, "getpid", lambda: 4242)
-    monkeypatch.setattr(processors.threading, "get_ident", lambda: 7)
+    monkeypatch.setattr(_gunicorn_log.os, "getpid", lambda: 4242)
+    monkeypatch.setattr(_gunicorn_log.threading, "get_ident", lambda: 7)
     assert {"pid": 4242, "thread_id": 7} == logs.add_process_info(None, "info", {})
 
 
@@ -529,3 +532,21 @@ def test_configure_structlog_rejects_a_bad_env_value(monkeypatch):
 def test_logs_all_is_sorted():
     """__all__ stays sorted, as the style asks."""
     assert sorted(logs.__all__) == logs.__all__
+
+
+def test_a_request_without_a_span_gets_ids_of_its_own_for_its_lines():
+    """Tracing off, no traceparent: every line the request logs shares one trace id, flags 00; the next request
+    has another, and outside a request nothing is added."""
+    from otel_gunicorn import _request_ids
+    from otel_gunicorn._logs.processors import add_trace_context
+
+    assert {} == add_trace_context(None, "info", {})
+    seen = []
+    for _request in range(2):
+        token = _request_ids.begin()
+        first, second = add_trace_context(None, "info", {}), add_trace_context(None, "info", {})
+        _request_ids.end(token)
+        assert first == second and "00" == first["trace_flags"]
+        seen.append(first["trace_id"])
+    assert len(set(seen)) == 2
+    assert {} == add_trace_context(None, "info", {})
