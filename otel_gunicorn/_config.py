@@ -31,6 +31,8 @@ METRICS_EXPORTERS = frozenset({"prometheus", "otlp", "none"})
 #: Exporters a worker can run for its spans and its log records.
 SPAN_AND_LOG_EXPORTERS = ("none", "otlp", "console")
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")
+#: values of ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``; the first is the default
+TEMPORALITY_PREFERENCES = ("cumulative", "delta", "lowmemory")
 
 
 class ConfigError(ValueError):
@@ -64,10 +66,26 @@ class Config:
         ("traces", "http/protobuf"),
         ("logs", "http/protobuf"),
     )
+    #: one of :data:`TEMPORALITY_PREFERENCES`, for the OTLP push of the merged metrics
+    metrics_temporality: str = "cumulative"
+    #: seconds a graceful stop may spend on telemetry in all (``OTEL_GUNICORN_SHUTDOWN_TIMEOUT``)
+    shutdown_timeout: float = 1.0
 
     def otlp_protocol(self, signal: str) -> str:
         """``http/protobuf`` or ``grpc`` for ``signal`` (metrics, traces or logs)."""
         return dict(self.otlp_protocols)[signal]
+
+    @property
+    def push_exit_timeout(self) -> float:
+        """Seconds of :attr:`shutdown_timeout` for the arbiter's last OTLP push of the merged metrics: the second
+        half when it pushes (it can only start once every worker has gone), else none."""
+        return self.shutdown_timeout / 2 if "otlp" in self.metrics_exporters else 0.0
+
+    @property
+    def worker_exit_timeout(self) -> float:
+        """Seconds of :attr:`shutdown_timeout` for an exiting worker's spans, log records and final report: what the
+        arbiter's push leaves (workers exit side by side, so each gets all of it)."""
+        return self.shutdown_timeout - self.push_exit_timeout
 
     @property
     def metrics_enabled(self) -> bool:
@@ -97,6 +115,10 @@ class Config:
             traces_exporter=_standard_choice(environ, env.OTEL_TRACES_EXPORTER, SPAN_AND_LOG_EXPORTERS),
             logs_exporter=_standard_choice(environ, env.OTEL_LOGS_EXPORTER, SPAN_AND_LOG_EXPORTERS),
             otlp_protocols=tuple((signal, _otlp_protocol(environ, signal)) for signal in ("metrics", "traces", "logs")),
+            metrics_temporality=_standard_choice(
+                environ, env.OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, TEMPORALITY_PREFERENCES
+            ),
+            shutdown_timeout=_seconds(environ, env.OTEL_GUNICORN_SHUTDOWN_TIMEOUT, defaults.shutdown_timeout),
         )
 
 

@@ -26,14 +26,14 @@ OTEL_METRIC_EXPORT_INTERVAL = "OTEL_METRIC_EXPORT_INTERVAL"
 (``OTEL_METRICS_EXPORTER=otlp``). Default ``60000``. An invalid value is warned about and the default used."""
 
 OTEL_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
-"""Standard. Where each worker sends its request spans: ``otlp``, ``console`` (stdout) or ``none``. Default ``none``
-(otel_gunicorn's choice: tracing costs, so it is opt-in); trace ids of requests arriving with a ``traceparent`` still
-reach the logs. An unknown value is warned about and ``none`` used."""
+"""Standard. Where each worker sends its request spans: ``otlp``, ``console`` (stdout, one JSON object per line) or
+``none``. Default ``none`` (otel_gunicorn's choice: tracing costs, so it is opt-in); trace ids of requests arriving
+with a ``traceparent`` still reach the logs. An unknown value is warned about and ``none`` used."""
 
 OTEL_LOGS_EXPORTER = "OTEL_LOGS_EXPORTER"
 """Standard. ``otlp`` also sends every worker's log records (stdlib ``logging``, with their trace ids) to the
-collector through the OpenTelemetry SDK; ``none`` (default) keeps logs local. An unknown value is warned about and
-``none`` used."""
+collector through the OpenTelemetry SDK; ``console`` prints them on stdout, one JSON object per line; ``none``
+(default) keeps logs local. An unknown value is warned about and ``none`` used."""
 
 OTEL_PROPAGATORS = "OTEL_PROPAGATORS"
 """Standard. Propagators each worker continues callers' traces with, e.g. ``tracecontext,baggage`` (the default) or
@@ -45,6 +45,15 @@ OTEL_EXPORTER_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
 ``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL``, ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` and ``OTEL_EXPORTER_OTLP_LOGS_PROTOCOL``
 take precedence. Endpoint, headers, timeout, compression and certificate come from the standard
 ``OTEL_EXPORTER_OTLP_*`` variables, read by the OpenTelemetry exporters themselves."""
+
+OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
+"""Standard. Temporality of the merged metrics pushed over OTLP (``OTEL_METRICS_EXPORTER=otlp``; the Prometheus
+endpoint is always cumulative). ``cumulative`` (default): every push carries the totals since the arbiter started, so
+a failed push loses nothing. ``delta``: counters and histograms carry the change since the last push the collector
+accepted (a failed push is folded into the next one); up-down counters and gauges stay as they are. ``lowmemory``:
+the same as ``delta`` here, because the merged stream no longer tells an application's asynchronous counters (which
+the specification keeps cumulative under ``lowmemory``) from its synchronous ones. Case-insensitive. An invalid value
+is warned about and ``cumulative`` used."""
 
 OTEL_EXPORTER_PROMETHEUS_HOST = "OTEL_EXPORTER_PROMETHEUS_HOST"
 """Standard. Address the arbiter's Prometheus endpoint binds to. Default ``localhost``: nothing outside the
@@ -78,11 +87,25 @@ OTEL_GUNICORN_MAX_FRAME_BYTES = "OTEL_GUNICORN_MAX_FRAME_BYTES"
 """Largest report (bytes, 1024 to 268435456) the arbiter accepts from one worker. Default ``16777216`` (16 MiB).
 A larger report is dropped and counted; raise this only for applications with a very large number of series."""
 
+OTEL_GUNICORN_SHUTDOWN_TIMEOUT = "OTEL_GUNICORN_SHUTDOWN_TIMEOUT"
+"""Seconds (a positive number, fractions allowed, at most 3600) a graceful stop may spend on telemetry in all, however
+slow or unreachable the collector: the time to add to your grace period. With ``OTEL_METRICS_EXPORTER=otlp``, each
+exiting worker gets the first half for its spans, log records and final report together, and the arbiter, once its
+workers are gone, the second half for its last push of the merged metrics (then the exporter process is killed);
+without it, the workers get it all. Whatever has not reached the collector by then is lost, and a warning says so.
+Default ``1``: with metrics, spans and log records all pointed at a collector that never answers, SIGTERM → exit
+takes about 2 s (gunicorn's own stop, the processes' teardown included, adds about a second, more on a busy
+machine); raise it for a distant collector that needs longer to take a last batch. Requests in flight are not
+affected: their time counts against gunicorn's ``--graceful-timeout``, before any telemetry is flushed."""
+
 OTEL_GUNICORN_LOG_FORMAT = "OTEL_GUNICORN_LOG_FORMAT"
 """Format of otel_gunicorn's structured logs (``otel_gunicorn.logs.logconfig_dict()``, used by
 ``python:otel_gunicorn.conf``, and ``configure_structlog()``): ``console``, a readable line, coloured only on a
-terminal, or ``json``, one JSON object per line. Default ``console``; case-insensitive. Read when gunicorn reads its
-configuration, so set it in gunicorn's environment, not with ``--env``."""
+terminal, or ``json``, one JSON object per line, on every line the server writes, the OTLP exporter process's
+included. Default ``console``; case-insensitive. Set it in gunicorn's environment or with gunicorn's ``--env``
+(``raw_env``), which ``GunicornLogger`` applies although gunicorn sets it only after reading its configuration;
+``logconfig_dict("json")`` in a configuration file fixes the format and the variable is then not used. A bad value
+stops gunicorn with one line."""
 
 OTEL_GUNICORN_CHANNEL_DIR = "OTEL_GUNICORN_CHANNEL_DIR"
 """Existing directory in which the arbiter creates its private (mode 0700) directory holding the unix socket

@@ -5,7 +5,9 @@ fork+exec, because the arbiter forks workers all its life and grpc does not surv
 the merged snapshot (under the runtime lock) and writes it to the child's stdin without ever blocking: when the pipe
 is full — the child is stuck on a slow collector — the new snapshot is dropped and counted (the next one, being
 cumulative, carries everything). A child that dies is restarted with backoff; stopping closes its stdin so it
-sends what it has and exits.
+sends what it has and exits, and kills it if it has not within the arbiter's share of ``OTEL_GUNICORN_SHUTDOWN_TIMEOUT``
+(the SDK exporter it runs retries for up to ``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default, and a collector that
+never answers holds a request for as long).
 """
 
 from __future__ import annotations
@@ -16,16 +18,21 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from otel_gunicorn import _environment as env
 from otel_gunicorn._arbiter.forklock import ForkLock
+from otel_gunicorn._config import Config
+from otel_gunicorn._gunicorn_log import applied_log_format
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._wire import FrameKind, encode_frame
 
 _log = logging.getLogger("otel_gunicorn")
-_STOP_TIMEOUT = 15.0
 _RESTART_BACKOFF_MAX = 60.0
+#: what the configuration gives a pusher when nothing is set (``OTEL_METRICS_EXPORTER=otlp`` alone)
+_DEFAULTS = Config(metrics_exporters=frozenset({"otlp"}))
 
 
 class OtlpPusher:
@@ -36,11 +43,24 @@ class OtlpPusher:
         interval: seconds between pushes.
         produce: returns the payload to push; called with ``lock`` held.
         lock: the runtime lock (held across every fork).
+        temporality: ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` as the configuration validated it.
+        shutdown_timeout: seconds :meth:`stop` may take (``Config.push_exit_timeout``).
     """
 
-    def __init__(self, protocol: str, interval: float, produce: Callable[[], dict[str, Any]], lock: ForkLock):
+    def __init__(
+        self,
+        protocol: str,
+        interval: float,
+        produce: Callable[[], dict[str, Any]],
+        lock: ForkLock,
+        *,
+        temporality: str = _DEFAULTS.metrics_temporality,
+        shutdown_timeout: float = _DEFAULTS.push_exit_timeout,
+    ):
         self._protocol = protocol
         self._interval = interval
+        self._temporality = temporality
+        self._shutdown_timeout = shutdown_timeout
         self._produce = produce
         self._lock = lock
         self._process: subprocess.Popen[bytes] | None = None
@@ -57,20 +77,31 @@ class OtlpPusher:
         self._thread.start()
 
     def stop(self) -> None:
-        """Push one last time, then let the child export it and exit."""
+        """Push one last time, then let the child export it and exit; kill it when the shutdown budget is spent."""
+        deadline = time.monotonic() + self._shutdown_timeout
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=2.0)
+            self._thread.join(timeout=_left(deadline))
         self._push()
         process = self._process
         if process is None:
             return
         self._close_pipe()
         try:
-            process.wait(_STOP_TIMEOUT)
+            process.wait(_left(deadline))
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(2.0)
+            _log.warning(
+                "otel_gunicorn: the OTLP exporter process had not delivered the last metrics after %g s (the "
+                "arbiter's share of %s); stopped it: what the collector did not receive since its last successful "
+                "export is lost",
+                self._shutdown_timeout,
+                env.OTEL_GUNICORN_SHUTDOWN_TIMEOUT,
+            )
+            try:
+                process.wait(1.0)  # a killed process is reaped at once; the bound is for one stuck in the kernel
+            except subprocess.TimeoutExpired:
+                pass
 
     def close_in_child(self) -> None:
         """In a freshly forked worker: the pipe to the exporter process belongs to the arbiter."""
@@ -97,11 +128,20 @@ class OtlpPusher:
     def _spawn(self) -> None:
         self._close_pipe()
         self._pending = b""
+        # The child gets the validated temporality in the standard variable itself, so that the SDK exporter it
+        # builds (which reads the variable too, and would warn about a bad value once more) sees the same value.
+        environ = dict(os.environ, **{env.OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: self._temporality})
+        # Its log lines in the server's format, also when a configuration file fixed it (logconfig_dict("json"))
+        # rather than the variable.
+        log_format = applied_log_format()
+        if log_format is not None:
+            environ[env.OTEL_GUNICORN_LOG_FORMAT] = log_format
         try:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "otel_gunicorn._exporter", self._protocol],
                 stdin=subprocess.PIPE,
                 close_fds=True,
+                env=environ,
             )
         except OSError as exc:
             self._process = None
@@ -150,3 +190,7 @@ class OtlpPusher:
                 process.stdin.close()
             except OSError:
                 pass
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())

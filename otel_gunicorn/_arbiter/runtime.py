@@ -73,7 +73,12 @@ class ArbiterRuntime:
         self.pusher: OtlpPusher | None = None
         if "otlp" in config.metrics_exporters:
             self.pusher = OtlpPusher(
-                config.otlp_protocol("metrics"), config.metric_export_interval, self.otlp_payload, self.lock
+                config.otlp_protocol("metrics"),
+                config.metric_export_interval,
+                self.otlp_payload,
+                self.lock,
+                temporality=config.metrics_temporality,
+                shutdown_timeout=config.push_exit_timeout,
             )
         self._fork_locked = False
         self._errors = RateLimitedLogger(_log, interval=3600.0)

@@ -19,6 +19,7 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_gunicorn import _otlp
 from otel_gunicorn._exporter.temporality import delta, wants_delta
+from otel_gunicorn._gunicorn_log import log_to_stderr
 from otel_gunicorn._snapshot import Snapshot, metrics_data_from_snapshot, snapshot_from_payload
 from otel_gunicorn._wire import FrameDecoder, FrameKind, ProtocolError
 
@@ -120,11 +121,9 @@ class Pusher:
 
 def main(argv: list[str]) -> int:
     protocol = argv[0] if argv else "http/protobuf"
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format=f"[%(asctime)s] [{os.getpid()}] [%(levelname)s] %(message)s",
-    )
+    # Rendered like the server's own lines (console or JSON, OTEL_GUNICORN_LOG_FORMAT inherited from the arbiter), so
+    # a JSON log stream stays JSON. The formatter is shared through _gunicorn_log: _logs is a sibling we may not import.
+    log_to_stderr(os.environ)
     # The SDK exporters log every failed attempt; outages are reported once by the Pusher instead.
     logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
     pusher = Pusher(_otlp.metric_exporter(protocol), wants_delta(os.environ))

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from otel_gunicorn import _environment as env
 from otel_gunicorn._snapshot import HistogramValue, Snapshot, Value
 
 DELTA_PREFERENCES = frozenset({"delta", "lowmemory"})
 
 
 def wants_delta(environ: Mapping[str, str]) -> bool:
-    raw = environ.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "").strip().lower()
+    """Whether the preference in ``environ`` asks for deltas. In the exporter process, the arbiter has set the
+    variable to the value its configuration validated (``Config.metrics_temporality``): a bad value was warned about
+    there, once, and is ``cumulative`` here."""
+    raw = environ.get(env.OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, "").strip().lower()
     return raw in DELTA_PREFERENCES
 
 

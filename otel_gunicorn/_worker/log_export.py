@@ -2,33 +2,61 @@
 
 Runs in a worker; built after the fork. The SDK's ``LoggingHandler`` is added to the root logger and to gunicorn's
 error and access loggers (which do not propagate), so the application's stdlib logging, gunicorn's messages and the
-access log are exported, each record with the trace context current when it was logged.
+access log are exported, each record with the trace context current when it was logged. ``console`` prints each
+record as one JSON object per line on stdout instead.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogExporter
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter, LogRecordExporter
 from opentelemetry.sdk.resources import Resource
 
 from otel_gunicorn import _otlp
 from otel_gunicorn._config import Config
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk._logs import ReadableLogRecord
+
 EXPORTED_LOGGERS = ("", "gunicorn.error", "gunicorn.access")
 
 
-def build_logger_provider(config: Config, resource: Resource) -> LoggerProvider | None:
-    """The worker's LoggerProvider for ``OTEL_LOGS_EXPORTER`` (None when off), wired into stdlib logging."""
+class LogExport:
+    """The worker's LoggerProvider and the handler that feeds it stdlib logging's records."""
+
+    def __init__(self, provider: LoggerProvider) -> None:
+        self.provider = provider
+        self.handler = LoggingHandler(logger_provider=provider)
+        for name in EXPORTED_LOGGERS:
+            logging.getLogger(name).addHandler(self.handler)
+
+    def shutdown(self) -> None:
+        """Stop feeding records, then export those still queued: a record logged after the provider's shutdown
+        would be dropped, with a line from the SDK saying so."""
+        for name in EXPORTED_LOGGERS:
+            logging.getLogger(name).removeHandler(self.handler)
+        self.provider.shutdown()
+
+
+def build_log_export(config: Config, resource: Resource) -> LogExport | None:
+    """The worker's log export for ``OTEL_LOGS_EXPORTER`` (None when off), wired into stdlib logging."""
     if config.logs_exporter == "none":
         return None
-    exporter = (
-        ConsoleLogExporter() if config.logs_exporter == "console" else _otlp.log_exporter(config.otlp_protocol("logs"))
-    )
     provider = LoggerProvider(resource=resource)
-    provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
-    handler = LoggingHandler(logger_provider=provider)
-    for name in EXPORTED_LOGGERS:
-        logging.getLogger(name).addHandler(handler)
-    return provider
+    provider.add_log_record_processor(BatchLogRecordProcessor(_log_exporter(config)))
+    return LogExport(provider)
+
+
+def _log_exporter(config: Config) -> LogRecordExporter:
+    """``console``: one record per line on stdout; ``otlp``: the SDK's exporter, its outages logged once."""
+    if config.logs_exporter == "console":
+        return ConsoleLogRecordExporter(formatter=one_line_record)
+    return _otlp.log_exporter(config.otlp_protocol("logs"))
+
+
+def one_line_record(record: ReadableLogRecord) -> str:
+    """A log record as one compact JSON object and a newline (the SDK's default indents it over many lines)."""
+    return record.to_json(indent=None) + "\n"

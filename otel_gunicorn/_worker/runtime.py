@@ -3,8 +3,9 @@
 Runs in a worker only. Built in ``post_worker_init`` — after the fork, and after gevent has monkey-patched — and set
 as the global provider, so the application's plain ``metrics.get_meter(...)`` works, including instruments created
 in the arbiter before the fork under ``--preload`` (the API's proxies attach to this provider). Shut down in
-``worker_exit`` so a graceful exit (TERM, HUP, max_requests) sends one final report and a goodbye saying how the
-worker ended.
+``worker_exit`` so a graceful exit (TERM, HUP, max_requests) sends one final report, flushes its spans and log
+records, and says goodbye with how the worker ended — all within ``OTEL_GUNICORN_SHUTDOWN_TIMEOUT``, so an
+unreachable collector cannot hold the exit up.
 
 Requests are measured through gunicorn's ``pre_request``/``post_request`` hooks where the worker class calls them,
 and otherwise by wrapping the loaded application here, in ``post_worker_init`` — after ``load_wsgi()``, before
@@ -16,14 +17,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import PROCESS_PID, Resource
 
+from otel_gunicorn import _environment as env
 from otel_gunicorn import _handoff
 from otel_gunicorn._worker import app_boundary, server_gauges
-from otel_gunicorn._worker.log_export import build_logger_provider
+from otel_gunicorn._worker.log_export import build_log_export
 from otel_gunicorn._worker.reporter import ChannelExporter, reporting_meter
 from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.requests import RequestObserver
@@ -32,17 +37,15 @@ from otel_gunicorn._worker.tracing import RequestTracing, build_tracer_provider
 
 _log = logging.getLogger("otel_gunicorn")
 
-#: seconds a graceful exit may spend on its final report
-FINAL_REPORT_TIMEOUT = 2.0
-
 
 class WorkerRuntime:
     """This worker's telemetry: metrics reported to the arbiter (unless metrics are off), spans, log export."""
 
     def __init__(self, worker: Any, arbiter: _handoff.ArbiterLink) -> None:
         resource = Resource.create(dict(arbiter.resource_attributes, **{PROCESS_PID: os.getpid()}))
+        self.exit_timeout = arbiter.config.worker_exit_timeout
         self.tracer_provider = build_tracer_provider(arbiter.config, resource)
-        self.logger_provider = build_logger_provider(arbiter.config, resource)
+        self.log_export = build_log_export(arbiter.config, resource)
         state = state_reader(worker)
         self.provider: MeterProvider | None = None
         self.exporter: ChannelExporter | None = None
@@ -69,19 +72,57 @@ class WorkerRuntime:
             server_gauges.register_own_listeners(meter, worker)
 
     def shutdown(self, reason: str) -> None:
-        """Flush spans and log records, send the final report, then the goodbye, and stop reporting."""
-        # spans and log records first (their exporters may block up to their own timeouts), then the final report
-        shutdowns = [p.shutdown for p in (self.tracer_provider, self.logger_provider) if p is not None]
-        if self.provider is not None:
-            provider = self.provider
-            shutdowns.append(lambda: provider.shutdown(timeout_millis=FINAL_REPORT_TIMEOUT * 1000))
-        for shutdown in shutdowns:
-            try:
-                shutdown()
-            except Exception:  # noqa: BLE001 - telemetry must never break a worker's exit
-                _log.warning("otel_gunicorn: flushing telemetry of worker %d failed", os.getpid(), exc_info=True)
+        """Send the final report, flush spans and log records, then say goodbye; stop trying at the deadline."""
+        deadline = time.monotonic() + self.exit_timeout
+        # The final report first: it goes to the arbiter over a local socket, so it is quick, and it keeps the
+        # merged totals exact; spans and log records go to a collector that may not answer at all.
+        provider = self.provider
+        if provider is not None:
+            _quietly(lambda: provider.shutdown(timeout_millis=_left(deadline) * 1000))
+        flushes = {"spans": self.tracer_provider, "log records": self.log_export}
+        late = _all_within({what: p.shutdown for what, p in flushes.items() if p is not None}, deadline)
+        if late:
+            _log.warning(
+                "otel_gunicorn: worker %d gave up on its %s after %g s (its share of %s): those not yet exported "
+                "are lost",
+                os.getpid(),
+                " and ".join(late),
+                self.exit_timeout,
+                env.OTEL_GUNICORN_SHUTDOWN_TIMEOUT,
+            )
         if self.exporter is not None:
             self.exporter.goodbye(reason)
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _quietly(flush: Callable[[], object]) -> None:
+    try:
+        flush()
+    except Exception:  # noqa: BLE001 - telemetry must never break a worker's exit
+        _log.warning("otel_gunicorn: flushing telemetry of worker %d failed", os.getpid(), exc_info=True)
+
+
+def _all_within(flushes: dict[str, Callable[[], object]], deadline: float) -> list[str]:
+    """Run ``flushes`` side by side; return the names of those still running at ``deadline``.
+
+    The SDK cannot bound them itself: a provider's shutdown takes no timeout (its batch processor waits up to
+    30 s), its OTLP exporters retry with backoff for up to ``OTEL_EXPORTER_OTLP_TIMEOUT`` (10 s by default) whatever
+    timeout ``export`` is given, and a collector that accepts connections but never answers holds a request for as
+    long. So each runs on a daemon thread, and one still running at the deadline is abandoned: the process exits
+    without it.
+    """
+    threads = {
+        what: threading.Thread(target=_quietly, args=(flush,), name=f"otel-gunicorn-flush-{what}", daemon=True)
+        for what, flush in flushes.items()
+    }
+    for thread in threads.values():
+        thread.start()
+    for thread in threads.values():
+        thread.join(_left(deadline))
+    return [what for what, thread in threads.items() if thread.is_alive()]
 
 
 def _wrap_application(worker: Any, observer: RequestObserver, state: WorkerStateReader) -> None:

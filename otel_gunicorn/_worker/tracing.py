@@ -24,8 +24,8 @@ from typing import Any, Protocol
 from opentelemetry import context, propagate, trace
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE
@@ -102,15 +102,23 @@ def build_tracer_provider(config: Config, resource: Resource) -> TracerProvider 
     """The worker's TracerProvider for ``OTEL_TRACES_EXPORTER`` (None when tracing is off), set as the global one."""
     if config.traces_exporter == "none":
         return None
-    exporter = (
-        ConsoleSpanExporter()
-        if config.traces_exporter == "console"
-        else _otlp.span_exporter(config.otlp_protocol("traces"))
-    )
     provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(BatchSpanProcessor(_span_exporter(config)))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def _span_exporter(config: Config) -> SpanExporter:
+    """``console``: one span per line on stdout; ``otlp``: the SDK's exporter, its outages logged once."""
+    if config.traces_exporter == "console":
+        return ConsoleSpanExporter(formatter=one_line_span)
+    return _otlp.span_exporter(config.otlp_protocol("traces"))
+
+
+def one_line_span(span: ReadableSpan) -> str:
+    """A span as one compact JSON object and a newline: the SDK's default indents it over dozens of lines, which
+    would break a JSON log stream (``OTEL_GUNICORN_LOG_FORMAT=json``) into fragments between the access lines."""
+    return span.to_json(indent=None) + "\n"
 
 
 class RequestTracing:

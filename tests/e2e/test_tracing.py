@@ -62,14 +62,17 @@ def test_request_span_continues_the_callers_trace_and_reaches_the_logs(start_gun
     assert "200" in span.attributes.get("http.response.status_code", "")
 
 
-def test_no_traceparent_and_tracing_off_means_no_trace_fields(start_gunicorn):
-    """Tracing off (the default) and no traceparent: log lines carry no trace fields and nothing fails."""
+def test_no_traceparent_and_tracing_off_still_correlates_the_requests_lines(start_gunicorn):
+    """Tracing off (the default) and no traceparent: the request's app line and access line share a trace id of the
+    request's own, flagged not sampled, and nothing fails."""
     server = start_gunicorn(
         "logging_app:app", args=["-w", "1", "--access-logfile", "-"], env={"OTEL_GUNICORN_LOG_FORMAT": "json"}
     )
     assert 200 == server.get("/plain")[0]
     [app_line] = wait_records(server, lambda r: r.get("event") == "in.app", "the app's log line")
-    assert not {"trace_id", "span_id", "trace_flags"} & set(app_line)
+    [access] = wait_records(server, lambda r: r.get("path") == "/plain", "the access line")
+    assert app_line["trace_id"] == access["trace_id"] and app_line["span_id"] == access["span_id"]
+    assert "00" == app_line["trace_flags"]
     assert 0 == app_line["gunicorn.worker.slot"]  # set by otel_gunicorn's post_fork
 
 
