@@ -56,7 +56,8 @@ $(OLD)/.installed: pyproject.toml
 	touch $@
 
 test-oldest: $(OLD)/.installed system-tools
-	$(OLD)/bin/python -m pytest tests/e2e/test_core.py tests/e2e/test_server_metrics.py tests/e2e/test_configuration.py
+	$(OLD)/bin/python -m pytest tests/e2e/test_core.py tests/e2e/test_server_metrics.py tests/e2e/test_configuration.py \
+	  tests/e2e/test_log_destinations.py tests/e2e/test_hook_chain.py tests/e2e/test_request_errors.py
 
 # ruff (lint and format), mypy, and the import-linter layer contract in pyproject.toml (docs/architecture.md).
 lint: $(VENV)/.installed
@@ -91,8 +92,19 @@ docs: $(VENV)/.installed
 docs-site: $(VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
+# The benchmarks, not part of `make test` (about 20 minutes on 2 cores; `make bench BENCH_ARGS=--quick`: a smoke run
+# of a few minutes): write docs/benchmarks.md, its plots in docs/benchmarks/ and bench/results/latest.json. They need
+# the `bench` extra and the load generator wrk (Debian package), installed when missing (as root, from the Debian
+# registry) as system-tools does for the test tools.
+BENCH_TOOLS := wrk
 bench: $(VENV)/.installed
-	$(BIN)/python bench/run.py
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@missing=""; for tool in $(BENCH_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q $$missing >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)); \
+	  else echo "make bench needs the Debian packages:$$missing (apt-get install$$missing)" >&2; exit 1; fi; fi
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(OLD) build dist *.egg-info .pytest_cache .hypothesis

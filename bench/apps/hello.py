@@ -1,21 +1,46 @@
-"""Bench application: hello world with one counter, recorded with the plain OpenTelemetry API only.
+"""Bench application: hello world, recording nothing. ``app`` is WSGI, ``asgi_app`` ASGI 3.
 
-Under bare gunicorn the API is a no-op; under ``-c python:otel_gunicorn.conf`` the counter is real and reported to
-the arbiter. The body is the worker's pid.
+The body is the worker's pid (the bench counts workers and recycles with it). ``/ready`` is the harness's readiness
+probe and answers the same way.
 """
 
 import os
 
-from opentelemetry import metrics
 
-requests_total = metrics.get_meter("bench.hello", "1.0").create_counter(
-    "bench.hello.requests", unit="{request}", description="Requests served."
-)
+def _body() -> bytes:
+    return b"hello from %d\n" % os.getpid()
 
 
 def app(environ, start_response):
-    if environ.get("PATH_INFO") != "/ready":
-        requests_total.add(1)
-    body = b"hello from %d\n" % os.getpid()
+    body = _body()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+async def lifespan(receive, send):
+    """Answer the ASGI lifespan protocol (startup, shutdown) so every ASGI server starts the app the same way."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def respond(send, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def asgi_app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await lifespan(receive, send)
+        return
+    await respond(send, _body())
