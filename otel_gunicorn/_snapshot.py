@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
+import marshal
 import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -98,6 +99,24 @@ def attr_key(attributes: Mapping[str, Any] | None) -> AttrKey:
     if not attributes:
         return ()
     return tuple(sorted((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in attributes.items()))
+
+
+def fingerprint(points: Mapping[AttrKey, Value]) -> bytes:
+    """An exact form of one metric's points, to tell whether two are the same without rendering them.
+
+    Equal only when both have the same keys and values in the same order and of the same types: unlike ``==``,
+    ``1``, ``1.0`` and ``True`` differ (a label renders as ``1``, ``1.0`` or ``true``), and so do ``0.0`` and ``-0.0``;
+    a NaN equals itself. Not stable across Python versions: compare fingerprints of one process only.
+    """
+    values: Any = tuple(points.values())
+    try:
+        # marshal version 2 has no back-references, so the bytes depend on the values only, not on object sharing
+        return marshal.dumps((tuple(points), values), 2)
+    except ValueError:  # histogram points
+        values = tuple(
+            (v.count, v.sum, v.bounds, v.counts, v.min, v.max) if isinstance(v, HistogramValue) else v for v in values
+        )
+        return marshal.dumps((tuple(points), values), 2)
 
 
 # ---------------------------------------------------------------- worker side: SDK data -> payload

@@ -12,16 +12,23 @@ totals retire. The merge rules (docs/usage.md, "How the numbers are merged"):
 
 Sums are exact (integers, or ``Fraction`` for floats) so the result depends neither on arrival order nor on how many
 workers died along the way.
+
+The merged view is kept up to date incrementally: an update marks the metrics whose inputs it changed (a report is
+compared with the worker's previous one, exactly: see :func:`~otel_gunicorn._snapshot.fingerprint`), and
+:meth:`MergeStore.merged` re-merges only those. A metric whose inputs did not change keeps the very same points
+dict from one merged view to the next, which is what lets the Prometheus endpoint reuse what it rendered from it
+(``exposition_cache.py``); :attr:`MergeStore.generation` counts the changes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Collection
 from fractions import Fraction
 
 from otel_gunicorn._instruments import SLOT_ATTRIBUTE
-from otel_gunicorn._snapshot import AttrKey, HistogramValue, Kind, MetricMeta, Snapshot, Value
+from otel_gunicorn._snapshot import AttrKey, HistogramValue, Kind, MetricMeta, Snapshot, Value, fingerprint
 
 Exact = int | Fraction | float  # float only for inf/nan, which have no exact form
 
@@ -62,6 +69,17 @@ class _Held:
     slot: int | None
     snapshot: Snapshot
     slot_attribute: str = SLOT_ATTRIBUTE
+    #: fingerprints of ``snapshot``'s points, by metric, computed when first needed
+    fingerprints: dict[MetricMeta, bytes] = dataclasses.field(default_factory=dict)
+
+    def fingerprint(self, meta: MetricMeta) -> bytes:
+        found = self.fingerprints.get(meta)
+        if found is None:
+            found = self.fingerprints[meta] = fingerprint(self.snapshot[meta])
+        return found
+
+
+_Merged = dict[AttrKey, Value]
 
 
 class MergeStore:
@@ -73,18 +91,44 @@ class MergeStore:
         #: points the latest merge dropped because their histogram bucket boundaries disagreed with other workers'
         #: (or a histogram and a number shared one name); only workers running different code can cause it
         self.conflicts = 0
+        #: counts the updates that changed the merged view (a report equal to the worker's previous one does not)
+        self.generation = 0
+        # the merged view: points and conflicts by metric; metrics in _dirty need merging again
+        self._merged: dict[MetricMeta, tuple[_Merged, int]] = {}
+        self._dirty: set[MetricMeta] = set()
+        self._view: Snapshot = {}
+        self._view_generation = -1
 
     # ---------------------------------------------------------------- updates
 
     def report(self, pid: int, slot: int | None, snapshot: Snapshot, slot_attribute: str = SLOT_ATTRIBUTE) -> None:
         """Replace the worker's latest cumulative snapshot; its gauges are labelled ``slot_attribute`` = ``slot``
         (None: left out)."""
-        self._held[pid] = _Held(slot, snapshot, slot_attribute)
+        old = self._held.get(pid)
+        new = self._held[pid] = _Held(slot, snapshot, slot_attribute)
+        if old is None:
+            self._changed(snapshot)
+            return
+        relabelled = (old.slot, old.slot_attribute) != (slot, slot_attribute)
+        changed = [meta for meta in old.snapshot if meta not in snapshot]
+        if not changed and list(old.snapshot) != list(snapshot):
+            self.generation += 1  # same metrics, listed in another order: the view's order may change
+        for meta, points in snapshot.items():
+            before = old.snapshot.get(meta)
+            if (
+                before is None
+                or (relabelled and meta.kind is Kind.GAUGE)
+                or before != points
+                or old.fingerprint(meta) != new.fingerprint(meta)
+            ):
+                changed.append(meta)
+        self._changed(changed)
 
     def drop_gauges(self, pid: int) -> None:
         """The worker is dead: its gauges and up-down counters leave the merged view, its totals stay until retired."""
         held = self._held.get(pid)
         if held is not None:
+            self._changed([meta for meta in held.snapshot if not meta.kind.is_total])
             held.snapshot = {meta: points for meta, points in held.snapshot.items() if meta.kind.is_total}
 
     def retire(self, pid: int) -> None:
@@ -92,11 +136,17 @@ class MergeStore:
         held = self._held.pop(pid, None)
         if held is None:
             return
+        self._changed(held.snapshot)
         for meta, points in held.snapshot.items():
             if meta.kind.is_total:
                 retired = self._retired.setdefault(meta, {})
                 for key, value in points.items():
-                    self._fold(retired, key, value)
+                    _fold(retired, key, value)
+
+    def _changed(self, metas: Collection[MetricMeta]) -> None:
+        if metas:
+            self._dirty.update(metas)
+            self.generation += 1
 
     # ---------------------------------------------------------------- views
 
@@ -116,42 +166,85 @@ class MergeStore:
         return sums
 
     def merged(self) -> Snapshot:
-        """The merged view of every metric, by the merge rules (sets :attr:`conflicts` for this merge)."""
-        self.conflicts = 0
-        totals: dict[MetricMeta, dict[AttrKey, Exact | _ExactHistogram]] = {}
-        gauges: Snapshot = {}
-        for meta, retired in self._retired.items():
-            totals[meta] = {k: v.copy() if isinstance(v, _ExactHistogram) else v for k, v in retired.items()}
-        for held in self._held.values():
-            for meta, points in held.snapshot.items():
-                if meta.kind is Kind.GAUGE:
-                    if held.slot is not None:
-                        target_points = gauges.setdefault(meta, {})
-                        for key, value in points.items():
-                            target_points[_with_slot(key, held.slot_attribute, held.slot)] = value
-                    continue
-                sums = totals.setdefault(meta, {})
-                for key, value in points.items():
-                    self._fold(sums, key, value)
-        result: Snapshot = {meta: {k: _result(v) for k, v in pts.items()} for meta, pts in totals.items()}
-        result.update(gauges)
-        return result
+        """The merged view of every metric, by the merge rules (sets :attr:`conflicts` for this merge).
 
-    def _fold(self, target: dict[AttrKey, Exact | _ExactHistogram], key: AttrKey, value: Value) -> None:
-        current = target.get(key)
-        # Fast path for the common case, integer counters: exact already, no Fraction needed.
-        if type(value) is int and (current is None or type(current) is int):
-            target[key] = value if current is None else current + value
-            return
-        if isinstance(value, HistogramValue):
-            if current is None:
-                target[key] = _ExactHistogram.of(value)
-            elif not (isinstance(current, _ExactHistogram) and current.add(value)):
-                self.conflicts += 1
-        elif isinstance(current, _ExactHistogram):
-            self.conflicts += 1
-        else:
-            target[key] = _exact(value) if current is None else _exact_add(current, value)
+        A new dict each call (the caller may add to it), but the points dict of a metric whose inputs did not change
+        since the previous call is the same object: callers must not modify points dicts.
+        """
+        if self._view_generation != self.generation:
+            for meta in self._dirty:
+                merged = self._merge(meta)
+                if merged is None:
+                    self._merged.pop(meta, None)
+                else:
+                    self._merged[meta] = merged
+            self._dirty.clear()
+            self._view = {meta: self._merged[meta][0] for meta in self._order()}
+            self._view_generation = self.generation
+        self.conflicts = sum(self._merged[meta][1] for meta in self._view)
+        return dict(self._view)
+
+    def _order(self) -> list[MetricMeta]:
+        """Metrics in the merged view's order: retired totals, then the other totals and the gauges, each in the
+        order the workers (in the order they first reported) list them."""
+        totals = list(self._retired)
+        gauges = []
+        seen = set(totals)
+        for held in self._held.values():
+            for meta in held.snapshot:
+                if meta in seen:
+                    continue
+                if meta.kind is not Kind.GAUGE:
+                    totals.append(meta)
+                elif held.slot is not None:
+                    gauges.append(meta)
+                else:
+                    continue  # a gauge of a worker without a slot is left out; another worker may still have it
+                seen.add(meta)
+        return totals + gauges
+
+    def _merge(self, meta: MetricMeta) -> tuple[_Merged, int] | None:
+        """One metric merged from scratch, and its conflicts; None when no worker (and no retired total) has it."""
+        if meta.kind is Kind.GAUGE:
+            gauges: _Merged = {}
+            found = False
+            for held in self._held.values():
+                points = held.snapshot.get(meta)
+                if points is not None and held.slot is not None:
+                    found = True
+                    for key, value in points.items():
+                        gauges[_with_slot(key, held.slot_attribute, held.slot)] = value
+            return (gauges, 0) if found else None
+        retired = self._retired.get(meta)
+        found = retired is not None
+        sums = {k: v.copy() if isinstance(v, _ExactHistogram) else v for k, v in (retired or {}).items()}
+        conflicts = 0
+        for held in self._held.values():
+            points = held.snapshot.get(meta)
+            if points is not None:
+                found = True
+                for key, value in points.items():
+                    conflicts += _fold(sums, key, value)
+        return ({k: _result(v) for k, v in sums.items()}, conflicts) if found else None
+
+
+def _fold(target: dict[AttrKey, Exact | _ExactHistogram], key: AttrKey, value: Value) -> int:
+    """Add ``value`` into ``target[key]``; 1 when it could not be (a conflict), else 0."""
+    current = target.get(key)
+    # Fast path for the common case, integer counters: exact already, no Fraction needed.
+    if type(value) is int and (current is None or type(current) is int):
+        target[key] = value if current is None else current + value
+        return 0
+    if isinstance(value, HistogramValue):
+        if current is None:
+            target[key] = _ExactHistogram.of(value)
+        elif not (isinstance(current, _ExactHistogram) and current.add(value)):
+            return 1
+    elif isinstance(current, _ExactHistogram):
+        return 1
+    else:
+        target[key] = _exact(value) if current is None else _exact_add(current, value)
+    return 0
 
 
 def _with_slot(key: AttrKey, attribute: str, slot: int) -> AttrKey:

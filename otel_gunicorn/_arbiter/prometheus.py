@@ -2,8 +2,12 @@
 
 Runs in the arbiter only. The exporter's ``PrometheusMetricReader`` normally pulls from a ``MeterProvider``; here it
 pulls from the merge store instead (:class:`MergedMetricsReader`), so names, units, ``target_info`` and scope labels
-follow the official OTel→Prometheus mapping, and prometheus_client serves text and OpenMetrics. A web-config file
-(``OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG``) adds HTTPS (``tls.py``) and basic authentication (``basic_auth.py``).
+follow the official OTel→Prometheus mapping, and prometheus_client's encoders render text and OpenMetrics, as its
+``make_wsgi_app`` negotiates them (``Accept``, ``Accept-Encoding: gzip``). A scrape reuses what the previous ones
+translated and rendered for the families that did not change (``exposition_cache.py``: the bytes are the same);
+what the cached path does not serve (``name[]`` filters, methods other than GET) goes to prometheus_client's own
+WSGI application. A web-config file (``OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG``) adds HTTPS (``tls.py``) and basic
+authentication (``basic_auth.py``).
 
 Hazards:
 
@@ -14,7 +18,8 @@ Hazards:
   binding is retried in the background with backoff and the failure is logged once. What no retry can fix — a host
   that does not resolve or is not an address of this machine, gunicorn's own port, a port needing privileges — is
   logged once as an error and the endpoint stays off;
-* fork: scrapes compute under the runtime lock, which the fork handler holds across ``fork()``.
+* fork: scrapes compute under the runtime lock, which the fork handler holds across ``fork()`` (the cache is only
+  read and written under it); authentication (bcrypt) and the socket I/O happen outside it.
 """
 
 from __future__ import annotations
@@ -23,22 +28,24 @@ import errno
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics.export import MetricsData
 from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
-from prometheus_client.metrics_core import Metric
+from prometheus_client.exposition import ThreadingWSGIServer, gzip_accepted
 
 from otel_gunicorn._arbiter.basic_auth import secure_app
+from otel_gunicorn._arbiter.exposition_cache import ExpositionCache, MergedMetricsReader, OneFamilyPerName
 from otel_gunicorn._arbiter.forklock import ForkLock
 from otel_gunicorn._arbiter.tls import TLSThreadingWSGIServer, ssl_context
 from otel_gunicorn._environment import OTEL_EXPORTER_PROMETHEUS_HOST, OTEL_EXPORTER_PROMETHEUS_PORT
-from otel_gunicorn._ratelimit import RateLimitedLogger
+from otel_gunicorn._snapshot import Snapshot
 from otel_gunicorn._webconfig import WebConfig
+
+__all__ = ["MergedMetricsReader", "OneFamilyPerName", "PrometheusEndpoint"]
 
 _log = logging.getLogger("otel_gunicorn")
 
@@ -48,54 +55,6 @@ _BIND_RETRY_INITIAL = 0.5
 # Short, because the common reason the port is taken is the old master during a USR2 upgrade: the new master must
 # take the endpoint over within a second of the old one leaving. A failed bind() costs next to nothing.
 _BIND_RETRY_MAX = 1.0
-
-
-class MergedMetricsReader(PrometheusMetricReader):
-    """A ``PrometheusMetricReader`` whose collection is the arbiter's merged view rather than a MeterProvider's."""
-
-    def __init__(self, produce: Callable[[], MetricsData], registry: CollectorRegistry) -> None:
-        super().__init__(registry=registry)
-        self._produce = produce
-
-    # MetricReader.collect is marked @final for typing, but the Python SDK implements no MetricProducer through
-    # which foreign (here: merged) data could reach a reader; overriding collect is the one seam that keeps the
-    # official exporter's naming and exposition intact.
-    def collect(self, timeout_millis: float = 10_000) -> None:  # type: ignore[misc]  # noqa: ARG002
-        self._receive_metrics(self._produce())
-
-
-class OneFamilyPerName:
-    """A prometheus_client collector re-emitting ``source``'s families with same-named ones folded into one.
-
-    Samples of a later family with the same name and type join the first; a same-named family of a different type
-    cannot be represented and is dropped (counted in :attr:`dropped_families`).
-    """
-
-    def __init__(self, source: CollectorRegistry) -> None:
-        self._source = source
-        self.dropped_families = 0
-        self._errors = RateLimitedLogger(_log)
-
-    def collect(self) -> Iterator[Metric]:
-        families: dict[str, Metric] = {}
-        for family in self._source.collect():
-            first = families.get(family.name)
-            if first is None:
-                families[family.name] = family
-            elif first.type == family.type:
-                first.samples.extend(family.samples)
-            else:
-                self.dropped_families += 1
-                self._errors.log(
-                    logging.WARNING,
-                    family.name,
-                    "otel_gunicorn: metric %s is both a %s and a %s; only the %s is exposed",
-                    family.name,
-                    first.type,
-                    family.type,
-                    first.type,
-                )
-        return iter(families.values())
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -110,7 +69,9 @@ class PrometheusEndpoint:
 
     Args:
         host, port: where to listen.
-        produce: returns the merged ``MetricsData``; called under ``lock``.
+        produce: returns the merged snapshot (workers' and the arbiter's own metrics); called under ``lock``; the
+            points dicts it returns must not be modified afterwards (the scrape cache compares them by identity).
+        to_sdk: a snapshot as SDK ``MetricsData`` (the server's resource and start time); called under ``lock``.
         lock: the runtime lock (held across every fork).
         web: the ``OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG`` file, parsed: TLS, basic auth, extra headers.
         app_ports: the TCP ports gunicorn itself listens on, to tell "taken by the application" (never free) from
@@ -121,7 +82,8 @@ class PrometheusEndpoint:
         self,
         host: str,
         port: int,
-        produce: Callable[[], MetricsData],
+        produce: Callable[[], Snapshot],
+        to_sdk: Callable[[Snapshot], MetricsData],
         lock: ForkLock,
         web: WebConfig | None = None,
         app_ports: frozenset[int] = frozenset(),
@@ -130,15 +92,17 @@ class PrometheusEndpoint:
         self._port = port
         self._app_ports = app_ports
         self._lock = lock
-        staging = CollectorRegistry(auto_describe=False)
-        self.reader = MergedMetricsReader(produce, staging)
-        self.families = OneFamilyPerName(staging)
+        self.exposition = ExpositionCache(produce, to_sdk)
+        #: counts the families dropped for a type conflict
+        self.families = self.exposition.families
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.families)  # type: ignore[arg-type]
-        self._app = make_wsgi_app(self.registry)
+        self.registry.register(self.exposition)
+        self._fallback = make_wsgi_app(self.registry)
         # Authentication wraps _wsgi from outside: a bcrypt check (~100 ms) must never run under the runtime lock,
         # which every fork waits for.
         self._served = self._wsgi if web is None else secure_app(self._wsgi, web)
+        #: the WSGI application the server runs (with authentication when the web-config asks for it)
+        self.app = self._served
         # Built here, on the main thread before any fork; runtime.check_config already loaded the same files once.
         self._ssl = None if web is None else ssl_context(web)
         self._server: ThreadingWSGIServer | None = None
@@ -175,9 +139,32 @@ class PrometheusEndpoint:
         if server is not None:
             server.socket.close()
 
-    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def warm_up(self) -> None:
+        """Render every format once (call on the main thread before any arbiter thread exists): every module the
+        scrape path imports lazily is imported now, since an import in progress on another thread at fork time
+        leaves its module lock held forever in the child."""
         with self._lock:
-            return self._app(environ, start_response)  # type: ignore[no-any-return]
+            for accept in (None, "application/openmetrics-text; version=1.0.0"):
+                self.exposition.render(accept, compress=True)
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        # What prometheus_client's make_wsgi_app does for a plain GET, through the cache; anything else (OPTIONS,
+        # other methods, /favicon.ico, a name[] filter) to that application itself.
+        if (
+            environ.get("REQUEST_METHOD") != "GET"
+            or environ.get("PATH_INFO") == "/favicon.ico"
+            or "name[]" in parse_qs(environ.get("QUERY_STRING", ""))
+        ):
+            with self._lock:
+                return self._fallback(environ, start_response)  # type: ignore[no-any-return]
+        compress = gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", ""))
+        with self._lock:
+            body, content_type = self.exposition.render(environ.get("HTTP_ACCEPT"), compress)
+        headers = [("Content-Type", content_type)]
+        if compress:
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
+        return [body]
 
     def _run(self) -> None:
         delay = _BIND_RETRY_INITIAL

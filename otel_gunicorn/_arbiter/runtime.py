@@ -26,7 +26,6 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricsData
 from opentelemetry.sdk.resources import Resource
-from prometheus_client import generate_latest
 
 from otel_gunicorn import _handoff, _propagators
 from otel_gunicorn._arbiter import server_metrics
@@ -65,7 +64,8 @@ class ArbiterRuntime:
             self.endpoint = PrometheusEndpoint(
                 config.prometheus_host,
                 config.prometheus_port,
-                self.metrics_data,
+                self.merged_snapshot,
+                self.sdk_data,
                 self.lock,
                 config.prometheus_web_config,
                 _tcp_ports(server),
@@ -89,7 +89,7 @@ class ArbiterRuntime:
         # its module lock held forever in the child.
         with self.lock:
             if self.endpoint is not None:
-                generate_latest(self.endpoint.registry)
+                self.endpoint.warm_up()
             else:
                 self.otlp_payload()
             "localhost".encode("idna")
@@ -196,8 +196,13 @@ class ArbiterRuntime:
         return snapshot
 
     def metrics_data(self) -> MetricsData:
-        """:meth:`merged_snapshot` as SDK data, for the Prometheus exporter; call with :attr:`lock` held."""
-        return metrics_data_from_snapshot(self.merged_snapshot(), self.resource, self.start_ns, time.time_ns())
+        """:meth:`merged_snapshot` as SDK data; call with :attr:`lock` held."""
+        return self.sdk_data(self.merged_snapshot())
+
+    def sdk_data(self, snapshot: Snapshot) -> MetricsData:
+        """``snapshot`` (all of a merged snapshot or a part) as SDK data with this server's resource and start time,
+        for the Prometheus exporter."""
+        return metrics_data_from_snapshot(snapshot, self.resource, self.start_ns, time.time_ns())
 
     def otlp_payload(self) -> dict[str, Any]:
         """:meth:`merged_snapshot` as a wire payload for the exporter process; call with :attr:`lock` held."""

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otel_gunicorn._arbiter.merge import SLOT_ATTRIBUTE, MergeStore
-from otel_gunicorn._snapshot import HistogramValue, Kind, MetricMeta, Snapshot, Value
+from otel_gunicorn._snapshot import HistogramValue, Kind, MetricMeta, Snapshot, Value, fingerprint
 
 COUNTER = MetricMeta("app", "", "", "requests", "", "{request}", Kind.COUNTER)
 UPDOWN = MetricMeta("app", "", "", "active", "", "{request}", Kind.UPDOWNCOUNTER)
@@ -446,3 +446,108 @@ def test_counter_never_decreases_and_ends_at_the_sum_of_last_reports(
     final = store.merged().get(COUNTER, {}).get((), 0)
 
     assert (sorted(observed), expected) == (observed, final)
+
+
+# ---------------------------------------------------------------- incremental merging (what the scrape cache relies on)
+
+
+def test_unchanged_report_keeps_the_generation_and_the_points() -> None:
+    """A worker re-sending an equal snapshot changes nothing: same generation, the very same points dicts."""
+    store = store_with((1, 0, {COUNTER: {GET: 3}, GAUGE: {(): 1}}))
+    first = store.merged()
+    generation = store.generation
+
+    store.report(1, 0, {COUNTER: {GET: 3}, GAUGE: {(): 1}})
+    second = store.merged()
+
+    assert (generation, True, True) == (store.generation, first[COUNTER] is second[COUNTER], first == second)
+
+
+def test_a_changed_metric_is_merged_again_and_the_others_kept() -> None:
+    """A report changing one metric gives that metric new points; the other metric's points are the same object."""
+    store = store_with((1, 0, {COUNTER: {GET: 3}, UPDOWN: {(): 1}}), (2, 1, {COUNTER: {GET: 4}}))
+    first = store.merged()
+
+    store.report(2, 1, {COUNTER: {GET: 5}})
+    second = store.merged()
+
+    assert ({COUNTER: {GET: 8}, UPDOWN: {(): 1}}, True) == (second, first[UPDOWN] is second[UPDOWN])
+
+
+def test_equal_points_of_another_type_are_a_change() -> None:
+    """1 and True are == but not the same label value (rendered 1 and true): the merged view takes the new one."""
+    store = store_with((1, 0, {GAUGE: {(("flag", 1),): 0.0}}))
+    store.merged()
+
+    store.report(1, 0, {GAUGE: {(("flag", True),): -0.0}})
+    ((key, value),) = store.merged()[GAUGE].items()
+
+    assert ("True", "-0.0") == (repr(key[0][1]), repr(value))
+
+
+def test_every_change_advances_the_generation() -> None:
+    """A changed report, dropping gauges and retiring each advance the generation."""
+    store = store_with((1, 0, {COUNTER: {GET: 3}, GAUGE: {(): 1}}))
+    generations = [store.generation]
+    for update in (
+        lambda: store.report(1, 0, {COUNTER: {GET: 4}, GAUGE: {(): 1}}),
+        lambda: store.drop_gauges(1),
+        lambda: store.retire(1),
+    ):
+        update()
+        generations.append(store.generation)
+
+    assert generations == sorted(set(generations))
+
+
+def test_a_new_slot_relabels_the_gauges() -> None:
+    """The same gauge reported under another slot is merged again with the new slot."""
+    store = store_with((1, 0, {GAUGE: {(): 1}}))
+    store.merged()
+    store.report(1, 2, {GAUGE: {(): 1}})
+
+    assert {GAUGE: {((SLOT_ATTRIBUTE, 2),): 1}} == store.merged()
+
+
+exact_values = st.sampled_from((0, 1, 2, 1.0, 0.0, -0.0, True, 2.5))
+
+
+@st.composite
+def exact_snapshots(draw: st.DrawFn) -> Snapshot:
+    """Snapshots whose points may be equal by ``==`` but differ in type or order."""
+    snapshot: Snapshot = {}
+    for meta in draw(st.permutations([COUNTER, UPDOWN, GAUGE, HISTOGRAM]))[: draw(st.integers(0, 4))]:
+        keys = draw(st.lists(st.sampled_from([GET, (("method", 1),), (("method", True),), ()]), max_size=3))
+        if meta.kind is Kind.HISTOGRAM:
+            snapshot[meta] = {key: hist((1, 0, 0), draw(exact_values), 0.5, 0.5) for key in keys}
+        else:
+            snapshot[meta] = {key: draw(exact_values) for key in keys}
+    return snapshot
+
+
+@fast
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(("report", "report", "drop_gauges", "retire")), st.integers(1, 3), exact_snapshots()),
+        max_size=20,
+    ),
+    slots=st.lists(st.integers(0, 2), min_size=20, max_size=20),
+)
+def test_incremental_merge_is_exactly_a_fresh_merge(steps: list[tuple[str, int, Snapshot]], slots: list[int]) -> None:
+    """merged() after every update gives exactly (order of metrics and points, types, values, conflicts) what one
+    merged() after all of them gives."""
+    incremental, at_the_end = MergeStore(), MergeStore()
+    for index, (operation, pid, snapshot) in enumerate(steps):
+        for store in (incremental, at_the_end):
+            if operation == "report":
+                store.report(pid, slots[index], snapshot)
+            else:
+                getattr(store, operation)(pid)
+        incremental.merged()
+
+    expected, actual = at_the_end.merged(), incremental.merged()
+
+    def exact(merged: Snapshot) -> list[tuple[MetricMeta, bytes]]:
+        return [(meta, fingerprint(points)) for meta, points in merged.items()]
+
+    assert (exact(expected), at_the_end.conflicts) == (exact(actual), incremental.conflicts)
