@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import configs
-from bench.server import Collector, Server, can_pin, cpu_seconds, exec_seconds, pin, stop_all
+from bench.server import Server, can_pin, cpu_seconds, exec_seconds, pin, stop_all
+from bench.server import collector as start_collector
 from harness import net
 from harness.waiting import wait_until
 
@@ -149,11 +150,11 @@ def run_class(
     pinned = can_pin()
     started_at = time.monotonic()
     servers: dict[str, Server] = {}
-    collector: Collector | None = None
+    collector: Any = None
     with tempfile.TemporaryDirectory(prefix=f"bench-{worker_class.key}-", dir=workdir) as tmp:
         try:
             if any(s.configuration.needs_collector for s in setups):
-                collector = Collector(Path(tmp))
+                collector = start_collector(Path(tmp))
                 if pinned:
                     pin([collector.pid], 0)
             for setup in setups:
@@ -170,7 +171,7 @@ def run_class(
                     workers=1,
                     args=worker_class.args,
                     env=setup.env(
-                        collector_endpoint=collector.endpoint if collector else None,
+                        collector_endpoint=collector.endpoint("http/protobuf") if collector else None,
                         multiproc_dir=multiproc,
                         metrics_port=metrics_port,
                     ),

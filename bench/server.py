@@ -183,44 +183,12 @@ class Server(LoggedProcess):
         }
 
 
-class Collector(LoggedProcess):
-    """A Rotel collector (PyPI ``rotel``) on loopback ports, dropping what it receives (``--exporter blackhole``)
-    and printing nothing per batch: unlike the tests' :class:`harness.collector.Rotel`, which logs every point."""
+def collector(workdir: Path) -> Any:
+    """A quiet Rotel collector (PyPI ``rotel``) on loopback ports: :class:`harness.collector.Rotel` printing nothing
+    per batch, so that the collector's own logging does not weigh on the machine being measured."""
+    from harness.collector import Rotel  # imports rotel: only where a collector is needed
 
-    grace = 10.0
-
-    def __init__(self, workdir: Path) -> None:
-        from harness.collector import BINARY  # imports rotel: only where a collector is needed
-
-        self.grpc_port, self.http_port = net.free_port(), net.free_port()
-        super().__init__(
-            "rotel",
-            [
-                str(BINARY),
-                "start",
-                "--otlp-grpc-endpoint",
-                f"{net.LOOPBACK}:{self.grpc_port}",
-                "--otlp-http-endpoint",
-                f"{net.LOOPBACK}:{self.http_port}",
-                "--exporter",
-                "blackhole",
-                "--pid-file",
-                str(workdir / f"rotel-{self.http_port}.pid"),
-                "--log-file",
-                str(workdir / f"rotel-{self.http_port}.agent.log"),
-            ],
-            workdir / f"rotel-{self.http_port}.log",
-            cwd=workdir,
-        )
-        self.ready_or_stop(lambda: wait_until(self._started, 15, what="rotel"))
-
-    def _started(self) -> bool:
-        self.assert_running()
-        return "Starting Rotel" in self.log()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://{net.LOOPBACK}:{self.http_port}"
+    return Rotel(workdir, quiet=True)
 
 
 class PromExporter(LoggedProcess):

@@ -86,12 +86,23 @@ def parse(text: str) -> tuple[list[Point], list[Span]]:
     return points, spans
 
 
+#: what makes Rotel print every point, span and log record it receives (the tests read them back from its log)
+_PRINT_EVERYTHING = [
+    *("--debug-log", "metrics", "--debug-log", "traces", "--debug-log", "logs"),
+    *("--debug-log-verbosity", "detailed"),
+]
+
+
 class Rotel(LoggedProcess):
-    """A Rotel collector on loopback ports, ready when started, printing what it receives to its log."""
+    """A Rotel collector on loopback ports, ready when started, dropping what it receives (``--exporter
+    blackhole``) after printing it to its log; ``quiet=True`` prints nothing per batch (for the benchmarks, where
+    printing would cost more than receiving)."""
 
     grace = 10.0
 
-    def __init__(self, workdir: Path, grpc_port: int | None = None, http_port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, grpc_port: int | None = None, http_port: int | None = None, *, quiet: bool = False
+    ) -> None:
         self.grpc_port = grpc_port or net.free_port()
         self.http_port = http_port or net.free_port()
         super().__init__(
@@ -105,14 +116,7 @@ class Rotel(LoggedProcess):
                 f"{net.LOOPBACK}:{self.http_port}",
                 "--exporter",
                 "blackhole",
-                "--debug-log",
-                "metrics",
-                "--debug-log",
-                "traces",
-                "--debug-log",
-                "logs",
-                "--debug-log-verbosity",
-                "detailed",
+                *([] if quiet else _PRINT_EVERYTHING),
             ],
             # a collector revived on the same ports gets a log of its own
             workdir / f"rotel-{self.http_port}-{time.monotonic_ns()}.log",

@@ -7,7 +7,6 @@ included.
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 from pathlib import Path
@@ -16,22 +15,11 @@ import pytest
 
 from harness import net
 from harness.waiting import wait_until
+from tests.e2e.json_log import json_lines
 
 pytestmark = pytest.mark.e2e
 
 JSON = {"OTEL_GUNICORN_LOG_FORMAT": "json"}
-
-
-def json_lines(text: str) -> list[dict]:
-    """Every non-empty line as a JSON object; fails naming the first line that is not one."""
-    found = []
-    for line in text.splitlines():
-        if line.strip():
-            try:
-                found.append(json.loads(line))
-            except ValueError:
-                raise AssertionError(f"not a JSON line: {line!r}") from None
-    return found
 
 
 def access_paths(records: list[dict]) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import textwrap
@@ -10,6 +9,7 @@ import textwrap
 import pytest
 
 from harness.waiting import wait_until
+from tests.e2e.json_log import json_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -42,14 +42,7 @@ def conf(tmp_path):
 
 def records(server) -> list[dict]:
     """Every line of the combined log as a JSON object; fails on any line that is not one."""
-    found = []
-    for line in server.log().splitlines():
-        if line.strip():
-            try:
-                found.append(json.loads(line))
-            except ValueError:
-                raise AssertionError(f"not a JSON line: {line!r}") from None
-    return found
+    return json_lines(server.log())
 
 
 def app_records(server) -> list[dict]:
