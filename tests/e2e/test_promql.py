@@ -168,8 +168,15 @@ def scenario(sync, gthread, doomed) -> Callable[[threading.Event], None]:
             [lambda: attempt(sync, SLOW, timeout=30) for _ in range(8)]
             + [lambda: attempt(gthread, SLOW, timeout=30) for _ in range(8)]
         )
-        for path in ("/crash", "/kill", "/hang"):
+        # One exit at a time: a worker that answered /crash dies only in its next wait for a connection, and a /kill
+        # accepted before that would end it as "killed" instead, leaving no "error" exit at all.
+        for path, reason in (("/crash", "error"), ("/kill", "killed"), ("/hang", "timeout")):
             attempt(sync, path, timeout=30)
+            wait_until(
+                lambda reason=reason: sync.value(_dashboard.EXITS, **{_dashboard.REASON: reason}),
+                30,
+                what=f"a {reason} exit",
+            )
 
     return run
 
