@@ -46,8 +46,12 @@ def test_forgotten_hooks_still_run_ours_and_are_named_once(tmp_path, start_gunic
     server.wait_value("app_requests_total", 20)
     # the harness's readiness probes are requests too
     wait_until(lambda: (server.value(DURATION_COUNT) or 0) >= 20, 15, what="20 requests measured")
-    accepted = server.value("otel_gunicorn_channel_connections_total", outcome="accepted")
-    assert accepted is not None and accepted >= 2
+    # both workers report to the arbiter (each connects when it first reports)
+    wait_until(
+        lambda: (server.value("otel_gunicorn_channel_connections_total", outcome="accepted") or 0) >= 2,
+        15,
+        what="both workers connected",
+    )
     assert ["post_worker_init", "post_worker_init", "when_ready"] == sorted(marks.read_text().split())
     log = server.log()
     for hook in ("when_ready", "post_worker_init", "pre_request"):
