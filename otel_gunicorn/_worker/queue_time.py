@@ -59,31 +59,62 @@ def wait_seconds(value: str, now: float) -> float:
     return max(waited, 0.0)
 
 
+#: the names :func:`scan_headers` looks for, as gunicorn spells them
+_SCANNED = frozenset(("TRACEPARENT", *HEADERS))
+_NOTHING: tuple[bool, str | None] = (False, None)
+
+
 def scan_headers(headers: object) -> tuple[bool, str | None]:
     """One pass over gunicorn's ``[(NAME, value), ...]`` request headers (names upper-cased): whether a W3C
-    ``traceparent`` is present, and the first request-start header's value (or None)."""
+    ``traceparent`` is present, and the first request-start header's value (or None).
+
+    On every request, so the usual case — none of these headers — costs one set lookup per header and allocates
+    nothing; the rare request carrying one is read again, in full."""
+    if isinstance(headers, list):
+        try:
+            for item in headers:
+                if item[0] in _SCANNED:
+                    return _scan(headers)
+        except TypeError:  # a name that cannot be hashed: the long way, which compares
+            return _scan(headers)
+    return _NOTHING
+
+
+def _scan(headers: list[tuple[str, object]]) -> tuple[bool, str | None]:
     has_traceparent = False
     queue_start = None
-    if isinstance(headers, list):
-        for item in headers:
-            name = item[0]
-            if name == "TRACEPARENT":
-                has_traceparent = True
-            elif queue_start is None and name in HEADERS:
-                queue_start = str(item[1])
+    for item in headers:
+        name = item[0]
+        if name == "TRACEPARENT":
+            has_traceparent = True
+        elif queue_start is None and name in HEADERS:
+            queue_start = str(item[1])
     return has_traceparent, queue_start
+
+
+_ASGI_SCANNED = frozenset((b"traceparent", *_ASGI_HEADERS))
 
 
 def scan_asgi_headers(headers: object) -> tuple[bool, str | None]:
     """:func:`scan_headers` for an ASGI scope's ``[(name, value), ...]`` headers (lower-case byte strings)."""
+    if isinstance(headers, (list, tuple)):
+        try:
+            for item in headers:
+                if item[0] in _ASGI_SCANNED:
+                    return _scan_asgi(headers)
+        except TypeError:  # a name that cannot be hashed (a bytearray): the long way, which compares
+            return _scan_asgi(headers)
+    return _NOTHING
+
+
+def _scan_asgi(headers: list[tuple[bytes, object]] | tuple[tuple[bytes, object], ...]) -> tuple[bool, str | None]:
     has_traceparent = False
     queue_start = None
-    if isinstance(headers, (list, tuple)):
-        for item in headers:
-            name = item[0]
-            if name == b"traceparent":
-                has_traceparent = True
-            elif queue_start is None and name in _ASGI_HEADERS:
-                value = item[1]
-                queue_start = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+    for item in headers:
+        name = item[0]
+        if name == b"traceparent":
+            has_traceparent = True
+        elif queue_start is None and name in _ASGI_HEADERS:
+            value = item[1]
+            queue_start = value.decode("latin-1") if isinstance(value, bytes) else str(value)
     return has_traceparent, queue_start

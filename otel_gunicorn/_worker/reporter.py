@@ -11,18 +11,23 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.sdk.environment_variables import OTEL_METRICS_EXEMPLAR_FILTER
 from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
     Counter,
+    ExemplarFilter,
     Histogram,
     MeterProvider,
     ObservableCounter,
     ObservableGauge,
     ObservableUpDownCounter,
+    TraceBasedExemplarFilter,
     UpDownCounter,
 )
 from opentelemetry.sdk.metrics.export import (
@@ -34,6 +39,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
+from otel_gunicorn import _handoff
 from otel_gunicorn import _instruments as inst
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._snapshot import Snapshot, payload_from_metrics_data, payload_from_snapshot
@@ -134,7 +140,9 @@ def reporting_meter(exporter: ChannelExporter, interval: float, who: str) -> tup
         exporter, export_interval_millis=interval * 1000, export_timeout_millis=max(interval, 1.0) * 1000
     )
     # The arbiter exports under its own resource (one per server); a worker's resource never leaves the worker.
-    provider = MeterProvider(metric_readers=[reader], resource=Resource.get_empty())
+    provider = MeterProvider(
+        metric_readers=[reader], resource=Resource.get_empty(), exemplar_filter=exemplar_filter(os.environ)
+    )
     metrics.set_meter_provider(provider)
     if metrics.get_meter_provider() is not provider:
         _log.warning(
@@ -154,3 +162,38 @@ def reporting_meter(exporter: ChannelExporter, interval: float, who: str) -> tup
         description=inst.REPORTS_DROPPED.description,
     )
     return provider, meter
+
+
+#: ``OTEL_METRICS_EXEMPLAR_FILTER``'s values (the specification's; matched regardless of case)
+EXEMPLAR_FILTERS: dict[str, type[ExemplarFilter]] = {
+    "trace_based": TraceBasedExemplarFilter,
+    "always_on": AlwaysOnExemplarFilter,
+    "always_off": AlwaysOffExemplarFilter,
+}
+#: the specification's default, and the SDK's
+DEFAULT_EXEMPLAR_FILTER = "trace_based"
+
+
+def exemplar_filter(environ: Mapping[str, str]) -> ExemplarFilter:
+    """The exemplar filter ``OTEL_METRICS_EXEMPLAR_FILTER`` names (``trace_based`` unless set).
+
+    Which measurements of the application's own synchronous instruments are offered to the exemplar reservoirs.
+    ``trace_based`` offers those made inside a sampled span; with no span current it costs one context lookup per
+    measurement, while ``always_off`` skips even that (bench/request_path_inprocess.py has the figures). The SDK
+    reads the same variable, but an unknown value makes it raise, which would leave the worker without metrics:
+    here the value is matched regardless of case, as the specification's enumerations are, and an unknown one is
+    reported (by the first worker only: every worker reads the same environment) and replaced by the default.
+    """
+    value = environ.get(OTEL_METRICS_EXEMPLAR_FILTER, "").strip().lower() or DEFAULT_EXEMPLAR_FILTER
+    chosen = EXEMPLAR_FILTERS.get(value)
+    if chosen is None:
+        if _handoff.worker_slot() in (None, 0):
+            _log.warning(
+                "otel_gunicorn: %s=%r is not one of %s; using %s",
+                OTEL_METRICS_EXEMPLAR_FILTER,
+                environ.get(OTEL_METRICS_EXEMPLAR_FILTER),
+                ", ".join(EXEMPLAR_FILTERS),
+                DEFAULT_EXEMPLAR_FILTER,
+            )
+        chosen = EXEMPLAR_FILTERS[DEFAULT_EXEMPLAR_FILTER]
+    return chosen()

@@ -23,18 +23,24 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
+from contextvars import Token as _Token
 from typing import Any
 
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
-from opentelemetry.semconv.attributes.url_attributes import URL_SCHEME
+from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY, URL_SCHEME
+from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_ORIGINAL
 
+from otel_gunicorn import _request_ids
 from otel_gunicorn._instruments import SLOT_ATTRIBUTE
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._responses import status_code
 from otel_gunicorn._snapshot import AttrKey
-from otel_gunicorn._worker.queue_time import InvalidHeader, scan_headers, wait_seconds
+from otel_gunicorn._worker.queue_time import InvalidHeader, scan_asgi_headers, scan_headers, wait_seconds
 from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.tracing import GUNICORN_REQUEST, RequestTracing, SpanSource
 
@@ -48,29 +54,89 @@ _MAX_CACHED_KEYS = 512
 #: ``error.type`` of a request cut off because the arbiter aborted its worker for missing ``--timeout``
 TIMEOUT_ERROR = "timeout"
 
-#: one request in flight: (perf_counter at start, active-requests key, method, span, context token). A plain tuple:
-#: it is built on every request, and a NamedTuple costs several times as much to build.
-InFlight = tuple[float, AttrKey, str, Any, object]
+#: one request in flight: (perf_counter at start, active-requests key, method, span, context token, the request
+#: object). A plain tuple: it is built on every request, and a NamedTuple costs several times as much to build.
+#: Holding the request keeps its id — the request's key in the registry of requests in flight — unique until it ends.
+InFlight = tuple[float, AttrKey, str, Any, object, Any]
+
+_perf_counter = time.perf_counter
+#: the exception being handled here, or None (``sys.exception`` from Python 3.11: a third of ``sys.exc_info``'s cost)
+_exception: Callable[[], BaseException | None] = getattr(sys, "exception", None) or (lambda: sys.exc_info()[1])
+
+
+class _ByteHeadersGetter(Getter[list]):  # type: ignore[type-arg]
+    """Reads ASGI-style ``[(name, value), ...]`` headers (lower-case byte strings) for the propagators: an ASGI
+    scope's, or gunicorn's asgi worker request's ``headers_bytes``."""
+
+    def get(self, carrier: list, key: str) -> list[str] | None:  # type: ignore[type-arg]
+        wanted = key.lower().encode("latin-1")
+        values = [bytes(v).decode("latin-1") for k, v in carrier if k == wanted]
+        return values or None
+
+    def keys(self, carrier: list) -> list[str]:  # type: ignore[type-arg]
+        return [bytes(k).decode("latin-1") for k, _v in carrier]
+
+
+BYTE_HEADERS_GETTER = _ByteHeadersGetter()
+
+
+class GunicornByteHeadersRequest:
+    """gunicorn's asgi worker request (``CallbackRequest``, 27+), read for its span like :class:`GunicornRequest`
+    but through ``headers_bytes``: its ``headers`` are a str copy gunicorn builds the first time anything reads them
+    (two decodes and an ``upper()`` per header), after which it also re-scans them to decide keep-alive."""
+
+    getter: Getter[Any] = BYTE_HEADERS_GETTER
+
+    @staticmethod
+    def carrier(request: Any) -> Any:
+        headers = getattr(request, "headers_bytes", None)
+        return headers if isinstance(headers, list) else None
+
+    @staticmethod
+    def attributes(request: Any, method: str) -> dict[str, Any]:
+        attributes: dict[str, Any] = {HTTP_REQUEST_METHOD: method}
+        for attribute, name in ((URL_PATH, "path"), (URL_QUERY, "query"), (URL_SCHEME, "scheme")):
+            value = getattr(request, name, None)
+            if isinstance(value, str) and value:
+                attributes[attribute] = value
+        peer = getattr(request, "peer_addr", None)
+        if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
+            attributes[CLIENT_ADDRESS] = peer[0]
+        headers = GunicornByteHeadersRequest.carrier(request)
+        if headers is not None:
+            agent = BYTE_HEADERS_GETTER.get(headers, "user-agent")
+            if agent:
+                attributes[USER_AGENT_ORIGINAL] = agent[0]
+        return attributes
+
+
+GUNICORN_BYTE_HEADERS_REQUEST = GunicornByteHeadersRequest()
 
 
 class RequestObserver:
     """Everything otel_gunicorn does per request: metrics (:class:`RequestStats`) and the server span.
 
     This is the request path, so the attribute keys are built once and cached (their variety is bounded: methods
-    are folded into the known ones, status codes and protocol versions are few), and the request headers are read
-    once.
+    are folded into the known ones, status codes and protocol versions are few), the request headers are read
+    once, and a request in flight is one dict entry (:attr:`RequestStats.in_flight`), added without a lock; only
+    its end takes the statistics' lock, once.
     """
 
     def __init__(self, stats: RequestStats | None, slot: int | None, tracing: RequestTracing) -> None:
         self._stats = stats
         self._slot = slot
         self._tracing = tracing
-        # Hook path only. Keyed by the request object's id: the asgi worker's request has __slots__.
-        self._in_flight: dict[int, InFlight] = {}
+        self._traced = tracing.enabled
+        # Requests in flight by the id of their request object (gunicorn's request, an environ, a scope: the asgi
+        # worker's request has __slots__, so nothing is stored on it): the statistics' registry, which counts them
+        # as active, or without metrics a dict of our own.
+        self._in_flight: dict[int, InFlight] = stats.in_flight if stats is not None else {}
         self._active_keys: dict[str, AttrKey] = {}
         self._duration_keys: dict[tuple[Any, ...], AttrKey] = {}
         self._errors = RateLimitedLogger(_log)
         self._aborting = False
+        #: the class of the last request seen without ``headers_bytes`` (gunicorn's WSGI request, as a rule)
+        self._str_headers_class: type | None = None
 
     # ---------------------------------------------------------------- the core both paths feed
 
@@ -87,38 +153,58 @@ class RequestObserver:
             method = str(method or "").upper()
             method = method if method in KNOWN_METHODS else "_OTHER"
         active_key = self._active_keys.get(method) or self._active_key(method)
-        span, token = self._tracing.start(request, source, method, has_traceparent)
-        entry = (time.perf_counter(), active_key, method, span, token)
-        if self._stats is None:  # metrics off: only the span and the log correlation
-            return entry
-        self._stats.started(active_key, entry[0])
-        if queue_start is not None:
-            try:
-                self._stats.queued(wait_seconds(queue_start, time.time()))
-            except InvalidHeader:
-                self._stats.invalid_header()
+        if has_traceparent or self._traced:
+            span, token = self._tracing.start(request, source, method, has_traceparent)
+        else:  # the usual case, tracing off and no caller's trace: only the request's own ids for its log lines
+            span, token = None, _mark_request([None])  # _request_ids.begin(), inlined
+        started = _perf_counter()
+        entry = self._in_flight[id(request)] = (started, active_key, method, span, token, request)
+        if queue_start is not None and self._stats is not None:  # None: metrics off, only span and log correlation
+            self._queued(self._stats, queue_start)
         return entry
+
+    @staticmethod
+    def _queued(stats: RequestStats, queue_start: str) -> None:
+        try:
+            stats.queued(wait_seconds(queue_start, time.time()))
+        except InvalidHeader:
+            stats.invalid_header()
 
     def end(
         self, entry: InFlight, status: int | None, version: object, scheme: object, error: str | None = None
-    ) -> None:
+    ) -> bool:
         """The response is done (body sent): record the duration and end the span. ``version`` as the path has it:
         gunicorn's ``(1, 1)``, WSGI's ``"HTTP/1.1"`` or ASGI's ``"1.1"``; ``error`` the ``error.type`` of a request
-        that ended in an error other than its status (a 5xx status is one by itself); the context stays attached."""
-        started, active_key, method, span, _token = entry
-        elapsed = time.perf_counter() - started
+        that ended in an error other than its status (a 5xx status is one by itself); the context stays attached.
+        Returns False, recording nothing, for a request that has ended already."""
+        started, _active_key, method, span, _token, request = entry
+        elapsed = _perf_counter() - started
         if error is None and status is not None and status >= 500:
             error = str(status)  # semantic conventions: a server's 5xx is an error, typed by its status code
-        if self._stats is not None:
+        stats = self._stats
+        if stats is not None:
             identity = (method, status, version, scheme, error)
             duration_key = self._duration_keys.get(identity) or self._duration_key(identity)
-            self._stats.finished(active_key, duration_key, elapsed, started)
-        self._tracing.end(span, status, error)
+            if not stats.closed(id(request), duration_key, elapsed):
+                return False
+        elif self._in_flight.pop(id(request), None) is None:
+            return False
+        if span is not None:
+            self._tracing.end(span, status, error)
+        return True
 
     def detach(self, entry: InFlight) -> None:
         """Restore the context that was current before :meth:`begin` (same thread, greenlet or task as it)."""
-        token = entry[4]
-        self._tracing.detach(token)
+        _detach(entry[4], self._tracing)
+
+    def end_and_detach(
+        self, entry: InFlight, status: int | None, version: object, scheme: object, error: str | None = None
+    ) -> None:
+        """:meth:`end`, then :meth:`detach` even if that raised: one call where both happen at once."""
+        try:
+            self.end(entry, status, version, scheme, error)
+        finally:
+            _detach(entry[4], self._tracing)
 
     # ---------------------------------------------------------------- the hook path
 
@@ -126,8 +212,15 @@ class RequestObserver:
         """``pre_request``: read gunicorn's request object into :meth:`begin`."""
         try:
             method = getattr(req, "method", None)
+            if req.__class__ is not self._str_headers_class:
+                headers = getattr(req, "headers_bytes", None)
+                if headers.__class__ is list:  # gunicorn's asgi worker: read its bytes, as gunicorn itself does
+                    has_traceparent, queue_start = scan_asgi_headers(headers)
+                    self.begin(method, has_traceparent, queue_start, req, GUNICORN_BYTE_HEADERS_REQUEST)
+                    return
+                self._str_headers_class = req.__class__  # no bytes there: not worth looking again
             has_traceparent, queue_start = scan_headers(getattr(req, "headers", None))
-            self._in_flight[id(req)] = self.begin(method, has_traceparent, queue_start, req, GUNICORN_REQUEST)
+            self.begin(method, has_traceparent, queue_start, req, GUNICORN_REQUEST)
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._errors.log(logging.WARNING, "pre", "otel_gunicorn: pre_request telemetry failed: %r", exc)
 
@@ -140,20 +233,21 @@ class RequestObserver:
         headers were sent, else the 500 of gunicorn's error page.
         """
         try:
-            entry = self._in_flight.pop(id(req), None)
+            entry = self._in_flight.get(id(req))
             if entry is None:
                 return
-            status = status_code(resp)
-            exc = sys.exc_info()[1]
-            error = _cut_off_by(exc, self._aborting)
-            if error is not None and not getattr(resp, "headers_sent", False):
-                # No status line left yet: gunicorn answers with its own 500 page after post_request, unless the
-                # connection itself failed.
-                status = None if isinstance(exc, OSError) else 500
-            try:
-                self.end(entry, status, getattr(req, "version", None), getattr(req, "scheme", None), error)
-            finally:
-                self.detach(entry)
+            status = getattr(resp, "status_code", None)
+            if status.__class__ is not int and resp is not None:  # not the usual WSGI response: the long way
+                status = status_code(resp)  # (no response at all: the asgi worker without an access log)
+            exc = _exception()
+            error = None
+            if exc is not None:
+                error = _cut_off_by(exc, self._aborting)
+                if not getattr(resp, "headers_sent", False):
+                    # No status line left yet: gunicorn answers with its own 500 page after post_request, unless
+                    # the connection itself failed.
+                    status = None if isinstance(exc, OSError) else 500
+            self.end_and_detach(entry, status, getattr(req, "version", None), getattr(req, "scheme", None), error)
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._errors.log(logging.WARNING, "post", "otel_gunicorn: post_request telemetry failed: %r", exc)
 
@@ -167,10 +261,8 @@ class RequestObserver:
         threads of an aborted gthread worker) as failed, so the final report has them. Returns how many."""
         if not self._aborting:
             return 0  # a graceful exit lets every request finish first
-        entries, self._in_flight = list(self._in_flight.values()), {}
-        for entry in entries:
-            self.end(entry, None, None, None, TIMEOUT_ERROR)
-        return len(entries)
+        # end() takes each out of the registry: one a thread finishes meanwhile is recorded once, by either
+        return sum(self.end(entry, None, None, None, TIMEOUT_ERROR) for entry in list(self._in_flight.values()))
 
     # ---------------------------------------------------------------- attribute keys, built once
 
@@ -179,6 +271,8 @@ class RequestObserver:
         key: AttrKey = ((HTTP_REQUEST_METHOD, method),)
         if self._slot is not None:
             key = ((SLOT_ATTRIBUTE, self._slot), *key)
+        if self._stats is not None:
+            self._stats.known_key(key)
         self._active_keys[method] = key
         return key
 
@@ -199,10 +293,26 @@ class RequestObserver:
         return tuple(key)
 
 
-def _cut_off_by(exc: BaseException | None, aborting: bool) -> str | None:
-    """The ``error.type`` of a request during whose ``post_request`` ``exc`` is propagating (None: it completed)."""
-    if exc is None:
-        return None
+_mark_request = _request_ids.SET
+_REQUEST_IDS = _request_ids.VAR
+_unmark_request = _request_ids.RESET
+
+
+def _detach(token: Any, tracing: RequestTracing) -> None:
+    """What :meth:`RequestObserver.detach` does: the usual token, a spanless request's, ends here without a call."""
+    if token is None:
+        return
+    if token.__class__ is _Token and token.var is _REQUEST_IDS:
+        try:
+            _unmark_request(token)
+        except ValueError:  # ended in another context than it began in: _request_ids knows what to do
+            _request_ids.end(token)
+    else:
+        tracing.detach(token)
+
+
+def _cut_off_by(exc: BaseException, aborting: bool) -> str:
+    """The ``error.type`` of a request during whose ``post_request`` ``exc`` is propagating."""
     if aborting:
         return TIMEOUT_ERROR
     if isinstance(exc, StopIteration) and exc.__context__ is not None:

@@ -126,6 +126,9 @@ class RequestTracing:
 
     def __init__(self, provider: TracerProvider | None) -> None:
         self._tracer = provider.get_tracer("otel_gunicorn", __version__) if provider is not None else None
+        #: whether requests get spans; without, only a request bringing a ``traceparent`` needs :meth:`start` (the
+        #: others get :func:`otel_gunicorn._request_ids.begin`, which the request path calls itself)
+        self.enabled = self._tracer is not None
 
     def start(
         self, request: Any, source: SpanSource, method: str, has_traceparent: bool
@@ -162,7 +165,5 @@ class RequestTracing:
     def detach(token: object) -> None:
         """Restore the context that was current before :meth:`start` (called where ``start`` was: same thread,
         greenlet or task)."""
-        if _request_ids.is_token(token):
-            _request_ids.end(token)  # type: ignore[arg-type]
-        elif token is not None:
+        if token is not None and not _request_ids.end(token):
             context.detach(token)  # type: ignore[arg-type]

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+
+import pytest
 
 from otel_gunicorn import _instruments as inst
+from otel_gunicorn import _request_ids
 from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.requests import RequestObserver
 from otel_gunicorn._worker.tracing import RequestTracing
 
 BOUNDS = (0.1, 0.5, 1.0)
+
+
+@pytest.fixture(autouse=True)
+def _no_request_left_marked() -> Iterator[None]:
+    """A test that starts a request and never finishes it leaves the request's log-ids mark in the test thread's
+    context, where later tests (test_logs) would find it: put back what was there."""
+    token = _request_ids.VAR.set(None)
+    yield
+    _request_ids.VAR.reset(token)
 
 
 class Req:

@@ -34,7 +34,7 @@ from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_OR
 
 from otel_gunicorn._worker.app_boundary.middleware import OBSERVED, BoundaryMiddleware
 from otel_gunicorn._worker.queue_time import scan_asgi_headers
-from otel_gunicorn._worker.requests import InFlight
+from otel_gunicorn._worker.requests import BYTE_HEADERS_GETTER, InFlight
 
 __all__ = ["OBSERVED", "ASGIRequests"]
 
@@ -44,19 +44,7 @@ Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
 
-class _ScopeHeadersGetter(Getter[list]):  # type: ignore[type-arg]
-    """Reads an ASGI scope's ``[(name, value), ...]`` headers (lower-case byte strings) for the propagators."""
-
-    def get(self, carrier: list, key: str) -> list[str] | None:  # type: ignore[type-arg]
-        wanted = key.lower().encode("latin-1")
-        values = [bytes(v).decode("latin-1") for k, v in carrier if k == wanted]
-        return values or None
-
-    def keys(self, carrier: list) -> list[str]:  # type: ignore[type-arg]
-        return [bytes(k).decode("latin-1") for k, _v in carrier]
-
-
-_GETTER = _ScopeHeadersGetter()
+_GETTER = BYTE_HEADERS_GETTER
 
 
 class ASGIScope:
@@ -116,8 +104,9 @@ class ASGIRequests(BoundaryMiddleware):
         """An HTTP request starts; None for other scopes and for a request not to be measured (seen already, or
         its scope is unreadable)."""
         try:
-            if scope["type"] != "http" or not self.claim(scope):
+            if scope["type"] != "http" or OBSERVED in scope:  # claim(), inlined
                 return None
+            scope[OBSERVED] = True
             has_traceparent, queue_start = scan_asgi_headers(scope.get("headers"))
             entry = self.observer.begin(scope.get("method"), has_traceparent, queue_start, scope, SCOPE)
             return _Exchange(self, entry, send, scope.get("http_version"), scope.get("scheme"))
@@ -140,21 +129,28 @@ class _Exchange:
         self._scheme = scheme
         self._status: Any = None
 
-    async def send(self, message: Message) -> None:
-        final = self._inspect(message)
+    def send(self, message: Message) -> Awaitable[None]:
+        """The application's ``send``: the server's own awaitable for every message but the last, which is awaited
+        here so the request ends after the server took the last bytes (the whole body inside the time). Not a
+        coroutine itself: the usual message costs no frame of ours."""
+        if self._inspect(message):
+            return self._send_last(message)
+        return self._send(message)
+
+    async def _send_last(self, message: Message) -> None:
         await self._send(message)
-        if final:
-            self._finish()  # after the server took the last bytes: the whole body is inside the time
+        self._finish()
 
     def _inspect(self, message: Message) -> bool:
         """Note the status; whether ``message`` ends the response."""
         try:
             kind = message["type"]
+            if kind == "http.response.body":
+                return not message.get("more_body", False)
             if kind == "http.response.start":
                 status = message["status"]
                 self._status = status if type(status) is int else int(status)  # an HTTPStatus becomes its code
-                return False
-            return kind == "http.response.body" and not message.get("more_body", False)
+            return False
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._owner.log_error("send", exc)
             return False

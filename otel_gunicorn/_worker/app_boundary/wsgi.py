@@ -108,8 +108,9 @@ class WSGIRequests(BoundaryMiddleware):
     def _begin(self, environ: Any, start_response: Callable[..., Any]) -> _Exchange | None:
         """A request starts; None when it is not to be measured (seen already, or its environ is unreadable)."""
         try:
-            if not self.claim(environ):
+            if OBSERVED in environ:  # claim(), inlined: a wrapper further out measures this request
                 return None
+            environ[OBSERVED] = True
             queue_start = environ.get("HTTP_X_REQUEST_START") or environ.get("HTTP_X_QUEUE_START")
             entry = self.observer.begin(
                 environ.get("REQUEST_METHOD"), "HTTP_TRACEPARENT" in environ, queue_start, environ, ENVIRON
@@ -196,12 +197,12 @@ class _Exchange:
         entry, self._entry = self._entry, None
         if entry is None:
             return  # finished already: a second close() records nothing
-        observer = self._owner.observer
         try:
-            try:
-                observer.end(entry, _status_code(self._status), self._version, self._scheme)
-            finally:
-                observer.detach(entry)
+            status = self._status
+            code = _STATUS_CODES.get(status) if status.__class__ is str else None  # _status_code(), cached part
+            if code is None:
+                code = _status_code(status)
+            self._owner.observer.end_and_detach(entry, code, self._version, self._scheme)
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._owner.log_error("end", exc)
 
