@@ -91,6 +91,22 @@ class HistogramValue:
 
 
 Value = int | float | HistogramValue
+
+
+class Exemplar(NamedTuple):
+    """One measurement kept with the trace it was made in (an OpenTelemetry exemplar), as a worker samples it.
+
+    A counter series keeps at most one (the newest); a histogram series at most one per bucket (the newest), the
+    bucket being ``bisect_left(bounds, value)`` as for the bucket counts. ``trace_id`` and ``span_id`` are the span
+    context's integers (128 and 64 bits); ``attributes`` the measurement's attributes that are not the series' own
+    (empty unless a view drops some).
+    """
+
+    value: int | float
+    time_unix_nano: int
+    trace_id: int
+    span_id: int
+    attributes: AttrKey = ()
 Snapshot = dict[MetricMeta, dict[AttrKey, Value]]
 
 
