@@ -33,6 +33,8 @@ SPAN_AND_LOG_EXPORTERS = ("none", "otlp", "console")
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")
 #: values of ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``; the first is the default
 TEMPORALITY_PREFERENCES = ("cumulative", "delta", "lowmemory")
+#: values of ``OTEL_METRICS_EXEMPLAR_FILTER`` (the specification's); the first is the default
+EXEMPLAR_FILTERS = ("trace_based", "always_on", "always_off")
 
 
 class ConfigError(ValueError):
@@ -70,6 +72,8 @@ class Config:
     metrics_temporality: str = "cumulative"
     #: seconds a graceful stop may spend on telemetry in all (``OTEL_GUNICORN_SHUTDOWN_TIMEOUT``)
     shutdown_timeout: float = 1.0
+    #: one of :data:`EXEMPLAR_FILTERS`: which measurements the workers keep as exemplars
+    exemplar_filter: str = "trace_based"
 
     def otlp_protocol(self, signal: str) -> str:
         """``http/protobuf`` or ``grpc`` for ``signal`` (metrics, traces or logs)."""
@@ -119,6 +123,7 @@ class Config:
                 environ, env.OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, TEMPORALITY_PREFERENCES
             ),
             shutdown_timeout=_seconds(environ, env.OTEL_GUNICORN_SHUTDOWN_TIMEOUT, defaults.shutdown_timeout),
+            exemplar_filter=_standard_choice(environ, env.OTEL_METRICS_EXEMPLAR_FILTER, EXEMPLAR_FILTERS),
         )
 
 

@@ -25,6 +25,13 @@ OTEL_METRIC_EXPORT_INTERVAL = "OTEL_METRIC_EXPORT_INTERVAL"
 """Standard. Milliseconds between two OTLP pushes of the merged metrics by the arbiter
 (``OTEL_METRICS_EXPORTER=otlp``). Default ``60000``. An invalid value is warned about and the default used."""
 
+OTEL_METRICS_EXEMPLAR_FILTER = "OTEL_METRICS_EXEMPLAR_FILTER"
+"""Standard. Which measurements may become exemplars (a value kept with the trace it was made in, see
+docs/exemplars.md): ``trace_based`` (default) those made inside a sampled span — requests whose span is sampled, and
+the application's measurements made while one is current; ``always_on`` every measurement (those outside a span
+carry no trace id); ``always_off`` none, which also saves the per-measurement context lookup.
+Case-insensitive. An invalid value is warned about and ``trace_based`` used."""
+
 OTEL_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
 """Standard. Where each worker sends its request spans: ``otlp``, ``console`` (stdout, one JSON object per line) or
 ``none``. Default ``none`` (otel_gunicorn's choice: tracing costs, so it is opt-in); trace ids of requests arriving

@@ -103,13 +103,15 @@ def post_worker_init(worker: Any) -> None:
 
 def pre_request(worker: Any, req: Any) -> None:
     """Worker, on the thread/greenlet/loop about to run the request: count it in flight, record its queue time."""
-    _CHAIN.ours_called("pre_request")
+    if _CHAIN.active:  # tested here rather than inside: this runs on every request
+        _CHAIN.ours_called("pre_request")
     _worker.request_started(req)
 
 
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     """Worker, after the response (streamed body included) is sent: record the request's duration."""
-    _CHAIN.ours_called("post_request")
+    if _CHAIN.active:
+        _CHAIN.ours_called("post_request")
     _worker.request_finished(req, resp)
 
 

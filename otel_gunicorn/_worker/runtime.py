@@ -155,7 +155,50 @@ def start(worker: Any) -> WorkerRuntime | None:
         _runtime = WorkerRuntime(worker, arbiter)
     except Exception:  # noqa: BLE001 - a worker that cannot build its telemetry must still serve
         _log.exception("otel_gunicorn: worker %d could not start its telemetry; it serves without", os.getpid())
+        return None
+    _bind_request_hooks(_runtime)
+    _pin_request_hooks(worker)
     return _runtime
+
+
+def _not_measured(*_args: Any) -> None:
+    """Where requests are not measured through the hooks (no runtime, or the application is wrapped instead)."""
+
+
+#: What ``hooks.pre_request`` / ``hooks.post_request`` call: the observer's own bound methods once the runtime
+#: measures requests through the hooks, so a request pays no function layer of ours in between.
+request_started: Callable[[Any], None] = _not_measured
+request_finished: Callable[[Any, Any], None] = _not_measured
+
+
+def _bind_request_hooks(runtime: WorkerRuntime) -> None:
+    global request_started, request_finished
+    if runtime.requests is not None:
+        request_started = runtime.requests.started
+        request_finished = runtime.requests.finished
+
+
+def _pin_request_hooks(worker: Any) -> None:
+    """Set the worker's ``pre_request`` and ``post_request`` hooks as plain attributes of its configuration.
+
+    gunicorn reads both on every request as ``cfg.pre_request``, which Python resolves through
+    ``Config.__getattr__`` only after its normal lookup failed and built an ``AttributeError``: ~6.7 k instructions
+    each (bench/README.md), more than the rest of our per-request work. A worker's configuration no longer changes
+    once it serves (a HUP forks new workers with a new one), so the hooks it holds now — ours, or the user's with
+    ours chained behind — are set where the normal lookup finds them first. ``Config.__setattr__`` refuses setting
+    names, hence ``object.__setattr__``.
+    """
+    cfg = getattr(worker, "cfg", None)
+    settings = getattr(cfg, "settings", None)
+    if not isinstance(settings, dict):
+        return
+    for name in ("pre_request", "post_request"):
+        setting = settings.get(name)
+        if setting is not None:
+            try:
+                object.__setattr__(cfg, name, setting.get())
+            except (AttributeError, TypeError):  # a configuration object that does not take attributes: unpinned
+                pass
 
 
 _own_listeners = False
@@ -170,18 +213,6 @@ def forked(server: Any, worker: Any) -> None:
     inherited = {id(listener) for listener in getattr(server, "LISTENERS", None) or []}
     sockets = getattr(worker, "sockets", None) or []
     _own_listeners = bool(sockets) and not any(id(listener) in inherited for listener in sockets)
-
-
-def request_started(req: Any) -> None:
-    runtime = _runtime
-    if runtime is not None and runtime.requests is not None:
-        runtime.requests.started(req)
-
-
-def request_finished(req: Any, resp: Any) -> None:
-    runtime = _runtime
-    if runtime is not None and runtime.requests is not None:
-        runtime.requests.finished(req, resp)
 
 
 def aborting() -> None:

@@ -321,3 +321,23 @@ def test_every_variable_otel_gunicorn_documents_is_accepted():
 
     for name in _config.OWN_VARIABLES:
         _config._check_own_names({name: ""})
+
+
+# ---------------------------------------------------------------- OTEL_METRICS_EXEMPLAR_FILTER
+
+
+@pytest.mark.parametrize(
+    ("raw", "chosen"),
+    [("", "trace_based"), ("always_off", "always_off"), (" Always_On ", "always_on"), ("TRACE_BASED", "trace_based")],
+)
+def test_the_exemplar_filter_is_read_case_insensitively(raw: str, chosen: str) -> None:
+    assert chosen == Config.from_env({"OTEL_METRICS_EXEMPLAR_FILTER": raw}).exemplar_filter
+
+
+def test_a_bad_exemplar_filter_is_one_warning_in_the_arbiter_and_trace_based(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="otel_gunicorn"):
+        assert "trace_based" == Config.from_env({"OTEL_METRICS_EXEMPLAR_FILTER": "sampled"}).exemplar_filter
+    assert [
+        "OTEL_METRICS_EXEMPLAR_FILTER='sampled' is not valid: expected trace_based, always_on, always_off; "
+        "using trace_based"
+    ] == [r.getMessage() for r in caplog.records]

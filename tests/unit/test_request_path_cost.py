@@ -304,3 +304,26 @@ def test_the_asgi_workers_request_continues_the_callers_trace():
         span.attributes["user_agent.original"],
         span.attributes["url.path"],
     )
+
+
+def test_the_request_hooks_are_pinned_on_the_workers_configuration() -> None:
+    """gunicorn's ``cfg.pre_request`` then resolves without ``Config.__getattr__``; the value is the setting's own."""
+    from gunicorn.config import Config
+
+    from otel_gunicorn import hooks
+    from otel_gunicorn._worker.runtime import _pin_request_hooks
+
+    cfg = Config()
+    cfg.set("pre_request", hooks.pre_request)
+    cfg.set("post_request", hooks.post_request)
+
+    class Worker:
+        pass
+
+    worker = Worker()
+    worker.cfg = cfg  # type: ignore[attr-defined]
+    _pin_request_hooks(worker)
+
+    assert vars(cfg)["pre_request"] is cfg.settings["pre_request"].get() is hooks.pre_request
+    assert vars(cfg)["post_request"] is cfg.settings["post_request"].get() is hooks.post_request
+    assert "workers" not in vars(cfg)  # nothing else pinned
