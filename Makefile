@@ -97,14 +97,16 @@ docs-site: $(VENV)/.installed
 # the `bench` extra and the load generator wrk (Debian package), installed when missing (as root, from the Debian
 # registry) as system-tools does for the test tools.
 BENCH_TOOLS := wrk
-bench: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+BENCH_VENV := .venv-bench
+bench:
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet -e '.[bench]'
 	@missing=""; for tool in $(BENCH_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get install -y -q $$missing >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)); \
 	  else echo "make bench needs the Debian packages:$$missing (apt-get install$$missing)" >&2; exit 1; fi; fi
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(OLD) build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(OLD) $(BENCH_VENV) build dist *.egg-info .pytest_cache .hypothesis

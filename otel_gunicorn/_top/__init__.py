@@ -11,6 +11,27 @@ only what a scrape shows. The layout splits I/O from the pure parts:
 
 from __future__ import annotations
 
-from otel_gunicorn._top.cli import add_arguments, run
+import argparse
+import sys
+from collections.abc import Mapping
+
+from otel_gunicorn._top.errors import USAGE
+from otel_gunicorn._top.options import add_arguments
+
+#: what to tell an operator whose installation has no rich (an optional dependency: a server does not need it)
+NEEDS_RICH = "otel-gunicorn top needs rich: pip install 'otel-gunicorn[top]'"
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Run ``top`` (:func:`.cli.run`); without rich installed, one line saying how to get it."""
+    try:
+        from otel_gunicorn._top.cli import run as run_view
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "rich":
+            raise
+        print(NEEDS_RICH, file=sys.stderr)
+        return USAGE
+    return run_view(args, environ)
+
 
 __all__ = ["add_arguments", "run"]
