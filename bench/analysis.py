@@ -9,8 +9,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from bench import configs
+
 #: the figures the targets read
 OVERHEAD_TARGET_PCT = 5.0
+#: worker classes whose CPU overhead (and app-recording cost) the issue judges; the overhead of the others is
+#: reported in the targets table, not judged (issue 13: "for sync and gthread (and reported for gevent and asgi)")
+JUDGED_CLASSES = ("sync", "gthread")
+REPORTED_CLASSES = ("gevent", "asgi")
 SCRAPE_TARGET_MS = 5.0
 SCRAPE_WORKERS = 8
 RECYCLES_TARGET = 1000
@@ -29,9 +35,13 @@ class Target:
     target: str
     met: bool | None
     detail: str
+    #: False: a figure the issue asks to report, not to judge (``met`` is then None)
+    judged: bool = True
 
     @property
     def verdict(self) -> str:
+        if not self.judged:
+            return f"reported, not judged: {self.detail}"
         if self.met is None:
             return f"not judged: {self.detail}"
         return f"{'met' if self.met else 'missed'}: {self.detail}"
@@ -88,6 +98,22 @@ def _overhead_target(results: dict[str, Any], worker_class: str) -> Target:
     met = gap <= 0
     detail = f"{-gap:.1f} points to spare" if met else f"by {gap:.1f} points"
     return Target(label, measured, f"≤ +{OVERHEAD_TARGET_PCT:g} %", met, detail)
+
+
+def _overhead_reported(results: dict[str, Any], worker_class: str) -> Target:
+    """The same figure as ``_overhead_target`` for a class the issue asks to report, not to judge."""
+    known = configs.WORKER_CLASSES.get(worker_class)
+    name = known.label if known else worker_class
+    label = f"{name}: otel_gunicorn, nothing recorded, CPU per request over bare gunicorn"
+    row, bare = setup(results, worker_class, "otel/hello"), setup(results, worker_class, "bare/hello")
+    if not row or row.get("overhead_pct") is None or not bare:
+        return Target(label, "—", "reported", None, "not measured in this run", judged=False)
+    value = row["overhead_pct"]
+    measured = f"{value:+.1f} % ({row['us_per_request']:.0f} against {bare['us_per_request']:.0f} µs)"
+    gap = value - OVERHEAD_TARGET_PCT
+    where = f"{gap:.1f} points above" if gap > 0 else f"{-gap:.1f} points within"
+    detail = f"{where} the +{OVERHEAD_TARGET_PCT:g} % judged for sync and gthread"
+    return Target(label, measured, "reported", None, detail, judged=False)
 
 
 def _recording_target(results: dict[str, Any], worker_class: str) -> Target:
@@ -169,11 +195,12 @@ def _scrape_targets(results: dict[str, Any]) -> list[Target]:
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
+    measured = list(results.get("cpu", {}).get("classes", {}))
+    reported = [*REPORTED_CLASSES, *(c for c in measured if c not in JUDGED_CLASSES and c not in REPORTED_CLASSES)]
     found = [
-        _overhead_target(results, "sync"),
-        _overhead_target(results, "gthread"),
-        _recording_target(results, "sync"),
-        _recording_target(results, "gthread"),
+        *(_overhead_target(results, c) for c in JUDGED_CLASSES),
+        *(_overhead_reported(results, c) for c in reported),
+        *(_recording_target(results, c) for c in JUDGED_CLASSES),
         *_scrape_targets(results),
     ]
     mem = memory_overhead(results)

@@ -4,8 +4,9 @@ never the whole page.
 
 * ``bench/scrape_inprocess.py``: ``measure(workers, series_per_worker, scrapes[, recycles]) -> dict``, the arbiter's
   ``/metrics`` WSGI call without sockets or other processes;
-* ``bench/request_path_inprocess.py``: ``measure() -> dict``, µs per request on the hook path and the application
-  boundary, and the SDK's counter/histogram against prometheus_client's ``inc()``/``observe()``.
+* ``bench/request_path_inprocess.py``: ``measure() -> dict``, µs per request on the hook path (as gunicorn calls
+  it, bare and otel_gunicorn, per worker class) and the application boundary, and an application's own counter and
+  histogram against prometheus_client's ``inc()``/``observe()``; kept with each case's description (``CASES``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,19 @@ import json, sys
 sys.path[:0] = [{bench!r}, {package_root!r}, {root!r}]
 import {module} as m
 result = m.measure({args})
+{post}
 sys.stdout.write("\\n@@RESULT@@" + json.dumps(result, default=str))
+"""
+
+#: for ``request_path_inprocess``: each case's own description (its ``CASES``) next to the figures, so the page
+#: labels a case it does not know yet by what its module says it is
+_DESCRIBED = """
+def _description(case):
+    return case[0] if isinstance(case, tuple) and case and isinstance(case[0], str) else str(case)
+result = {
+    "figures": result,
+    "descriptions": {name: _description(case) for name, case in getattr(m, "CASES", {}).items()},
+}
 """
 
 
@@ -32,11 +45,14 @@ def available(module: str) -> bool:
     return (BENCH / f"{module}.py").is_file()
 
 
-def call(module: str, args: str, package_root: Path, timeout: float) -> dict[str, Any]:
-    """``module.measure(args)`` in a child process: ``{"result": ...}`` or ``{"error": "..."}``."""
+def call(module: str, args: str, package_root: Path, timeout: float, post: str = "") -> dict[str, Any]:
+    """``module.measure(args)`` in a child process: ``{"result": ...}`` or ``{"error": "..."}``. ``post``: code run
+    in the child after ``measure``, which may replace ``result``."""
     if not available(module):
         return {"error": f"bench/{module}.py does not exist"}
-    code = _CHILD.format(bench=str(BENCH), package_root=str(package_root), root=str(ROOT), module=module, args=args)
+    code = _CHILD.format(
+        bench=str(BENCH), package_root=str(package_root), root=str(ROOT), module=module, args=args, post=post
+    )
     try:
         run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
@@ -68,4 +84,9 @@ def scrape(workers: list[int], scrapes: int, recycles: int, package_root: Path, 
 
 
 def request_path(package_root: Path, timeout: float) -> dict[str, Any]:
-    return call("request_path_inprocess", "", package_root, timeout)
+    """``request_path_inprocess.measure()``: ``{"result": {case: µs}, "descriptions": {case: text}}`` (every case
+    the module has, whether ``measure()`` returned it or not) or ``{"error": "..."}``."""
+    got = call("request_path_inprocess", "", package_root, timeout, post=_DESCRIBED)
+    if "result" not in got:
+        return got
+    return {"result": got["result"]["figures"], "descriptions": got["result"]["descriptions"]}

@@ -6,6 +6,7 @@ is included as it is when it exists), never the page.
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -123,10 +124,11 @@ def plot_cpu(results: dict[str, Any], path: Path) -> bool:
                         xytext=(0, 2),
                         textcoords="offset points",
                     )
-        if variant == "hello":  # the target: bare + 5 % (judged for sync and gthread)
+        if variant == "hello":  # the target: bare + 5 % (judged for sync and gthread only)
+            labelled = False
             for j, c in enumerate(names):
                 bare = found[c]["setups"].get("bare/hello", {}).get("us_per_request")
-                if bare:
+                if bare and c in analysis.JUDGED_CLASSES:
                     ax.hlines(
                         bare * (1 + analysis.OVERHEAD_TARGET_PCT / 100),
                         j - 0.45,
@@ -134,8 +136,9 @@ def plot_cpu(results: dict[str, Any], path: Path) -> bool:
                         colors="#2ca02c",
                         lw=1,
                         linestyles="dashed",
-                        label="bare + 5 %" if j == 0 else None,
+                        label=None if labelled else "target: bare + 5 % (sync, gthread)",
                     )
+                    labelled = True
         ax.set_ylabel("server CPU µs per request")
         title = configs.VARIANTS[variant] + ("" if variant == "hello" else " (bare: hello world)")
         ax.set_title(title, loc="left", fontsize=9)
@@ -284,7 +287,11 @@ def _setup_label(key: str) -> str:
 def section_targets(results: dict[str, Any]) -> str:
     rows = []
     for t in analysis.targets(results):
-        mark = {True: "✅ met", False: "❌ missed", None: "➖ not judged"}[t.met]
+        mark = (
+            {True: "✅ met", False: "❌ missed", None: "➖ not judged"}[t.met]
+            if t.judged
+            else "📊 reported, not judged"
+        )
         rows.append((t.label, t.measured, t.target, f"{mark} — {t.detail}"))
     return table(("target", "measured", "target", "verdict"), rows, "llll")
 
@@ -411,7 +418,7 @@ def section_scrape(results: dict[str, Any]) -> str:
     live = scrape.get("live")
     if isinstance(live, dict) and "error" not in live:
         ours, theirs = live.get("otel_gunicorn") or {}, live.get("prometheus_client") or {}
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for n in sorted({*ours, *theirs}, key=int):
             a, b = ours.get(n) or {}, theirs.get(n) or {}
             ratio = b["median_ms"] / a["median_ms"] if a.get("median_ms") and b.get("median_ms") else None
@@ -612,7 +619,7 @@ def section_channel(results: dict[str, Any]) -> str:
     idle = (cls or {}).get("idle")
     if not idle:
         return "_Not measured in this run._"
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for key in _setup_order(idle):
         r = idle[key]
         if not r.get("valid"):
@@ -694,18 +701,147 @@ def _flatten(prefix: str, value: Any, rows: list[tuple[str, str]]) -> None:
         rows.append((prefix, str(value)))
 
 
+#: ``request_path_inprocess`` case names the page lays out in tables; any other case it returns is listed as well,
+#: by its module's own description (``CASES``)
+_HOOK_LABELS = {
+    "sync": "sync: gunicorn's `cfg.pre_request`, `log.access`, `cfg.post_request`",
+    "gthread": "gthread: the same calls, on a pool thread",
+}
+_BOUNDARY_LABELS = {
+    "wsgi": "WSGI application boundary (gevent_pywsgi, tornado: no hooks called)",
+    "asgi": "ASGI application boundary (uvicorn-worker: no hooks called)",
+}
+_FILTERS = ("trace_based", "always_off", "always_on")
+_INSTRUMENT_VARIANTS = {
+    "": "made after the worker's provider, no attribute, no span",
+    "_proxy": "made at import (the API's proxy), no attribute, no span",
+    "_proxy_attr": "made at import, one attribute",
+    "_proxy_span": "made at import, inside a sampled span",
+    "_proxy_attr_span": "made at import, one attribute, inside a sampled span",
+}
+_INSTRUMENT_CALLS = {"counter": "`counter.add(1)`", "histogram": "`histogram.record(v)`"}
+_PROMETHEUS_VARIANTS = {"": "no label", "_label": "one label (`.labels()` per call)"}
+
+
+def _us2(value: Any) -> str | None:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else None
+
+
+def request_path_tables(figures: dict[str, Any], descriptions: dict[str, str]) -> list[str]:
+    """Markdown tables of every figure ``request_path_inprocess.measure()`` returned: the hook path and the
+    application boundary (bare, otel_gunicorn, overhead), the application's instruments per exemplar filter against
+    prometheus_client, and any other case under its own description."""
+    used: set[str] = set()
+    out: list[str] = []
+
+    rows: list[tuple[Any, ...]] = []
+    for name in figures:
+        hooks = re.fullmatch(r"hooks_bare_(\w+)", name)
+        boundary = re.fullmatch(r"(\w+)_bare", name)
+        if hooks:
+            kind = hooks.group(1)
+            bare, ours, over = name, f"hooks_otel_{kind}", f"hooks_{kind}_overhead"
+            label = _HOOK_LABELS.get(kind, f"{kind}: gunicorn's hook calls")
+        elif boundary and f"{boundary.group(1)}_boundary" in figures:
+            kind = boundary.group(1)
+            bare, ours, over = name, f"{kind}_boundary", f"{kind}_boundary_overhead"
+            label = _BOUNDARY_LABELS.get(kind, f"{kind} application boundary")
+        else:
+            continue
+        overhead = figures.get(over)
+        if overhead is None and isinstance(figures.get(ours), (int, float)):
+            overhead = figures[ours] - figures[bare]
+        rows.append((label, _us2(figures[bare]), _us2(figures.get(ours)), _us2(overhead)))
+        used |= {bare, ours, over}
+    if rows:
+        out.append("Request path, µs of CPU per request:\n")
+        out.append(table(("what gunicorn runs per request", "bare gunicorn", "otel_gunicorn", "overhead"), rows))
+
+    # instrument -> (implementation, variant) -> filter -> case: ``sdk_counter_trace_based_proxy`` and the like,
+    # whatever the implementation's prefix (the SDK's, or otel_gunicorn's own aggregation)
+    instruments: dict[str, dict[tuple[str, str], dict[str, str]]] = {}
+    for name in figures:
+        match = re.fullmatch(r"([a-z]+)_(counter|histogram)_(" + "|".join(_FILTERS) + r")(.*)", name)
+        if match:
+            implementation, instrument, flt, variant = match.groups()
+            instruments.setdefault(instrument, {}).setdefault((implementation, variant), {})[flt] = name
+    for name in figures:
+        match = re.fullmatch(r"prometheus_(counter|histogram)(_label)?", name)
+        if match:
+            instruments.setdefault(match.group(1), {})
+    for instrument, variants in instruments.items():
+        filters = [f for f in _FILTERS if any(f in cases for cases in variants.values())]
+        rows = []
+        for (implementation, variant), cases in variants.items():
+            first = cases[next(iter(cases))]
+            fallback = "SDK" if implementation == "sdk" else implementation
+            what = re.sub(r",? *filter \w+$", "", descriptions.get(first, fallback))
+            rows.append(
+                (
+                    f"{what}, {_INSTRUMENT_VARIANTS.get(variant, variant.strip('_').replace('_', ', '))}",
+                    *(_us2(figures.get(cases[f])) if f in cases else None for f in filters),
+                )
+            )
+            used |= set(cases.values())
+        for suffix, label in _PROMETHEUS_VARIANTS.items():
+            name = f"prometheus_{instrument}{suffix}"
+            if name in figures:
+                rows.append(
+                    (f"prometheus_client multiprocess, {label}", _us2(figures[name]), *[""] * (len(filters) - 1))
+                )
+                used.add(name)
+        call = _INSTRUMENT_CALLS.get(instrument, f"`{instrument}`")
+        out.append(f"\nAn application's own {call}, µs of CPU per call, by `OTEL_METRICS_EXEMPLAR_FILTER`:\n")
+        headers = [f"`{f}`" + (" (default)" if f == "trace_based" else "") for f in filters] or ["µs"]
+        out.append(table(("implementation and case", *headers), rows))
+
+    # the issue's comparison: one counter and one histogram per request, default filter, instruments made at import
+    implementations = list(dict.fromkeys(impl for variants in instruments.values() for impl, _v in variants))
+    rows = []
+    for impl in implementations:
+        pair = [[f"{impl}_{i}_trace_based{v}" for i in ("counter", "histogram")] for v in ("_proxy", "_proxy_attr")]
+        if all(n in figures for n in pair[0]):
+            fallback = "SDK" if impl == "sdk" else impl
+            name = re.sub(r" *(counter|histogram).*$", "", descriptions.get(pair[0][0], fallback)) or fallback
+            sums = [sum(figures[n] for n in p) if all(n in figures for n in p) else None for p in pair]
+            rows.append((name, *(_us2(v) for v in sums)))
+    prometheus = [[f"prometheus_{i}{v}" for i in ("counter", "histogram")] for v in ("", "_label")]
+    if rows and all(n in figures for n in prometheus[0]):
+        sums = [sum(figures[n] for n in p) if all(n in figures for n in p) else None for p in prometheus]
+        rows.append(("prometheus_client multiprocess", *(_us2(v) for v in sums)))
+    if len(rows) > 1:
+        out.append(
+            "\nOne `counter.add(1)` and one `histogram.record(v)` per request, the sums of the rows above (default "
+            "exemplar filter, instruments made at import), µs of CPU:\n"
+        )
+        out.append(table(("implementation", "no attribute", "one attribute (label)"), rows))
+
+    rest = [(descriptions.get(n, "—"), f"`{n}`", _us2(v) or str(v)) for n, v in figures.items() if n not in used]
+    if rest:
+        out.append("\nThe other cases, as `bench/request_path_inprocess.py` describes them (µs per request or call):\n")
+        out.append(table(("case", "name", "µs"), rest, "llr"))
+    return out
+
+
 def section_request_path(results: dict[str, Any]) -> str:
     got = results.get("inprocess", {}).get("request_path")
     if not got:
         return "_Not measured in this run._"
     if "error" in got:
         return f"Not included: {got['error']}."
-    rows: list[tuple[str, str]] = []
-    _flatten("", got["result"], rows)
-    return (
-        "From `bench/request_path_inprocess.py`, in one process without sockets (µs per request unless the name "
-        "says otherwise):\n\n" + table(("figure", "value"), rows, "lr")
+    figures = got.get("result")
+    if not isinstance(figures, dict) or not figures:
+        return "_`request_path_inprocess.measure()` returned no figures._"
+    intro = (
+        "`request_path_inprocess.measure()` (`bench/request_path_inprocess.py`), in process, without sockets: CPU "
+        "time (`time.process_time`) of a loop, each case in a child process of its own, the cases compared timed "
+        "in turns and the best round of each kept. The hook path is what gunicorn runs around a request, looked up "
+        "in its configuration as gunicorn does, with bare gunicorn's defaults and with `python:otel_gunicorn.conf` "
+        "and a worker runtime built by its own `post_worker_init`; the difference is otel_gunicorn's cost per "
+        "request in that worker class. Compare within a row; instruction counts are under *What the profiles "
+        "show*.\n"
     )
+    return intro + "\n" + "\n".join(request_path_tables(figures, got.get("descriptions") or {}))
 
 
 METHOD = """\
@@ -848,7 +984,8 @@ def summary(results: dict[str, Any]) -> str:
     """The console's short version: targets, then the CPU headline."""
     lines = []
     for t in analysis.targets(results):
-        lines.append(f"{t.verdict.split(':')[0]:>11}  {t.label}: {t.measured} (target {t.target}; {t.detail})")
+        verdict = t.verdict.split(":")[0] if t.judged else "reported"
+        lines.append(f"{verdict:>11}  {t.label}: {t.measured} (target {t.target}; {t.detail})")
     for key, cls in classes(results).items():
         s = cls["setups"]
         cells = ", ".join(f"{k} {us(v.get('us_per_request'))} µs ({pct(v.get('overhead_pct'))})" for k, v in s.items())

@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     if options.report_only:
-        results = json.loads((RESULTS / "latest.json").read_text())
-        for path in report.write(results):
+        saved = json.loads((RESULTS / "latest.json").read_text())
+        for path in report.write(saved):
             print(f"wrote {path.relative_to(ROOT)}")
         return 0
 
