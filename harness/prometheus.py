@@ -28,7 +28,8 @@ def _binary(name: str) -> str:
 class Prometheus(LoggedProcess):
     """A Prometheus server on a free loopback port, ready when started, scraping ``targets`` as job ``gunicorn``."""
 
-    def __init__(self, workdir: Path, targets: list[str]) -> None:
+    def __init__(self, workdir: Path, targets: list[str], flags: tuple[str, ...] = ()) -> None:
+        """``flags``: more command-line flags, e.g. ``("--enable-feature=exemplar-storage",)``."""
         binary = _binary("prometheus")
         self.port = net.free_port()
         config = workdir / f"prometheus-{self.port}.yml"
@@ -44,6 +45,7 @@ class Prometheus(LoggedProcess):
                 f"--config.file={config}",
                 f"--storage.tsdb.path={workdir / f'tsdb-{self.port}'}",
                 f"--web.listen-address={net.LOOPBACK}:{self.port}",
+                *flags,
             ],
             workdir / f"prometheus-{self.port}.log",
         )
@@ -60,6 +62,16 @@ class Prometheus(LoggedProcess):
             body = json.load(response)
         assert body["status"] == "success", body
         return list(body["data"]["result"])
+
+    def query_exemplars(self, promql: str, start: float, end: float) -> list[dict]:
+        """The result of ``/api/v1/query_exemplars`` (needs ``--enable-feature=exemplar-storage``): per series, its
+        ``seriesLabels`` and ``exemplars`` (``labels``, ``value``, ``timestamp``)."""
+        query = urllib.parse.urlencode({"query": promql, "start": start, "end": end})
+        url = f"http://{net.LOOPBACK}:{self.port}/api/v1/query_exemplars?{query}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return list(body["data"] or [])
 
 
 def promtool_check(exposition: str) -> subprocess.CompletedProcess[str]:

@@ -360,11 +360,15 @@ def legend(*labels: str) -> str:
     return " ".join("{{" + name + "}}" for name in labels)
 
 
-def _targets(targets: Targets) -> list[dict[str, Any]]:
-    return [
+def _targets(targets: Targets, exemplars: bool = False) -> list[dict[str, Any]]:
+    found = [
         {"datasource": DATASOURCE, "refId": chr(ord("A") + i), "expr": expr, "legendFormat": text, "range": True}
         for i, (expr, text) in enumerate(targets)
     ]
+    if exemplars:  # Grafana's "Exemplars" toggle of a Prometheus query (docs/exemplars.md)
+        for target in found:
+            target["exemplar"] = True
+    return found
 
 
 #: series whose legend ends in "limit" are drawn as a dashed red ceiling, not as data
@@ -387,8 +391,10 @@ def timeseries(
     width: int = 12,
     bars: bool = False,
     threshold: float | None = None,
+    exemplars: bool = False,
 ) -> dict[str, Any]:
-    """A time series panel; ``threshold`` draws a red line at that value."""
+    """A time series panel; ``threshold`` draws a red line at that value; ``exemplars`` asks Prometheus for the
+    exemplars of the queried series too (shown as points linking to their traces)."""
     custom: dict[str, Any] = {"drawStyle": "bars" if bars else "line", "fillOpacity": 80 if bars else 10}
     custom |= {"lineWidth": 1, "showPoints": "never", "spanNulls": False}
     steps: list[dict[str, Any]] = [{"color": "green", "value": None}]
@@ -407,7 +413,7 @@ def timeseries(
             "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
             "tooltip": {"mode": "multi", "sort": "desc"},
         },
-        "targets": _targets(targets),
+        "targets": _targets(targets, exemplars),
     }
 
 
@@ -590,7 +596,14 @@ def _requests() -> list[dict[str, Any]]:
             "percentunit",
             threshold=ERROR_RATIO,
         ),
-        timeseries("Latency", catalogue.REQUEST_DURATION.description, _percentiles(DURATION), "s"),
+        timeseries(
+            "Latency",
+            f"{catalogue.REQUEST_DURATION.description} The dots are exemplars: one recent request per bucket, linked "
+            "to its trace (docs/exemplars.md).",
+            _percentiles(DURATION),
+            "s",
+            exemplars=True,
+        ),
         timeseries(
             "Queue time before gunicorn",
             f"{catalogue.QUEUE_DURATION.description} {catalogue.QUEUE_DURATION.meaning} Empty unless the proxy sets "

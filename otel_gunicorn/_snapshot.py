@@ -8,6 +8,12 @@ The payload is deliberately simple JSON (see :mod:`otel_gunicorn._wire`)::
                              {"a": {...}, "n": count, "s": sum, "b": [bounds], "c": [counts],
                               "lo": min, "hi": max}]}]}                               # histogram
 
+A counter's or histogram's point may add ``"x": [[value, time_unix_nano, trace_id, span_id, {attributes}], ...]``,
+its exemplars (:class:`Exemplar`; ids in lower-case hex, 32 and 16 digits, all zeros without a span): a counter at
+most one, a histogram at most one per bucket. Exemplars are samples, not totals: a report carries those sampled
+since the previous one (or any subset: the arbiter keeps the newest per bucket), and a payload without them is
+as valid as ever.
+
 Everything is cumulative since the worker started: a lost report loses nothing but freshness, and the arbiter
 can apply the same report twice without counting anything twice.
 """
@@ -19,9 +25,12 @@ import enum
 import logging
 import marshal
 import math
-from collections.abc import Mapping
+import re
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from opentelemetry.sdk.metrics import Exemplar as SdkExemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -107,7 +116,95 @@ class Exemplar(NamedTuple):
     trace_id: int
     span_id: int
     attributes: AttrKey = ()
+
+
+#: exemplars by metric and series, as a worker's aggregations hand them over (at most one per bucket, newest)
+Exemplars = Mapping[MetricMeta, Mapping[AttrKey, tuple[Exemplar, ...]]]
+
+#: at most this many exemplars per counter series (OpenMetrics shows one per ``_total`` sample)
+COUNTER_EXEMPLARS = 1
+_NO_EXEMPLARS: Mapping[AttrKey, tuple[Exemplar, ...]] = {}
+
+
+class ExemplarPoints(dict[AttrKey, Value]):
+    """A metric's points (a plain points dict in every other respect) with the exemplars sampled for them.
+
+    Exemplars travel *with* the points rather than in a mapping of their own so that every path a snapshot takes —
+    the channel, the merge store, the runtime's merged view, the scrape cache, the OTLP payload — carries them
+    without a second argument, and so that :func:`fingerprint` (which the merge store and the scrape cache compare)
+    sees them. ``==`` ignores them, as it ignores the types that :func:`fingerprint` tells apart. A copy through
+    ``dict(points)`` loses them: code building new points from old must pass them on (:func:`exemplars_of`).
+    """
+
+    __slots__ = ("exemplars",)
+
+    def __init__(self, points: Mapping[AttrKey, Value], exemplars: Mapping[AttrKey, tuple[Exemplar, ...]]) -> None:
+        super().__init__(points)
+        #: per series key: its exemplars, at most one per bucket (counters: :data:`COUNTER_EXEMPLARS`), bucket order
+        self.exemplars = exemplars
+
+
+def exemplars_of(points: Mapping[AttrKey, Value]) -> Mapping[AttrKey, tuple[Exemplar, ...]]:
+    """The exemplars carried by ``points`` (none for a plain dict)."""
+    return points.exemplars if isinstance(points, ExemplarPoints) else _NO_EXEMPLARS
+
+
+def with_exemplars(
+    points: dict[AttrKey, Value], exemplars: Mapping[AttrKey, tuple[Exemplar, ...]]
+) -> dict[AttrKey, Value]:
+    """``points`` carrying ``exemplars`` (only those of series in ``points``, none empty); ``points`` itself when
+    there are none."""
+    kept = {key: found for key, found in exemplars.items() if found and key in points}
+    return ExemplarPoints(points, kept) if kept else points
+
+
+def _newer(a: Exemplar, b: Exemplar) -> bool:
+    """Whether ``a`` is newer than ``b``; equal times are ordered by ids so that the merge is order-independent."""
+    return (a.time_unix_nano, a.trace_id, a.span_id) > (b.time_unix_nano, b.trace_id, b.span_id)
+
+
+def newest_per_bucket(exemplars: Iterable[Exemplar], bounds: tuple[float, ...] | None) -> tuple[Exemplar, ...]:
+    """The newest exemplar of each bucket of ``bounds`` (a histogram's), in bucket order; ``bounds`` None: a
+    counter's newest."""
+    newest: dict[int, Exemplar] = {}
+    for exemplar in exemplars:
+        bucket = 0 if bounds is None else bisect_left(bounds, exemplar.value)
+        held = newest.get(bucket)
+        if held is None or _newer(exemplar, held):
+            newest[bucket] = exemplar
+    return tuple(newest[bucket] for bucket in sorted(newest))
+
+
 Snapshot = dict[MetricMeta, dict[AttrKey, Value]]
+
+
+def attach_exemplars(snapshot: Snapshot, exemplars: Exemplars) -> Snapshot:
+    """``snapshot`` (points aggregated outside the SDK) with ``exemplars`` (sampled alongside, e.g. the application's
+    synchronous instruments' ``exemplars()``) on its counters' and histograms' points, in place; exemplars of a
+    metric or series ``snapshot`` lacks are dropped."""
+    for meta, found in exemplars.items():
+        points = snapshot.get(meta)
+        if points is not None and found and meta.kind.is_total:
+            snapshot[meta] = with_exemplars(points, found)
+    return snapshot
+
+
+def keep_exemplars(older: Snapshot, newer: Snapshot) -> Snapshot:
+    """``newer`` (a worker's later report, superseding ``older``) also carrying ``older``'s exemplars, newest per
+    bucket: a report's exemplars are only those sampled since the one before, so skipping a report must not skip
+    them."""
+    for meta, points in older.items():
+        found = exemplars_of(points)
+        later = newer.get(meta)
+        if not found or later is None:
+            continue
+        combined = dict(exemplars_of(later))
+        for key, exemplars in found.items():
+            value = later.get(key)
+            bounds = value.bounds if isinstance(value, HistogramValue) else None
+            combined[key] = newest_per_bucket((*exemplars, *combined.get(key, ())), bounds)
+        newer[meta] = with_exemplars(dict(later), combined)
+    return newer
 
 
 def attr_key(attributes: Mapping[str, Any] | None) -> AttrKey:
@@ -127,12 +224,16 @@ def fingerprint(points: Mapping[AttrKey, Value]) -> bytes:
     values: Any = tuple(points.values())
     try:
         # marshal version 2 has no back-references, so the bytes depend on the values only, not on object sharing
-        return marshal.dumps((tuple(points), values), 2)
+        exact = marshal.dumps((tuple(points), values), 2)
     except ValueError:  # histogram points
         values = tuple(
             (v.count, v.sum, v.bounds, v.counts, v.min, v.max) if isinstance(v, HistogramValue) else v for v in values
         )
-        return marshal.dumps((tuple(points), values), 2)
+        exact = marshal.dumps((tuple(points), values), 2)
+    exemplars = exemplars_of(points)
+    if exemplars:  # marshal takes no NamedTuple: plain tuples, same fields
+        exact += marshal.dumps(tuple((key, tuple(map(tuple, found))) for key, found in exemplars.items()), 2)
+    return exact
 
 
 # ---------------------------------------------------------------- worker side: SDK data -> payload
@@ -166,25 +267,78 @@ def payload_from_metrics_data(data: MetricsData) -> dict[str, Any]:
 
 def _encode_metric(data: Any) -> tuple[str, list[dict[str, Any]]] | None:
     if isinstance(data, Sum):
-        kind = Kind.COUNTER if data.is_monotonic else Kind.UPDOWNCOUNTER
-        return kind.value, [{"a": dict(p.attributes or {}), "v": p.value} for p in data.data_points]
+        if not data.is_monotonic:
+            return Kind.UPDOWNCOUNTER.value, [{"a": dict(p.attributes or {}), "v": p.value} for p in data.data_points]
+        counted: list[dict[str, Any]] = [{"a": dict(p.attributes or {}), "v": p.value} for p in data.data_points]
+        for counter_point, p in zip(counted, data.data_points):
+            if p.exemplars:
+                counter_point["x"] = _encode_sdk_exemplars(p.exemplars, None)
+        return Kind.COUNTER.value, counted
     if isinstance(data, Gauge):
         return Kind.GAUGE.value, [{"a": dict(p.attributes or {}), "v": p.value} for p in data.data_points]
     if isinstance(data, Histogram):
-        points = [
-            {
-                "a": dict(p.attributes or {}),
-                "n": p.count,
-                "s": p.sum,
-                "b": list(p.explicit_bounds),
-                "c": list(p.bucket_counts),
-                "lo": p.min,
-                "hi": p.max,
+        points: list[dict[str, Any]] = []
+        for hp in data.data_points:
+            point = {
+                "a": dict(hp.attributes or {}),
+                "n": hp.count,
+                "s": hp.sum,
+                "b": list(hp.explicit_bounds),
+                "c": list(hp.bucket_counts),
+                "lo": hp.min,
+                "hi": hp.max,
             }
-            for p in data.data_points
-        ]
+            if hp.exemplars:
+                point["x"] = _encode_sdk_exemplars(hp.exemplars, tuple(hp.explicit_bounds))
+            points.append(point)
         return Kind.HISTOGRAM.value, points
     return None  # exponential histograms are not merged (documented limitation)
+
+
+def _encode_sdk_exemplars(exemplars: Iterable[SdkExemplar], bounds: tuple[float, ...] | None) -> list[list[Any]]:
+    """The SDK's exemplars of one point (sampled since the previous collection), newest per bucket, as sent."""
+    ours = (
+        Exemplar(e.value, e.time_unix_nano, e.trace_id or 0, e.span_id or 0, attr_key(e.filtered_attributes))
+        for e in exemplars
+    )
+    return [_encode_exemplar(e) for e in newest_per_bucket(ours, bounds)]
+
+
+def _encode_exemplar(exemplar: Exemplar) -> list[Any]:
+    value, time_unix_nano, trace_id, span_id, attributes = exemplar
+    return [
+        value,
+        time_unix_nano,
+        f"{trace_id:032x}",
+        f"{span_id:016x}",
+        {k: list(v) if isinstance(v, tuple) else v for k, v in attributes},
+    ]
+
+
+def add_exemplars(payload: dict[str, Any], exemplars: Exemplars) -> None:
+    """Attach ``exemplars`` (of metrics aggregated outside the SDK, e.g. the application's synchronous instruments)
+    to the matching points of a worker's ``payload``, in place; a bucket that has one already keeps the newer.
+
+    A metric or series the payload does not have is skipped: an exemplar only means something beside its point.
+    """
+    if not exemplars:
+        return
+    for raw in payload["metrics"]:
+        scope_name, scope_version, schema_url = raw["scope"]
+        meta = MetricMeta(
+            scope_name, scope_version, schema_url, raw["name"], raw["description"], raw["unit"], Kind(raw["kind"])
+        )
+        by_key = exemplars.get(meta)
+        if not by_key or not meta.kind.is_total:
+            continue
+        for point in raw["points"]:
+            found = by_key.get(attr_key(point["a"]))
+            if not found:
+                continue
+            bounds = tuple(point["b"]) if meta.kind is Kind.HISTOGRAM else None
+            # the payload's own (SDK) exemplars were encoded from Exemplars: decoding them back cannot fail
+            held = [Exemplar(v, t, int(tr, 16), int(sp, 16), attr_key(a)) for v, t, tr, sp, a in point.get("x", ())]
+            point["x"] = [_encode_exemplar(e) for e in newest_per_bucket([*held, *found], bounds)]
 
 
 def payload_from_snapshot(snapshot: Snapshot) -> dict[str, Any]:
@@ -192,6 +346,7 @@ def payload_from_snapshot(snapshot: Snapshot) -> dict[str, Any]:
     metrics = []
     for meta, points in snapshot.items():
         encoded = []
+        exemplars = exemplars_of(points)
         for key, value in points.items():
             attributes = {k: list(v) if isinstance(v, tuple) else v for k, v in key}
             if isinstance(value, HistogramValue):
@@ -208,6 +363,10 @@ def payload_from_snapshot(snapshot: Snapshot) -> dict[str, Any]:
                 )
             else:
                 encoded.append({"a": attributes, "v": value})
+            if exemplars:
+                found = exemplars.get(key)
+                if found:
+                    encoded[-1]["x"] = [_encode_exemplar(e) for e in found]
         metrics.append(
             {
                 "scope": [meta.scope_name, meta.scope_version, meta.scope_schema_url],
@@ -229,6 +388,7 @@ def snapshot_from_payload(payload: Any) -> Snapshot:
     if not isinstance(payload, dict) or not isinstance(payload.get("metrics"), list):
         raise ProtocolError("snapshot payload must be an object with a 'metrics' list")
     snapshot: Snapshot = {}
+    sampled: dict[MetricMeta, dict[AttrKey, tuple[Exemplar, ...]]] = {}
     for raw in payload["metrics"]:
         meta = _meta(raw)
         points = snapshot.setdefault(meta, {})
@@ -236,7 +396,12 @@ def snapshot_from_payload(payload: Any) -> Snapshot:
             if not isinstance(raw_point, dict):
                 raise ProtocolError("a point must be an object")
             key = attr_key(_attributes(raw_point.get("a", {})))
-            points[key] = _histogram(raw_point) if meta.kind is Kind.HISTOGRAM else _number(raw_point, "v")
+            value = points[key] = _histogram(raw_point) if meta.kind is Kind.HISTOGRAM else _number(raw_point, "v")
+            raw_exemplars = raw_point.get("x")
+            if raw_exemplars is not None:
+                sampled.setdefault(meta, {})[key] = _exemplars(raw_exemplars, meta.kind, value)
+    for meta, exemplars in sampled.items():
+        snapshot[meta] = with_exemplars(snapshot[meta], exemplars)
     return snapshot
 
 
@@ -316,6 +481,51 @@ def _histogram(raw: dict[str, Any]) -> HistogramValue:
     )
 
 
+_TRACE_ID = re.compile("[0-9a-f]{32}")
+_SPAN_ID = re.compile("[0-9a-f]{16}")
+#: OTLP carries an integer exemplar value as a signed 64-bit integer
+_INT64 = 1 << 63
+
+
+def _exemplars(raw: Any, kind: Kind, value: Value) -> tuple[Exemplar, ...]:
+    """A point's ``"x"``: at most one exemplar per histogram bucket, or :data:`COUNTER_EXEMPLARS` for a counter."""
+    if not kind.is_total:
+        raise ProtocolError(f"a {kind.value} carries no exemplars")
+    bounds = value.bounds if isinstance(value, HistogramValue) else None
+    limit = COUNTER_EXEMPLARS if bounds is None else len(bounds) + 1
+    if not isinstance(raw, list) or len(raw) > limit:
+        raise ProtocolError(f"exemplars must be a list of at most {limit} for this point")
+    exemplars = [_exemplar(item) for item in raw]
+    ordered = newest_per_bucket(exemplars, bounds)
+    if len(ordered) != len(exemplars):
+        raise ProtocolError("more than one exemplar for one bucket")
+    return ordered
+
+
+def _exemplar(raw: Any) -> Exemplar:
+    if not isinstance(raw, list) or len(raw) != 5:
+        raise ProtocolError("an exemplar must be [value, time_unix_nano, trace_id, span_id, attributes]")
+    value, time_unix_nano, trace_id, span_id, attributes = raw
+    value = _number({"x": value}, "x")
+    if (
+        isinstance(value, int)
+        and not -_INT64 <= value < _INT64
+        or isinstance(value, float)
+        and not math.isfinite(value)
+    ):
+        raise ProtocolError("an exemplar's value must be finite (a 64-bit integer or a float)")
+    if not _is_count(time_unix_nano) or time_unix_nano >= 1 << 64:
+        raise ProtocolError("an exemplar's time must be a non-negative 64-bit integer")
+    if not isinstance(trace_id, str) or not _TRACE_ID.fullmatch(trace_id):
+        raise ProtocolError("an exemplar's trace id must be 32 lower-case hex digits")
+    if not isinstance(span_id, str) or not _SPAN_ID.fullmatch(span_id):
+        raise ProtocolError("an exemplar's span id must be 16 lower-case hex digits")
+    trace, span = int(trace_id, 16), int(span_id, 16)
+    if (trace == 0) != (span == 0):
+        raise ProtocolError("an exemplar has both ids or neither")
+    return Exemplar(value, time_unix_nano, trace, span, attr_key(_attributes(attributes)))
+
+
 # ---------------------------------------------------------------- arbiter side: merged Snapshot -> SDK MetricsData
 
 
@@ -354,6 +564,7 @@ def metrics_data_from_snapshot(
 def _sdk_data(
     kind: Kind, points: dict[AttrKey, Value], start_ns: int, now_ns: int, temporality: AggregationTemporality
 ) -> Sum | Gauge | Histogram:
+    exemplars = exemplars_of(points)
     if kind is Kind.HISTOGRAM:
         hist_points = [
             HistogramDataPoint(
@@ -366,13 +577,20 @@ def _sdk_data(
                 explicit_bounds=v.bounds,
                 min=v.min,
                 max=v.max,
+                exemplars=_sdk_exemplars(exemplars.get(key, ())) if exemplars else (),
             )
             for key, v in points.items()
             if isinstance(v, HistogramValue)
         ]
         return Histogram(data_points=hist_points, aggregation_temporality=temporality)
     number_points = [
-        NumberDataPoint(attributes=dict(key), start_time_unix_nano=start_ns, time_unix_nano=now_ns, value=v)
+        NumberDataPoint(
+            attributes=dict(key),
+            start_time_unix_nano=start_ns,
+            time_unix_nano=now_ns,
+            value=v,
+            exemplars=_sdk_exemplars(exemplars.get(key, ())) if exemplars else (),
+        )
         for key, v in points.items()
         if not isinstance(v, HistogramValue)
     ]
@@ -383,3 +601,11 @@ def _sdk_data(
         aggregation_temporality=temporality,
         is_monotonic=kind is Kind.COUNTER,
     )
+
+
+def _sdk_exemplars(exemplars: tuple[Exemplar, ...]) -> list[SdkExemplar]:
+    """Ours as the SDK's (what its exporters encode): ids of 0 — no span — become None, as the SDK leaves them."""
+    return [
+        SdkExemplar(dict(e.attributes) or None, e.value, e.time_unix_nano, e.span_id or None, e.trace_id or None)
+        for e in exemplars
+    ]

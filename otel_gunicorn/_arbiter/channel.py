@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from otel_gunicorn._arbiter import peer
 from otel_gunicorn._ratelimit import RateLimitedLogger
-from otel_gunicorn._snapshot import Snapshot, snapshot_from_payload
+from otel_gunicorn._snapshot import Snapshot, keep_exemplars, snapshot_from_payload
 from otel_gunicorn._wire import Frame, FrameDecoder, FrameKind, ProtocolError
 
 _log = logging.getLogger("otel_gunicorn")
@@ -220,7 +220,9 @@ class ChannelServer:
             latest = None
             for frame in frames:
                 if frame.kind is FrameKind.SNAPSHOT:
-                    latest = snapshot_from_payload(frame.payload)  # cumulative: the newest supersedes the rest
+                    # cumulative: the newest supersedes the rest (but for the exemplars sampled in between)
+                    snapshot = snapshot_from_payload(frame.payload)
+                    latest = snapshot if latest is None else keep_exemplars(latest, snapshot)
                     self.stats.reports_received += 1
                 else:
                     self._sink.goodbye(conn.pid, _goodbye_reason(frame))

@@ -27,6 +27,14 @@ one pass of the official collector — and renders only those, per format; the r
 series (heartbeat ages, channel counters...) are measured afresh at every scrape and re-rendered when they moved.
 Families that :class:`OneFamilyPerName` drops are remembered with their group and counted again at every scrape, as
 the reference does.
+
+**Exemplars.** The official exporter drops the exemplars of the points it translates, so :func:`add_exemplars` puts
+them back on the folded families' samples — a counter's ``_total``, a histogram's ``_bucket`` of the exemplar's
+bucket — finding each series' samples by the labels the exporter gives it (learnt by translating that series
+alone). Only the OpenMetrics encoder writes them; the text format has no place for them and its encoder skips them.
+An exemplar without a trace id (``always_on`` outside a span) has nothing to link to and is left out here (OTLP has
+it). Exemplars are part of a metric's :func:`~otel_gunicorn._snapshot.fingerprint`, so a new one re-renders its
+group.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import logging
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
@@ -43,9 +52,21 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar as PromExemplar
+from prometheus_client.samples import Sample, Timestamp
 
 from otel_gunicorn._ratelimit import RateLimitedLogger
-from otel_gunicorn._snapshot import AttrKey, MetricMeta, Snapshot, Value, fingerprint
+from otel_gunicorn._snapshot import (
+    AttrKey,
+    Exemplar,
+    HistogramValue,
+    Kind,
+    MetricMeta,
+    Snapshot,
+    Value,
+    exemplars_of,
+    fingerprint,
+)
 
 _log = logging.getLogger("otel_gunicorn")
 
@@ -55,6 +76,68 @@ MAX_FORMATS = 4
 GZIP_LEVEL = 1
 
 Points = dict[AttrKey, Value]
+#: how a series is found among a family's samples: its labels without ``le`` and without empty ones (the exporter
+#: fills in ``""`` for labels that only other series of the family have)
+SeriesLabels = frozenset[tuple[str, str]]
+#: the family name and series labels the exporter gives one point: ``(meta, key, value) -> (name, labels)``
+SeriesOf = Callable[[MetricMeta, AttrKey, Value], tuple[str, SeriesLabels]]
+#: series labels remembered by the cache before it starts over (the merged view's series are bounded anyway)
+MAX_SERIES_LABELS = 10_000
+_FAMILY_TYPES = {Kind.COUNTER: ("counter", "_total"), Kind.HISTOGRAM: ("histogram", "_bucket")}
+
+
+def series_labels(labels: dict[str, str]) -> SeriesLabels:
+    """A sample's labels as :data:`SeriesLabels`."""
+    return frozenset((k, v) for k, v in labels.items() if v != "" and k != "le")
+
+
+def add_exemplars(families: Iterable[Metric], snapshot: Snapshot, series_of: SeriesOf) -> None:
+    """Put the exemplars of ``snapshot``'s points (those with a trace id) on the samples ``families`` — the
+    exporter's translation of ``snapshot``, folded — give them, in place."""
+    wanted: dict[str, dict[SeriesLabels, tuple[Kind, dict[int, Exemplar]]]] = {}
+    for meta, points in snapshot.items():
+        found = exemplars_of(points)
+        if not found or meta.kind not in _FAMILY_TYPES:
+            continue
+        for key, exemplars in found.items():
+            value = points.get(key)
+            linked = [e for e in exemplars if e.trace_id]
+            if value is None or not linked:
+                continue
+            bounds = value.bounds if isinstance(value, HistogramValue) else None
+            by_bucket = {0 if bounds is None else bisect_left(bounds, e.value): e for e in linked}
+            name, labels = series_of(meta, key, value)
+            wanted.setdefault(name, {})[labels] = (meta.kind, by_bucket)
+    for family in families:
+        table = wanted.get(family.name)
+        if table:
+            _add_to_family(family, table)
+
+
+def _add_to_family(family: Metric, table: dict[SeriesLabels, tuple[Kind, dict[int, Exemplar]]]) -> None:
+    seen: dict[SeriesLabels, int] = {}
+    for index, sample in enumerate(family.samples):
+        if not sample.name.endswith(("_total", "_bucket")):
+            continue
+        labels = series_labels(sample.labels)
+        entry = table.get(labels)
+        if entry is None:
+            continue
+        kind, by_bucket = entry
+        family_type, suffix = _FAMILY_TYPES[kind]
+        if family.type != family_type or sample.name != family.name + suffix:
+            continue
+        bucket = seen[labels] = seen.get(labels, -1) + 1  # a series' buckets come in order, ``le`` ascending
+        exemplar = by_bucket.get(bucket)
+        if exemplar is not None:
+            family.samples[index] = _with_exemplar(sample, exemplar)
+
+
+def _with_exemplar(sample: Sample, exemplar: Exemplar) -> Sample:
+    # trace_id + span_id: 57 characters of the 128 OpenMetrics allows an exemplar's label set
+    labels = {"trace_id": f"{exemplar.trace_id:032x}", "span_id": f"{exemplar.span_id:016x}"}
+    seconds, nanos = divmod(exemplar.time_unix_nano, 1_000_000_000)
+    return sample._replace(exemplar=PromExemplar(labels, exemplar.value, Timestamp(seconds, nanos)))
 
 
 class MergedMetricsReader(PrometheusMetricReader):
@@ -200,6 +283,8 @@ class ExpositionCache:
         #: trailer by content type, least recently used first
         self._trailers: dict[str, bytes] = {}
         self._gzipped: dict[str, tuple[bytes, bytes]] = {}
+        #: what :meth:`_series_of` learnt
+        self._series: dict[tuple[MetricMeta, AttrKey], tuple[str, SeriesLabels]] = {}
 
     # ---------------------------------------------------------------- what a scrape calls
 
@@ -254,9 +339,9 @@ class ExpositionCache:
         }
         fresh: dict[str, _Group] = {}
         if changed:
-            families, drops = fold(
-                self._translate({meta: points for meta, points in ordered if names[meta] in changed})
-            )
+            subset = {meta: points for meta, points in ordered if names[meta] in changed}
+            families, drops = fold(self._translate(subset))
+            add_exemplars(families, subset, self._series_of)
             by_name = {family.name: family for family in families}
             for name in changed:
                 fresh[name] = _Group(
@@ -276,6 +361,17 @@ class ExpositionCache:
             return list(self._staging.collect())
         finally:
             self._pending = None
+
+    def _series_of(self, meta: MetricMeta, key: AttrKey, value: Value) -> tuple[str, SeriesLabels]:
+        """The family name and series labels the exporter gives this one point (remembered)."""
+        found = self._series.get((meta, key))
+        if found is None:
+            (family,) = [family for family in self._translate({meta: {key: value}}) if family.type != "info"]
+            found = family.name, series_labels(family.samples[0].labels)
+            if len(self._series) >= MAX_SERIES_LABELS:
+                self._series.clear()
+            self._series[(meta, key)] = found
+        return found
 
     def _take_pending(self) -> MetricsData:
         pending = self._pending

@@ -13,6 +13,12 @@ totals retire. The merge rules (docs/usage.md, "How the numbers are merged"):
 Sums are exact (integers, or ``Fraction`` for floats) so the result depends neither on arrival order nor on how many
 workers died along the way.
 
+Exemplars (carried by a report's points, see :class:`~otel_gunicorn._snapshot.ExemplarPoints`) are not totals but
+samples, and a report carries only those sampled since the worker's previous one: the store keeps, per counter or
+histogram series, the newest exemplar of each bucket (of the counter) that any report ever brought, live worker or
+dead — an exemplar describes a real past request, and stays until a newer one of its bucket replaces it. That is
+bounded by the series the merged view keeps anyway, times their buckets.
+
 The merged view is kept up to date incrementally: an update marks the metrics whose inputs it changed (a report is
 compared with the worker's previous one, exactly: see :func:`~otel_gunicorn._snapshot.fingerprint`), and
 :meth:`MergeStore.merged` re-merges only those. A metric whose inputs did not change keeps the very same points
@@ -28,7 +34,19 @@ from collections.abc import Collection
 from fractions import Fraction
 
 from otel_gunicorn._instruments import SLOT_ATTRIBUTE
-from otel_gunicorn._snapshot import AttrKey, HistogramValue, Kind, MetricMeta, Snapshot, Value, fingerprint
+from otel_gunicorn._snapshot import (
+    AttrKey,
+    Exemplar,
+    HistogramValue,
+    Kind,
+    MetricMeta,
+    Snapshot,
+    Value,
+    exemplars_of,
+    fingerprint,
+    newest_per_bucket,
+    with_exemplars,
+)
 
 Exact = int | Fraction | float  # float only for inf/nan, which have no exact form
 
@@ -88,6 +106,8 @@ class MergeStore:
     def __init__(self) -> None:
         self._held: dict[int, _Held] = {}
         self._retired: dict[MetricMeta, dict[AttrKey, Exact | _ExactHistogram]] = {}
+        #: the newest exemplars ever reported, by metric and series (at most one per bucket of the reporting worker)
+        self._exemplars: dict[MetricMeta, dict[AttrKey, tuple[Exemplar, ...]]] = {}
         #: points the latest merge dropped because their histogram bucket boundaries disagreed with other workers'
         #: (or a histogram and a number shared one name); only workers running different code can cause it
         self.conflicts = 0
@@ -106,6 +126,7 @@ class MergeStore:
         (None: left out)."""
         old = self._held.get(pid)
         new = self._held[pid] = _Held(slot, snapshot, slot_attribute)
+        sampled = [meta for meta, points in snapshot.items() if self._sampled(meta, points)]
         if old is None:
             self._changed(snapshot)
             return
@@ -122,7 +143,24 @@ class MergeStore:
                 or old.fingerprint(meta) != new.fingerprint(meta)
             ):
                 changed.append(meta)
-        self._changed(changed)
+        self._changed(changed + sampled)
+
+    def _sampled(self, meta: MetricMeta, points: dict[AttrKey, Value]) -> bool:
+        """Keep the newest of ``points``' exemplars with those already held; True when any of them changed."""
+        found = exemplars_of(points)
+        if not found or not meta.kind.is_total:
+            return False
+        held = self._exemplars.setdefault(meta, {})
+        changed = False
+        for key, exemplars in found.items():
+            value = points.get(key)
+            bounds = value.bounds if isinstance(value, HistogramValue) else None
+            before = held.get(key, ())
+            after = newest_per_bucket((*before, *exemplars), bounds) if before else exemplars
+            if after != before:
+                held[key] = after
+                changed = True
+        return changed
 
     def drop_gauges(self, pid: int) -> None:
         """The worker is dead: its gauges and up-down counters leave the merged view, its totals stay until retired."""
@@ -225,7 +263,15 @@ class MergeStore:
                 found = True
                 for key, value in points.items():
                     conflicts += _fold(sums, key, value)
-        return ({k: _result(v) for k, v in sums.items()}, conflicts) if found else None
+        if not found:
+            return None
+        merged = {k: _result(v) for k, v in sums.items()}
+        sampled = self._exemplars.get(meta)
+        if sampled:
+            merged = with_exemplars(
+                merged, {key: _rebucketed(exemplars, merged.get(key)) for key, exemplars in sampled.items()}
+            )
+        return merged, conflicts
 
 
 def _fold(target: dict[AttrKey, Exact | _ExactHistogram], key: AttrKey, value: Value) -> int:
@@ -245,6 +291,14 @@ def _fold(target: dict[AttrKey, Exact | _ExactHistogram], key: AttrKey, value: V
     else:
         target[key] = _exact(value) if current is None else _exact_add(current, value)
     return 0
+
+
+def _rebucketed(exemplars: tuple[Exemplar, ...], value: Value | None) -> tuple[Exemplar, ...]:
+    """The newest of ``exemplars`` per bucket of the merged ``value`` (a worker whose bucket boundaries conflicted
+    with the others' may have sampled them into other buckets)."""
+    if isinstance(value, HistogramValue):
+        return newest_per_bucket(exemplars, value.bounds)
+    return newest_per_bucket(exemplars, None)
 
 
 def _with_slot(key: AttrKey, attribute: str, slot: int) -> AttrKey:

@@ -18,7 +18,7 @@ from opentelemetry.sdk.metrics.export import MetricExportResult
 from opentelemetry.sdk.resources import Resource
 
 from otel_gunicorn import _otlp
-from otel_gunicorn._exporter.temporality import delta, wants_delta
+from otel_gunicorn._exporter.temporality import delta, unsent_exemplars, wants_delta
 from otel_gunicorn._gunicorn_log import log_to_stderr
 from otel_gunicorn._snapshot import Snapshot, metrics_data_from_snapshot, snapshot_from_payload
 from otel_gunicorn._wire import FrameDecoder, FrameKind, ProtocolError
@@ -88,12 +88,13 @@ class Pusher:
         snapshot = snapshot_from_payload(payload)
         resource = Resource(dict(payload.get("resource") or {}))
         start_ns, now_ns = int(payload["start"]), int(payload["time"])
+        sending = unsent_exemplars(snapshot, self._last_exported)
         if self._use_delta:
             data = metrics_data_from_snapshot(
-                delta(snapshot, self._last_exported), resource, start_ns, now_ns, self._last_time_ns or start_ns
+                delta(sending, self._last_exported), resource, start_ns, now_ns, self._last_time_ns or start_ns
             )
         else:
-            data = metrics_data_from_snapshot(snapshot, resource, start_ns, now_ns)
+            data = metrics_data_from_snapshot(sending, resource, start_ns, now_ns)
         try:
             result = self._exporter.export(data)
         except Exception as exc:  # noqa: BLE001 - an exporter bug must not end the process

@@ -4,6 +4,10 @@ Pure functions, used by the exporter process when ``OTEL_EXPORTER_OTLP_METRICS_T
 ``delta`` or ``lowmemory``: counters and histograms are sent as the change since the last *successful* export (so a
 failed export loses nothing: the next delta covers both intervals); up-down counters and gauges stay as they are,
 as the specification's preference tables say.
+
+Exemplars are samples, not totals: :func:`unsent_exemplars` keeps only those the last successful export did not
+carry, whatever the temporality, so each reaches the collector once — as the SDK's own reservoirs, emptied at every
+collection, would have it — although the arbiter keeps showing the newest on its Prometheus endpoint.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from otel_gunicorn import _environment as env
-from otel_gunicorn._snapshot import HistogramValue, Snapshot, Value
+from otel_gunicorn._snapshot import HistogramValue, Snapshot, Value, exemplars_of, with_exemplars
 
 DELTA_PREFERENCES = frozenset({"delta", "lowmemory"})
 
@@ -35,7 +39,23 @@ def delta(current: Snapshot, previous: Snapshot) -> Snapshot:
             result[meta] = dict(points)
             continue
         before = previous.get(meta, {})
-        result[meta] = {key: _minus(value, before.get(key)) for key, value in points.items()}
+        changes = {key: _minus(value, before.get(key)) for key, value in points.items()}
+        result[meta] = with_exemplars(changes, exemplars_of(points))
+    return result
+
+
+def unsent_exemplars(current: Snapshot, previous: Snapshot) -> Snapshot:
+    """``current`` with only the exemplars that ``previous`` (the last snapshot exported) did not have."""
+    result: Snapshot = {}
+    for meta, points in current.items():
+        found = exemplars_of(points)
+        if found:
+            sent = exemplars_of(previous.get(meta, {}))
+            unsent = {
+                key: tuple(e for e in exemplars if e not in sent.get(key, ())) for key, exemplars in found.items()
+            }
+            points = with_exemplars(dict(points), unsent)
+        result[meta] = points
     return result
 
 

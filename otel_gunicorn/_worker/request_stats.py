@@ -14,22 +14,36 @@ What a request pays is kept to a dict store when it starts (:attr:`RequestStats.
 round trip when it ends (:meth:`RequestStats.closed`); counting the requests in flight by key, a histogram's total
 count and the copies for the report are left to :meth:`RequestStats.snapshot`, on the reporting thread once per
 report interval. (The lock is taken with ``acquire``/``release`` rather than ``with``: half the cost, measured.)
+
+Exemplars of ``http.server.request.duration`` (``OTEL_METRICS_EXEMPLAR_FILTER``, docs/exemplars.md): the newest
+request of each bucket of a series is kept as the request's duration, its end on the ``perf_counter`` clock and its
+span's context — taken from the span the request core holds, no context lookup — and becomes an
+:class:`~otel_gunicorn._snapshot.Exemplar` only at the report, which hands each over once. With ``always_off``
+nothing is read; with ``trace_based`` (the default) a request without a span (tracing off) or with an unsampled one
+costs one test; ``always_on`` keeps spanless requests too, without ids, as the SDK does.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from bisect import bisect_left
 from typing import Any
 
 from otel_gunicorn import _instruments as inst
-from otel_gunicorn._snapshot import AttrKey, HistogramValue, Snapshot
+from otel_gunicorn._snapshot import AttrKey, Exemplar, HistogramValue, Snapshot, Value, with_exemplars
+
+#: the values of ``OTEL_METRICS_EXEMPLAR_FILTER`` a :class:`RequestStats` understands (the configuration's)
+TRACE_BASED, ALWAYS_ON, ALWAYS_OFF = "trace_based", "always_on", "always_off"
+
+#: a kept exemplar until the report: (seconds, perf_counter at the request's end, span context or None)
+_Sample = tuple[float, float, Any]
 
 
 class _Histogram:
     """Bucket counts, sum, min and max of one series; its count is the sum of the buckets (taken at snapshot)."""
 
-    __slots__ = ("bounds", "counts", "sum", "min", "max")
+    __slots__ = ("bounds", "counts", "sum", "min", "max", "samples")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
@@ -37,6 +51,8 @@ class _Histogram:
         self.sum = 0.0
         self.min = float("inf")
         self.max = float("-inf")
+        #: exemplars kept since the last report, by bucket: the newest of each
+        self.samples: dict[int, _Sample] = {}
 
     def record(self, value: float) -> None:
         # bisect_left: a value equal to a boundary belongs to the bucket that boundary closes (le semantics)
@@ -51,6 +67,20 @@ class _Histogram:
         counts = tuple(self.counts)
         return HistogramValue(sum(counts), self.sum, self.bounds, counts, self.min, self.max)
 
+    def take_exemplars(self, wall_ns: int, perf: float) -> tuple[Exemplar, ...]:
+        """The exemplars kept since the last call, in bucket order, timed on the wall clock (``wall_ns`` and
+        ``perf`` read together), and forget them."""
+        exemplars = []
+        for bucket in sorted(self.samples):
+            seconds, ended, context = self.samples[bucket]
+            at = wall_ns - round((perf - ended) * 1e9)
+            if context is not None and context.is_valid:
+                exemplars.append(Exemplar(seconds, at, context.trace_id, context.span_id))
+            else:
+                exemplars.append(Exemplar(seconds, at, 0, 0))
+        self.samples = {}
+        return tuple(exemplars)
+
 
 class RequestStats:
     """Active requests, request durations, queue times and invalid queue headers of one worker.
@@ -61,11 +91,17 @@ class RequestStats:
     the lock both times.
     """
 
-    def __init__(self, bounds: tuple[float, ...] = inst.DURATION_BUCKETS) -> None:
+    def __init__(self, bounds: tuple[float, ...] = inst.DURATION_BUCKETS, exemplar_filter: str = TRACE_BASED) -> None:
+        """``exemplar_filter``: :data:`TRACE_BASED`, :data:`ALWAYS_ON` or :data:`ALWAYS_OFF` (the worker passes the
+        arbiter's validated ``OTEL_METRICS_EXEMPLAR_FILTER``)."""
         self._lock = threading.Lock()
         self._bounds = bounds
-        #: requests in flight, by the id of their request object: (perf_counter at start, active-requests key, ...)
-        #: tuples. Added to without the lock (a dict store is atomic), removed only by :meth:`closed`.
+        #: whether any request may become an exemplar; and whether every one may (not only those with a sampled span)
+        self._sampling = exemplar_filter != ALWAYS_OFF
+        self._every = exemplar_filter == ALWAYS_ON
+        #: requests in flight, by the id of their request object: (perf_counter at start, active-requests key, method,
+        #: span or None, ...) tuples (``requests.InFlight``). Added to without the lock (a dict store is atomic),
+        #: removed only by :meth:`closed`.
         self.in_flight: dict[int, tuple[Any, ...]] = {}
         # in flight through started()/finished(), by key; and every key ever in flight (with 0), so a series stays
         self._active: dict[AttrKey, int] = {}
@@ -88,19 +124,31 @@ class RequestStats:
         lock = self._lock
         lock.acquire()
         try:
-            if self.in_flight.pop(ident, None) is None:
+            entry = self.in_flight.pop(ident, None)
+            if entry is None:
                 return False
             self._served_seconds += seconds
             # _record(), inlined: this runs on every request
             histogram = self._durations.get(duration_key)
             if histogram is None:
                 histogram = self._durations[duration_key] = _Histogram(self._bounds)
-            histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
+            bucket = bisect_left(histogram.bounds, seconds)
+            histogram.counts[bucket] += 1
             histogram.sum += seconds
             if seconds < histogram.min:
                 histogram.min = seconds
             if seconds > histogram.max:
                 histogram.max = seconds
+            if self._sampling:
+                span = entry[3]  # the request's span (requests.InFlight), None without tracing
+                if span is not None:
+                    context = span.get_span_context()
+                    # SpanContext is a tuple whose item 3 is its trace flags (its declared layout): a third of the
+                    # cost of the .trace_flags property. Bit 0 is W3C "sampled": the trace-based filter.
+                    if context[3] & 1 or self._every:
+                        histogram.samples[bucket] = (seconds, entry[0] + seconds, context)
+                elif self._every:
+                    histogram.samples[bucket] = (seconds, entry[0] + seconds, None)
             return True
         finally:
             lock.release()
@@ -175,7 +223,10 @@ class RequestStats:
                     active[entry[1]] = active.get(entry[1], 0) + 1
                 snapshot[inst.ACTIVE_REQUESTS.meta] = dict(active)
             if self._durations:
-                snapshot[inst.REQUEST_DURATION.meta] = {k: h.value() for k, h in self._durations.items()}
+                points: dict[AttrKey, Value] = {k: h.value() for k, h in self._durations.items()}
+                wall_ns, perf = time.time_ns(), time.perf_counter()
+                exemplars = {k: h.take_exemplars(wall_ns, perf) for k, h in self._durations.items() if h.samples}
+                snapshot[inst.REQUEST_DURATION.meta] = with_exemplars(points, exemplars)
             if any(self._queue.counts):
                 snapshot[inst.QUEUE_DURATION.meta] = {(): self._queue.value()}
             if self._invalid_headers:

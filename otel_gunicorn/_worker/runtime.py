@@ -63,7 +63,7 @@ class WorkerRuntime:
     def _start_metrics(self, worker: Any, arbiter: _handoff.ArbiterLink, state: WorkerStateReader) -> None:
         assert arbiter.channel_path is not None
         interval = arbiter.config.metrics_interval
-        self.request_stats = RequestStats()
+        self.request_stats = RequestStats(exemplar_filter=arbiter.config.exemplar_filter)
         exporter = self.exporter = ChannelExporter(
             arbiter.channel_path, send_timeout=min(interval, 1.0), extra=self.request_stats.snapshot
         )

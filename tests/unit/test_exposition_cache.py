@@ -21,19 +21,30 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import choose_encoder
 
 from otel_gunicorn._arbiter import exposition_cache
-from otel_gunicorn._arbiter.exposition_cache import ExpositionCache, MergedMetricsReader, OneFamilyPerName
+from otel_gunicorn._arbiter.exposition_cache import (
+    ExpositionCache,
+    MergedMetricsReader,
+    OneFamilyPerName,
+    SeriesLabels,
+    add_exemplars,
+    series_labels,
+)
 from otel_gunicorn._arbiter.forklock import ForkLock
 from otel_gunicorn._arbiter.merge import MergeStore
 from otel_gunicorn._arbiter.prometheus import PrometheusEndpoint
 from otel_gunicorn._snapshot import (
     AttrKey,
+    Exemplar,
     HistogramValue,
     Kind,
     MetricMeta,
     Snapshot,
     Value,
     attr_key,
+    exemplars_of,
     metrics_data_from_snapshot,
+    newest_per_bucket,
+    with_exemplars,
 )
 
 RESOURCE = Resource.create({"service.name": "tests", "host.name": "h"})
@@ -59,8 +70,30 @@ def to_sdk(snapshot: Snapshot) -> Any:
     return metrics_data_from_snapshot(snapshot, RESOURCE, START_NS, START_NS + 1)
 
 
+def reference_series_of(meta: MetricMeta, key: AttrKey, value: Value) -> tuple[str, SeriesLabels]:
+    """The family name and series labels of one point, from a fresh official pipeline (nothing remembered)."""
+    staging = CollectorRegistry(auto_describe=False)
+    MergedMetricsReader(lambda: to_sdk({meta: {key: value}}), staging)
+    (family,) = [family for family in staging.collect() if family.type != "info"]
+    return family.name, series_labels(family.samples[0].labels)
+
+
+class WithExemplars:
+    """The folded families with the snapshot's exemplars put back (what the exporter leaves out)."""
+
+    def __init__(self, families: OneFamilyPerName, snapshot: Callable[[], Snapshot]) -> None:
+        self._families = families
+        self._snapshot = snapshot
+
+    def collect(self) -> list[Any]:
+        families = list(self._families.collect())
+        add_exemplars(families, self._snapshot(), reference_series_of)
+        return families
+
+
 class Reference:
-    """The uncached path: a fresh official pipeline for every scrape (as the endpoint had before the cache)."""
+    """The uncached path: a fresh official pipeline for every scrape (as the endpoint had before the cache), with
+    exemplars put back on its families."""
 
     def __init__(self) -> None:
         self.snapshot: Snapshot = {}
@@ -68,7 +101,7 @@ class Reference:
         self.reader = MergedMetricsReader(lambda: to_sdk(self.snapshot), staging)
         self.families = OneFamilyPerName(staging)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.families)  # type: ignore[arg-type]
+        self.registry.register(WithExemplars(self.families, lambda: self.snapshot))  # type: ignore[arg-type]
         self.app = make_wsgi_app(self.registry)
 
     def render(self, snapshot: Snapshot, accept: str | None) -> tuple[bytes, str, int]:
@@ -138,9 +171,31 @@ def histograms(draw: st.DrawFn) -> HistogramValue:
     return HistogramValue(sum(counts), draw(NUMBERS), bounds, counts, low, high)
 
 
+# exemplars: values around the bucket boundaries, in the same few nanoseconds (ties), with and without a trace
+exemplars = st.builds(
+    Exemplar,
+    st.sampled_from((0, 0.25, 0.5, 1, 1.0, 5.0, 100.0, -0.0)),
+    st.integers(1_700_000_000_000_000_000, 1_700_000_000_000_000_003),
+    st.sampled_from((0, 1, 0x0AF7651916CD43DD8448EB211C80319C)),
+    st.sampled_from((1, 0xB7AD6B7169203331)),
+).map(lambda e: e._replace(span_id=0) if e.trace_id == 0 else e)
+
+
+@st.composite
+def sampled(draw: st.DrawFn, kind: Kind, points: dict[AttrKey, Value]) -> dict[AttrKey, Value]:
+    """``points`` with exemplars on some series (counters and histograms only), or without any."""
+    if kind not in (Kind.COUNTER, Kind.HISTOGRAM) or not points or draw(st.booleans()):
+        return points
+    found = {}
+    for key, value in points.items():
+        bounds = value.bounds if isinstance(value, HistogramValue) else None
+        found[key] = newest_per_bucket(draw(st.lists(exemplars, max_size=3)), bounds)
+    return with_exemplars(dict(points), found)
+
+
 def points_of(kind: Kind) -> st.SearchStrategy[dict[AttrKey, Value]]:
     values: st.SearchStrategy[Any] = histograms() if kind is Kind.HISTOGRAM else NUMBERS
-    return st.dictionaries(keys, values, max_size=4)
+    return st.dictionaries(keys, values, max_size=4).flatmap(lambda points: sampled(kind, points))
 
 
 def retyped(points: dict[AttrKey, Value]) -> dict[AttrKey, Value]:
@@ -169,9 +224,11 @@ def snapshot_sequences(draw: st.DrawFn) -> list[Snapshot]:
     for _ in range(draw(st.integers(1, 5))):
         following: Snapshot = {}
         for meta, points in snapshot.items():
-            action = draw(st.sampled_from(("keep", "keep", "keep", "copy", "retype", "change", "drop")))
+            action = draw(st.sampled_from(("keep", "keep", "keep", "copy", "retype", "change", "resample", "drop")))
             if action == "keep":
                 following[meta] = points
+            elif action == "resample":  # equal points, other exemplars (or the same ones in a new dict)
+                following[meta] = draw(sampled(meta.kind, dict(points)))
             elif action == "copy":
                 following[meta] = dict(points)
             elif action == "retype":
@@ -218,6 +275,9 @@ def worker_snapshots(draw: st.DrawFn) -> Snapshot:
         snapshot[meta] = draw(st.dictionaries(method, st.integers(0, 3) | st.sampled_from((0.5, True)), max_size=2))
     if draw(st.booleans()):
         snapshot[DURATION] = {(): HistogramValue(1, 0.25, (1.0,), (1, 0), 0.25, 0.25)}
+    for meta in (COUNTER, DURATION):  # exemplars sampled since the worker's previous report, or none
+        if meta in snapshot:
+            snapshot[meta] = draw(sampled(meta.kind, snapshot[meta]))
     return snapshot
 
 
@@ -241,7 +301,8 @@ def test_cached_scrapes_of_a_merge_store_are_the_reference_bytes(
     for operation, pid in steps:
         if operation == "report":
             snapshot = last[pid] if pid in last and data.draw(st.booleans()) else data.draw(worker_snapshots())
-            last[pid] = {meta: dict(points) for meta, points in snapshot.items()}  # equal, never the same objects
+            # equal, never the same objects
+            last[pid] = {meta: with_exemplars(dict(points), exemplars_of(points)) for meta, points in snapshot.items()}
             store.report(pid, pid - 1, snapshot)
         elif operation == "drop_gauges":
             store.drop_gauges(pid)
