@@ -19,16 +19,20 @@ The cases:
   gthread runs the same hooks on a thread of a pool, as its workers do.
 * **application boundary** (``wsgi``, ``asgi``): the wrappers measuring requests for the worker classes that call
   no hooks (gevent_pywsgi, tornado, uvicorn-worker), against calling the bare application.
-* **an application's own instruments**: one ``counter.add(1)`` and one ``histogram.record(v)`` through the OpenTelemetry
-  SDK as a worker has it (otel_gunicorn's ``reporting_meter``), instruments made at import time (before the worker's
-  provider exists: the API's proxies, as in most applications) or after, without and with one attribute, with no
-  span current and inside a sampled span, for each ``OTEL_METRICS_EXEMPLAR_FILTER``; against prometheus_client's
-  multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set: values in mmap'ed files) ``inc()`` and ``observe(v)``.
+* **an application's own instruments**: one ``counter.add(1)`` and one ``histogram.record(v)`` through the provider a
+  worker has (``fast_*``: otel_gunicorn's ``reporting_meter``, which aggregates them itself) and through the plain
+  SDK MeterProvider it had before (``sdk_*``), instruments made at import time (before the worker's provider exists:
+  the API's proxies, as in most applications) or after, without and with one attribute, with no span current and
+  inside a sampled span, for each ``OTEL_METRICS_EXEMPLAR_FILTER``; against prometheus_client's multiprocess mode
+  (``PROMETHEUS_MULTIPROC_DIR`` set: values in mmap'ed files) ``inc()`` and ``observe(v)``. Instructions per call:
+  run one case under ``valgrind --tool=callgrind`` with ``--case NAME --iterations N`` twice (two values of N) and
+  divide the difference in instructions by the difference in N.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -212,12 +216,12 @@ def _asgi(wrapped: bool) -> Callable[[int], None]:
 # ---------------------------------------------------------------- an application's own instruments
 
 
-def _sdk(instrument: str, proxy: bool, attributes: bool, span: bool) -> Callable[[int], None]:
-    """One SDK measurement through the provider a worker has (otel_gunicorn's reporting_meter)."""
+def _app(path: str, instrument: str, proxy: bool, attributes: bool, span: bool) -> Callable[[int], None]:
+    """One measurement through a worker's provider: ``fast``, as otel_gunicorn's reporting_meter builds it (the
+    application's synchronous instruments aggregated by otel_gunicorn), or ``sdk``, the plain SDK MeterProvider it
+    built before (same reader, resource and exemplar filter)."""
     from opentelemetry import metrics
     from opentelemetry.sdk.trace import TracerProvider
-
-    from otel_gunicorn._worker.reporter import ChannelExporter, reporting_meter
 
     def make() -> Any:
         meter = metrics.get_meter("bench.app", "1.0")
@@ -226,8 +230,7 @@ def _sdk(instrument: str, proxy: bool, attributes: bool, span: bool) -> Callable
         return meter.create_histogram("bench.duration", unit="s").record
 
     early = make() if proxy else None  # made at import time, before post_worker_init: the API's proxy
-    exporter = ChannelExporter(os.path.join(tempfile.gettempdir(), "no-channel"), send_timeout=1.0)
-    reporting_meter(exporter, 3600.0, "bench")
+    _worker_provider(path)
     measure = early or make()
     attrs = {"http.route": "/users/{id}"} if attributes else None
     value = 1 if instrument == "counter" else 0.0042
@@ -245,6 +248,26 @@ def _sdk(instrument: str, proxy: bool, attributes: bool, span: bool) -> Callable
             loop(iterations)
 
     return in_span
+
+
+def _worker_provider(path: str) -> None:
+    """Set the global MeterProvider a worker has, reporting every hour (never during the timing)."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_gunicorn._worker.reporter import ChannelExporter, exemplar_filter, reporting_meter
+
+    exporter = ChannelExporter(os.path.join(tempfile.gettempdir(), "no-channel"), send_timeout=1.0)
+    if path == "fast":
+        reporting_meter(exporter, 3600.0, "bench")
+        return
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3600_000)
+    provider = MeterProvider(
+        metric_readers=[reader], resource=Resource.get_empty(), exemplar_filter=exemplar_filter(os.environ)
+    )
+    metrics.set_meter_provider(provider)
 
 
 def _prometheus(instrument: str, labels: bool) -> Callable[[int], None]:
@@ -291,7 +314,7 @@ CASES: dict[str, tuple[str, dict[str, str], tuple[Any, ...]]] = {
     "asgi_boundary": ("ASGI application, wrapped", {}, ("asgi", True)),
 }
 for _instrument in ("counter", "histogram"):
-    for _filter in ("trace_based", "always_off", "always_on"):
+    for _path, _filter in itertools.product(("sdk", "fast"), ("trace_based", "always_off", "always_on")):
         for _proxy, _attrs, _span in (
             (True, False, False),
             (False, False, False),
@@ -300,13 +323,13 @@ for _instrument in ("counter", "histogram"):
             (True, True, True),
         ):
             _name = (
-                f"sdk_{_instrument}_{_filter}{'_proxy' if _proxy else ''}{'_attr' if _attrs else ''}"
+                f"{_path}_{_instrument}_{_filter}{'_proxy' if _proxy else ''}{'_attr' if _attrs else ''}"
                 f"{'_span' if _span else ''}"
             )
             CASES[_name] = (
-                f"SDK {_instrument}, filter {_filter}",
+                f"{'SDK' if _path == 'sdk' else 'otel_gunicorn'} {_instrument}, filter {_filter}",
                 {"OTEL_METRICS_EXEMPLAR_FILTER": _filter},
-                ("sdk", _instrument, _proxy, _attrs, _span),
+                ("app", _path, _instrument, _proxy, _attrs, _span),
             )
     for _labels in (False, True):
         CASES[f"prometheus_{_instrument}{'_label' if _labels else ''}"] = (
@@ -319,7 +342,7 @@ _BUILDERS: dict[str, Callable[..., Callable[[int], None]]] = {
     "hooks": _hooks,
     "wsgi": _wsgi,
     "asgi": _asgi,
-    "sdk": _sdk,
+    "app": _app,
     "prometheus": _prometheus,
 }
 
@@ -353,7 +376,12 @@ def _groups(names: list[str]) -> list[list[str]]:
     groups: dict[str, list[str]] = {}
     for name in names:
         kind, *args = CASES[name][2]
-        key = f"{kind}:{args[1]}" if kind == "hooks" else kind if kind in ("wsgi", "asgi") else f"app:{args[0]}"
+        if kind == "hooks":
+            key = f"{kind}:{args[1]}"
+        elif kind in ("wsgi", "asgi"):
+            key = kind
+        else:  # each instrument's variants, otel_gunicorn's and the SDK's, with prometheus_client's
+            key = f"app:{args[1] if kind == 'app' else args[0]}"
         groups.setdefault(key, []).append(name)
     return list(groups.values())
 
@@ -419,6 +447,16 @@ def measure(iterations: int = ITERATIONS, cases: list[str] | None = None, rounds
     return figures
 
 
+#: the application-instrument cases' name suffixes, as the table labels them
+APP_VARIANTS = {
+    "": "made after the provider, no attribute, no span",
+    "_proxy": "made at import (API proxy), no attribute, no span",
+    "_proxy_attr": "  ... with one attribute",
+    "_proxy_span": "  ... inside a sampled span",
+    "_proxy_attr_span": "  ... one attribute, inside a sampled span",
+}
+
+
 def table(figures: dict[str, float]) -> str:
     rows: list[tuple[str, str]] = []
 
@@ -438,17 +476,12 @@ def table(figures: dict[str, float]) -> str:
     row("  ASGI application boundary (uvicorn-worker)", "asgi_bare", "asgi_boundary", "asgi_boundary_overhead")
     for instrument, call in (("counter", "add(1)"), ("histogram", "record(v)")):
         rows.append((f"app {instrument}.{call}, µs per call", "trace_based always_off always_on"))
-        for suffix, label in (
-            ("", "made after the provider, no attribute, no span"),
-            ("_proxy", "made at import (API proxy), no attribute, no span"),
-            ("_proxy_attr", "  ... with one attribute"),
-            ("_proxy_span", "  ... inside a sampled span"),
-            ("_proxy_attr_span", "  ... one attribute, inside a sampled span"),
-        ):
-            row(
-                f"  SDK, {label}",
-                *(f"sdk_{instrument}_{f}{suffix}" for f in ("trace_based", "always_off", "always_on")),
-            )
+        for path in ("sdk", "fast"):
+            for suffix, label in APP_VARIANTS.items():
+                row(
+                    f"  {'SDK (before)' if path == 'sdk' else 'otel_gunicorn'}, {label}",
+                    *(f"{path}_{instrument}_{f}{suffix}" for f in ("trace_based", "always_off", "always_on")),
+                )
         row("  prometheus_client multiprocess, no label", f"prometheus_{instrument}")
         row("  prometheus_client multiprocess, one label (.labels() per call)", f"prometheus_{instrument}_label")
     width = max(len(label) for label, _ in rows)

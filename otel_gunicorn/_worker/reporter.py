@@ -23,7 +23,6 @@ from opentelemetry.sdk.metrics import (
     Counter,
     ExemplarFilter,
     Histogram,
-    MeterProvider,
     ObservableCounter,
     ObservableGauge,
     ObservableUpDownCounter,
@@ -39,12 +38,13 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from otel_gunicorn import _handoff
+from otel_gunicorn import _config
 from otel_gunicorn import _instruments as inst
 from otel_gunicorn._ratelimit import RateLimitedLogger
-from otel_gunicorn._snapshot import Snapshot, payload_from_metrics_data, payload_from_snapshot
+from otel_gunicorn._snapshot import Snapshot, attach_exemplars, payload_from_metrics_data, payload_from_snapshot
 from otel_gunicorn._version import __version__
 from otel_gunicorn._wire import FrameKind, encode_frame
+from otel_gunicorn._worker.app_instruments import AppMeterProvider
 
 _log = logging.getLogger("otel_gunicorn")
 
@@ -65,7 +65,8 @@ class ChannelExporter(MetricExporter):
 
     def __init__(self, path: str, send_timeout: float, extra: Callable[[], Snapshot] | None = None) -> None:
         super().__init__(preferred_temporality=_CUMULATIVE)
-        self._extra = extra
+        #: snapshots of metrics aggregated outside the SDK, sent with each report (see :meth:`add_source`)
+        self._sources: list[Callable[[], Snapshot]] = [extra] if extra is not None else []
         self._path = path
         self._send_timeout = send_timeout
         self._sock: socket.socket | None = None
@@ -80,8 +81,8 @@ class ChannelExporter(MetricExporter):
             # not be reported as if it were the worker.
             return MetricExportResult.FAILURE
         payload = payload_from_metrics_data(metrics_data)
-        if self._extra is not None:  # metrics aggregated outside the SDK (otel_gunicorn's request metrics)
-            payload["metrics"] += payload_from_snapshot(self._extra())["metrics"]
+        for source in self._sources:  # metrics aggregated outside the SDK (request metrics, the app's instruments)
+            payload["metrics"] += payload_from_snapshot(source())["metrics"]
         frame = encode_frame(FrameKind.SNAPSHOT, payload)
         try:
             sock = self._connect()
@@ -95,6 +96,10 @@ class ChannelExporter(MetricExporter):
             return MetricExportResult.FAILURE
         self._errors.reset("send")
         return MetricExportResult.SUCCESS
+
+    def add_source(self, snapshot: Callable[[], Snapshot]) -> None:
+        """Send ``snapshot()``'s cumulative points with every report from now on (called on the reporting thread)."""
+        self._sources.append(snapshot)
 
     def goodbye(self, reason: str) -> None:
         """Tell the arbiter how this worker is exiting (``normal`` or ``error``); best effort."""
@@ -130,9 +135,12 @@ class ChannelExporter(MetricExporter):
             self._sock = None
 
 
-def reporting_meter(exporter: ChannelExporter, interval: float, who: str) -> tuple[MeterProvider, Meter]:
+def reporting_meter(exporter: ChannelExporter, interval: float, who: str) -> tuple[AppMeterProvider, Meter]:
     """The global MeterProvider of a worker (HTTP or dirty) reporting through ``exporter`` every ``interval`` seconds,
     and otel_gunicorn's own meter on it, already counting the reports ``exporter`` drops.
+
+    The application's synchronous instruments made on it are otel_gunicorn's fast ones
+    (:mod:`otel_gunicorn._worker.app_instruments`), whose points ``exporter`` sends with each report.
 
     Call after the fork: the provider's reader thread belongs to this process only.
     """
@@ -140,9 +148,11 @@ def reporting_meter(exporter: ChannelExporter, interval: float, who: str) -> tup
         exporter, export_interval_millis=interval * 1000, export_timeout_millis=max(interval, 1.0) * 1000
     )
     # The arbiter exports under its own resource (one per server); a worker's resource never leaves the worker.
-    provider = MeterProvider(
+    provider = AppMeterProvider(
         metric_readers=[reader], resource=Resource.get_empty(), exemplar_filter=exemplar_filter(os.environ)
     )
+    app = provider.app_instruments
+    exporter.add_source(lambda: attach_exemplars(app.snapshot(), app.exemplars()))
     metrics.set_meter_provider(provider)
     if metrics.get_meter_provider() is not provider:
         _log.warning(
@@ -164,14 +174,12 @@ def reporting_meter(exporter: ChannelExporter, interval: float, who: str) -> tup
     return provider, meter
 
 
-#: ``OTEL_METRICS_EXEMPLAR_FILTER``'s values (the specification's; matched regardless of case)
-EXEMPLAR_FILTERS: dict[str, type[ExemplarFilter]] = {
-    "trace_based": TraceBasedExemplarFilter,
-    "always_on": AlwaysOnExemplarFilter,
-    "always_off": AlwaysOffExemplarFilter,
-}
+#: ``OTEL_METRICS_EXEMPLAR_FILTER``'s values (the specification's, as the arbiter's configuration reads them)
+EXEMPLAR_FILTERS: dict[str, type[ExemplarFilter]] = dict(
+    zip(_config.EXEMPLAR_FILTERS, (TraceBasedExemplarFilter, AlwaysOnExemplarFilter, AlwaysOffExemplarFilter))
+)
 #: the specification's default, and the SDK's
-DEFAULT_EXEMPLAR_FILTER = "trace_based"
+DEFAULT_EXEMPLAR_FILTER = _config.EXEMPLAR_FILTERS[0]
 
 
 def exemplar_filter(environ: Mapping[str, str]) -> ExemplarFilter:
@@ -182,18 +190,7 @@ def exemplar_filter(environ: Mapping[str, str]) -> ExemplarFilter:
     measurement, while ``always_off`` skips even that (bench/request_path_inprocess.py has the figures). The SDK
     reads the same variable, but an unknown value makes it raise, which would leave the worker without metrics:
     here the value is matched regardless of case, as the specification's enumerations are, and an unknown one is
-    reported (by the first worker only: every worker reads the same environment) and replaced by the default.
+    replaced by the default — the arbiter has already said so, once, when it read its configuration.
     """
-    value = environ.get(OTEL_METRICS_EXEMPLAR_FILTER, "").strip().lower() or DEFAULT_EXEMPLAR_FILTER
-    chosen = EXEMPLAR_FILTERS.get(value)
-    if chosen is None:
-        if _handoff.worker_slot() in (None, 0):
-            _log.warning(
-                "otel_gunicorn: %s=%r is not one of %s; using %s",
-                OTEL_METRICS_EXEMPLAR_FILTER,
-                environ.get(OTEL_METRICS_EXEMPLAR_FILTER),
-                ", ".join(EXEMPLAR_FILTERS),
-                DEFAULT_EXEMPLAR_FILTER,
-            )
-        chosen = EXEMPLAR_FILTERS[DEFAULT_EXEMPLAR_FILTER]
-    return chosen()
+    value = environ.get(OTEL_METRICS_EXEMPLAR_FILTER, "").strip().lower()
+    return EXEMPLAR_FILTERS.get(value, EXEMPLAR_FILTERS[DEFAULT_EXEMPLAR_FILTER])()
