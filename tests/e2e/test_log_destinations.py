@@ -270,3 +270,30 @@ def test_sdk_warning_while_gunicorn_reads_its_configuration_is_json(start_gunico
     server = start_gunicorn("logging_app:app", env={**JSON, "OTEL_RESOURCE_ATTRIBUTES": "bad"})
     records = json_lines(server.log())
     assert any(r.get("logger") == "opentelemetry.sdk.resources" and r["pid"] == server.pid for r in records)
+
+
+# ---------------------------------------------------------------- worker classes that mirror gunicorn's access log
+
+
+@pytest.mark.parametrize("access_log", [False, True], ids=["access-log-off", "access-logfile-stdout"])
+def test_uvicorn_worker_logs_requests_only_when_gunicorn_would(start_gunicorn, access_log):
+    """uvicorn-worker hands gunicorn's access-log handlers to ``uvicorn.access``: without ``--access-logfile`` plain
+    gunicorn gives it none, and so must we (before: a line per request nobody asked for, +110 µs a request)."""
+    pytest.importorskip("uvicorn_worker")
+    args = ["-k", "uvicorn_worker.UvicornWorker", *(["--access-logfile", "-"] if access_log else [])]
+    server = start_gunicorn("slow_asgi:app", args=args, env=JSON)
+    count = "http_server_request_duration_seconds_count"
+    before = server.value(count) or 0
+    for _ in range(3):
+        assert 200 == server.get("/")[0]
+    # the three requests are done and measured (the harness's readiness probe may or may not be in ``before``)
+    wait_until(lambda: (server.value(count) or 0) >= before + 3, 15, what="the requests in the merged count")
+
+    def uvicorn_access_lines() -> list[str]:
+        return [r["event"] for r in json_lines(server.log()) if r.get("logger") == "uvicorn.access"]
+
+    if access_log:
+        lines = wait_until(lambda: [e for e in uvicorn_access_lines() if '"GET / HTTP/1.1" 200' in e], 10)
+        assert 3 == len(lines)
+    else:
+        assert [] == uvicorn_access_lines()
