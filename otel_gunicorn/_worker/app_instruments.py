@@ -17,6 +17,9 @@ Hazards: measurements come from several threads at once (gthread), so each instr
 lock, taken with ``acquire``/``release`` (half the cost of ``with``, measured) and never held while logging from a
 request thread except on a series' first measurement. A process the application forks inherits the locks in any
 state: they are replaced in the child (``os.register_at_fork``).
+
+``add``, ``record`` and ``set`` repeat the same preamble (the attributes' key, the exemplar check) instead of calling
+a shared helper: a Python call costs ~0.5–0.7 k instructions, a sixth of a whole measurement here.
 """
 
 from __future__ import annotations

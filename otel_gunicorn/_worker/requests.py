@@ -28,12 +28,10 @@ from contextvars import Token as _Token
 from typing import Any
 
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
-from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY, URL_SCHEME
-from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_ORIGINAL
+from opentelemetry.semconv.attributes.url_attributes import URL_SCHEME
 
 from otel_gunicorn import _request_ids
 from otel_gunicorn._instruments import SLOT_ATTRIBUTE
@@ -42,7 +40,7 @@ from otel_gunicorn._responses import status_code
 from otel_gunicorn._snapshot import AttrKey
 from otel_gunicorn._worker.queue_time import InvalidHeader, scan_asgi_headers, scan_headers, wait_seconds
 from otel_gunicorn._worker.request_stats import RequestStats
-from otel_gunicorn._worker.tracing import GUNICORN_REQUEST, RequestTracing, SpanSource
+from otel_gunicorn._worker.tracing import GUNICORN_REQUEST, GunicornRequest, RequestTracing, SpanSource
 
 _log = logging.getLogger("otel_gunicorn")
 
@@ -80,7 +78,7 @@ class _ByteHeadersGetter(Getter[list]):  # type: ignore[type-arg]
 BYTE_HEADERS_GETTER = _ByteHeadersGetter()
 
 
-class GunicornByteHeadersRequest:
+class GunicornByteHeadersRequest(GunicornRequest):
     """gunicorn's asgi worker request (``CallbackRequest``, 27+), read for its span like :class:`GunicornRequest`
     but through ``headers_bytes``: its ``headers`` are a str copy gunicorn builds the first time anything reads them
     (two decodes and an ``upper()`` per header), after which it also re-scans them to decide keep-alive."""
@@ -91,23 +89,6 @@ class GunicornByteHeadersRequest:
     def carrier(request: Any) -> Any:
         headers = getattr(request, "headers_bytes", None)
         return headers if isinstance(headers, list) else None
-
-    @staticmethod
-    def attributes(request: Any, method: str) -> dict[str, Any]:
-        attributes: dict[str, Any] = {HTTP_REQUEST_METHOD: method}
-        for attribute, name in ((URL_PATH, "path"), (URL_QUERY, "query"), (URL_SCHEME, "scheme")):
-            value = getattr(request, name, None)
-            if isinstance(value, str) and value:
-                attributes[attribute] = value
-        peer = getattr(request, "peer_addr", None)
-        if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
-            attributes[CLIENT_ADDRESS] = peer[0]
-        headers = GunicornByteHeadersRequest.carrier(request)
-        if headers is not None:
-            agent = BYTE_HEADERS_GETTER.get(headers, "user-agent")
-            if agent:
-                attributes[USER_AGENT_ORIGINAL] = agent[0]
-        return attributes
 
 
 GUNICORN_BYTE_HEADERS_REQUEST = GunicornByteHeadersRequest()

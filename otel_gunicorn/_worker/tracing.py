@@ -77,8 +77,8 @@ class GunicornRequest:
         headers = getattr(request, "headers", None)
         return headers if isinstance(headers, list) else None
 
-    @staticmethod
-    def attributes(request: Any, method: str) -> dict[str, Any]:
+    @classmethod
+    def attributes(cls, request: Any, method: str) -> dict[str, Any]:
         attributes: dict[str, Any] = {HTTP_REQUEST_METHOD: method}
         for attribute, name in ((URL_PATH, "path"), (URL_QUERY, "query"), (URL_SCHEME, "scheme")):
             value = getattr(request, name, None)
@@ -87,9 +87,9 @@ class GunicornRequest:
         peer = getattr(request, "peer_addr", None)
         if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
             attributes[CLIENT_ADDRESS] = peer[0]
-        headers = getattr(request, "headers", None)
-        if isinstance(headers, list):
-            agent = _GETTER.get(headers, "user-agent")
+        headers = cls.carrier(request)
+        if headers is not None:
+            agent = cls.getter.get(headers, "user-agent")
             if agent:
                 attributes[USER_AGENT_ORIGINAL] = agent[0]
         return attributes
