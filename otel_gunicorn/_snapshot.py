@@ -315,32 +315,6 @@ def _encode_exemplar(exemplar: Exemplar) -> list[Any]:
     ]
 
 
-def add_exemplars(payload: dict[str, Any], exemplars: Exemplars) -> None:
-    """Attach ``exemplars`` (of metrics aggregated outside the SDK, e.g. the application's synchronous instruments)
-    to the matching points of a worker's ``payload``, in place; a bucket that has one already keeps the newer.
-
-    A metric or series the payload does not have is skipped: an exemplar only means something beside its point.
-    """
-    if not exemplars:
-        return
-    for raw in payload["metrics"]:
-        scope_name, scope_version, schema_url = raw["scope"]
-        meta = MetricMeta(
-            scope_name, scope_version, schema_url, raw["name"], raw["description"], raw["unit"], Kind(raw["kind"])
-        )
-        by_key = exemplars.get(meta)
-        if not by_key or not meta.kind.is_total:
-            continue
-        for point in raw["points"]:
-            found = by_key.get(attr_key(point["a"]))
-            if not found:
-                continue
-            bounds = tuple(point["b"]) if meta.kind is Kind.HISTOGRAM else None
-            # the payload's own (SDK) exemplars were encoded from Exemplars: decoding them back cannot fail
-            held = [Exemplar(v, t, int(tr, 16), int(sp, 16), attr_key(a)) for v, t, tr, sp, a in point.get("x", ())]
-            point["x"] = [_encode_exemplar(e) for e in newest_per_bucket([*held, *found], bounds)]
-
-
 def payload_from_snapshot(snapshot: Snapshot) -> dict[str, Any]:
     """The JSON payload of a (merged) snapshot: the inverse of :func:`snapshot_from_payload`."""
     metrics = []

@@ -128,7 +128,7 @@ class RequestStats:
             if entry is None:
                 return False
             self._served_seconds += seconds
-            # _record(), inlined: this runs on every request
+            # _Histogram.record(), inlined (the bucket is needed for the exemplar too): this runs on every request
             histogram = self._durations.get(duration_key)
             if histogram is None:
                 histogram = self._durations[duration_key] = _Histogram(self._bounds)
@@ -178,21 +178,12 @@ class RequestStats:
                 self._start_sum -= started_at
                 self._served_seconds += seconds
             self._active[active_key] -= 1
-            self._record(duration_key, seconds)
+            histogram = self._durations.get(duration_key)
+            if histogram is None:
+                histogram = self._durations[duration_key] = _Histogram(self._bounds)
+            histogram.record(seconds)
         finally:
             lock.release()
-
-    def _record(self, key: AttrKey, seconds: float) -> None:
-        """One request duration into ``key``'s histogram; the caller holds the lock."""
-        histogram = self._durations.get(key)
-        if histogram is None:
-            histogram = self._durations[key] = _Histogram(self._bounds)
-        histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
-        histogram.sum += seconds
-        if seconds < histogram.min:
-            histogram.min = seconds
-        if seconds > histogram.max:
-            histogram.max = seconds
 
     def queued(self, seconds: float) -> None:
         with self._lock:

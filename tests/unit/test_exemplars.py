@@ -28,7 +28,6 @@ from otel_gunicorn._snapshot import (
     Kind,
     MetricMeta,
     Snapshot,
-    add_exemplars,
     attach_exemplars,
     exemplars_of,
     fingerprint,
@@ -156,13 +155,6 @@ def test_sdk_exemplars_are_encoded_newest_per_bucket() -> None:
     found = {meta.name: exemplars_of(points)[GET] for meta, points in decoded.items()}
     assert [(1, TRACE, SPAN)] == [(e.value, e.trace_id, e.span_id) for e in found["orders"]]
     assert [(0.5, TRACE, SPAN)] == [(e.value, e.trace_id, e.span_id) for e in found["latency"]]
-
-
-def test_add_exemplars_attaches_to_the_matching_points_only() -> None:
-    """Exemplars kept outside the SDK join their series' point; an unknown series is skipped."""
-    payload = payload_from_snapshot({LATENCY: {GET: hist(1, 1, 1)}})
-    add_exemplars(payload, {LATENCY: {GET: (ex(0.5),), (("method", "PUT"),): (ex(0.05),)}, COUNTER: {GET: (ex(1),)}})
-    assert {GET: (ex(0.5),)} == exemplars_of(snapshot_from_payload(payload)[LATENCY])
 
 
 def test_a_skipped_report_keeps_its_exemplars() -> None:
