@@ -22,6 +22,7 @@ from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL
 from opentelemetry.semconv.attributes.url_attributes import URL_SCHEME
 from opentelemetry.semconv.metrics.http_metrics import HTTP_SERVER_REQUEST_DURATION
 
+from otel_gunicorn._otel_compat import map_unit, sanitize_full_name
 from otel_gunicorn._snapshot import Kind, MetricMeta
 from otel_gunicorn._version import __version__
 
@@ -68,9 +69,6 @@ def prometheus_name(instrument: Instrument) -> str:
     Uses the exporter's own mapping functions, so docs, dashboard, rules and ``otel-gunicorn top`` name every metric
     exactly as the endpoint does.
     """
-    # Imported here: the mapping module pulls in the Prometheus exporter, which a worker never needs.
-    from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
-
     name = sanitize_full_name(instrument.name)
     unit = map_unit(instrument.unit)
     if unit and not name.endswith(unit):

@@ -19,12 +19,14 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from otel_gunicorn._otel_compat import LogRecordExporter, LogRecordExportResult, otlp_log_exporter_class
+
 if TYPE_CHECKING:
-    from opentelemetry.sdk._logs import ReadableLogRecord
     from opentelemetry.sdk.trace import ReadableSpan
+
+    from otel_gunicorn._otel_compat import ReadableLogRecord
 
 _log = logging.getLogger("otel_gunicorn")
 
@@ -47,11 +49,7 @@ def span_exporter(protocol: str) -> ObservedSpanExporter:
 
 def log_exporter(protocol: str) -> ObservedLogExporter:
     """The SDK's OTLP log record exporter for ``protocol``, its outages logged once."""
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter  # type: ignore[assignment]
-    return ObservedLogExporter(OTLPLogExporter())
+    return ObservedLogExporter(otlp_log_exporter_class(protocol)())
 
 
 def metric_exporter(protocol: str) -> Any:

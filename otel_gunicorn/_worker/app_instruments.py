@@ -35,26 +35,27 @@ from collections.abc import Callable, Mapping, Sequence
 from time import time_ns
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.metrics import CallbackT, NoOpMeter, ObservableCounter, ObservableGauge, ObservableUpDownCounter
 from opentelemetry.metrics import Counter as APICounter
 from opentelemetry.metrics import Histogram as APIHistogram
 from opentelemetry.metrics import Meter as APIMeter
 from opentelemetry.metrics import UpDownCounter as APIUpDownCounter
-from opentelemetry.metrics import _Gauge as APIGauge
 from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, ExemplarFilter, MeterProvider
-from opentelemetry.sdk.metrics._internal.aggregation import (
-    _DEFAULT_EXPLICIT_BUCKET_HISTOGRAM_AGGREGATION_BOUNDARIES as _SDK_DEFAULT_BOUNDARIES,
-)
-from opentelemetry.sdk.metrics._internal.measurement import Measurement
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import TraceFlags
-from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import Attributes
 
+from otel_gunicorn._otel_compat import (
+    SDK_CARDINALITY_LIMIT,
+    SDK_DEFAULT_BOUNDARIES,
+    SPAN_KEY,
+    APIGauge,
+    Measurement,
+    advisory_boundaries,
+    context_reader,
+)
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._snapshot import AttrKey, Exemplar, HistogramValue, Kind, MetricMeta, Snapshot, Value, attr_key
 
@@ -62,13 +63,12 @@ _log = logging.getLogger("otel_gunicorn")
 
 _INF = float("inf")
 #: the SDK's limit of attribute sets per instrument, and the series that takes every later one
-#: (opentelemetry-sdk ``_view_instrument_match.py``)
-CARDINALITY_LIMIT = 2000
+CARDINALITY_LIMIT = SDK_CARDINALITY_LIMIT
 OVERFLOW_KEY: AttrKey = (("otel.metric.overflow", True),)
 #: the raw key measurements beyond the cardinality limit are counted under (never equal to a tuple of items)
 _OVERFLOW_RAW = object()
 #: the SDK's default boundaries, read from the SDK rather than copied
-DEFAULT_BOUNDARIES: tuple[float, ...] = tuple(_SDK_DEFAULT_BOUNDARIES)
+DEFAULT_BOUNDARIES = SDK_DEFAULT_BOUNDARIES
 
 _SAMPLED = TraceFlags.SAMPLED
 # what the exemplar filter asks of each measurement
@@ -79,17 +79,8 @@ Number = int | float
 ExemplarsByMetric = dict[MetricMeta, dict[AttrKey, tuple[Exemplar, ...]]]
 
 
-def _current_context_reader() -> Callable[[], Context]:
-    """The current context, read straight from its context variable when the runtime context is the default one:
-    an exemplar filter asks for it on every measurement, and the API's ``get_current`` is two calls deeper."""
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    variable = getattr(runtime, "_current_context", None)
-    if isinstance(runtime, ContextVarsRuntimeContext) and variable is not None:
-        return variable.get  # type: ignore[no-any-return]
-    return otel_context.get_current
-
-
-_current_context = _current_context_reader()
+#: the current context, as cheaply as the installed API allows
+_current_context = context_reader()
 
 
 def _exemplar_mode(chosen: ExemplarFilter) -> int:
@@ -243,7 +234,7 @@ class _Sum(_FastInstrument):
         exemplar = None
         mode = self._exemplars_mode
         if mode:
-            span = (context or _current_context()).get(_SPAN_KEY)
+            span = (context or _current_context()).get(SPAN_KEY)
             if span is not None or mode == _EXEMPLARS_ALWAYS:
                 exemplar = _exemplar(span, amount, mode)
         lock = self._lock
@@ -337,7 +328,7 @@ class FastHistogram(_FastInstrument, APIHistogram):
         exemplar = None
         mode = self._exemplars_mode
         if mode:
-            span = (context or _current_context()).get(_SPAN_KEY)
+            span = (context or _current_context()).get(SPAN_KEY)
             if span is not None or mode == _EXEMPLARS_ALWAYS:
                 exemplar = _exemplar(span, amount, mode)
         bucket = bisect_left(self.boundaries, amount)
@@ -421,7 +412,7 @@ class FastGauge(_FastInstrument, APIGauge):
         exemplar = None
         mode = self._exemplars_mode
         if mode:
-            span = (context or _current_context()).get(_SPAN_KEY)
+            span = (context or _current_context()).get(SPAN_KEY)
             if span is not None or mode == _EXEMPLARS_ALWAYS:
                 exemplar = _exemplar(span, amount, mode)
         lock = self._lock
@@ -576,7 +567,7 @@ class AppMeter(APIMeter):
 def _boundaries(sdk: Any) -> tuple[float, ...] | None:
     """The histogram's bucket boundaries as the SDK would use them: the advisory's (already checked to be numbers
     by the SDK meter) or the default; None for ones the SDK refuses (not finite, not strictly increasing)."""
-    advisory = getattr(getattr(sdk, "_advisory", None), "explicit_bucket_boundaries", None)
+    advisory = advisory_boundaries(sdk)
     if advisory is None:
         return DEFAULT_BOUNDARIES
     boundaries = tuple(advisory)

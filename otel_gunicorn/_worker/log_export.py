@@ -11,15 +11,20 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter, LogRecordExporter
 from opentelemetry.sdk.resources import Resource
 
 from otel_gunicorn import _otlp
 from otel_gunicorn._config import Config
+from otel_gunicorn._otel_compat import (
+    BatchLogRecordProcessor,
+    ConsoleLogRecordExporter,
+    LoggerProvider,
+    LoggingHandler,
+    LogRecordExporter,
+)
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk._logs import ReadableLogRecord
+    from otel_gunicorn._otel_compat import ReadableLogRecord
 
 EXPORTED_LOGGERS = ("", "gunicorn.error", "gunicorn.access")
 
