@@ -84,7 +84,7 @@ dist: $(VENV)/.installed
 
 docs: $(VENV)/.installed
 	$(BIN)/python -m otel_gunicorn._docs docs
-	$(BIN)/python -m otel_gunicorn._dashboard docs/grafana/otel-gunicorn.json docs/prometheus/otel-gunicorn.rules.yml
+	$(BIN)/python -m otel_gunicorn._operator_kit docs/grafana/otel-gunicorn.json docs/prometheus/otel-gunicorn.rules.yml
 	$(MAKE) --no-print-directory docs-site
 
 # The documentation site (mkdocs.yml over docs/) into site/: --strict fails on any warning, such as a broken link or

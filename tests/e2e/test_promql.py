@@ -33,7 +33,9 @@ import pytest
 import yaml
 
 from harness.waiting import wait_until
-from otel_gunicorn import _dashboard
+from otel_gunicorn._operator_kit import HEARTBEAT_WARNING_SECONDS
+from otel_gunicorn._operator_kit.promql import EXITS, REASON
+from otel_gunicorn._operator_kit.rules import alerts
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +44,7 @@ DASHBOARD = DOCS / "grafana" / "otel-gunicorn.json"
 RULES = DOCS / "prometheus" / "otel-gunicorn.rules.yml"
 #: alerts whose threshold this test cannot reach in its few seconds, and why
 NEEDS_A_CONDITION_NOT_CREATED = {
-    "GunicornWorkerHeartbeatLate": f"needs a worker silent for more than {_dashboard.HEARTBEAT_WARNING_SECONDS} s "
+    "GunicornWorkerHeartbeatLate": f"needs a worker silent for more than {HEARTBEAT_WARNING_SECONDS} s "
     "(two thirds of gunicorn's default --timeout): longer than this test may run",
 }
 #: what Grafana puts in for its own variables; 1 m holds many 1 s scrapes, the test's traffic lasts ~20 s
@@ -57,7 +59,7 @@ def expressions() -> dict[str, str]:
     """name -> PromQL of every query in the committed dashboard and rule files (for a skipped alert: its signal)."""
     board = json.loads(DASHBOARD.read_text())
     rules = [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
-    signals = {alert.name: alert for alert in _dashboard.alerts() if alert.name in NEEDS_A_CONDITION_NOT_CREATED}
+    signals = {alert.name: alert for alert in alerts() if alert.name in NEEDS_A_CONDITION_NOT_CREATED}
     found = {}
     for panel in board["panels"]:
         for target in panel.get("targets", []):
@@ -175,7 +177,7 @@ def scenario(sync, gthread, doomed) -> Callable[[threading.Event], None]:
         for path, reason in (("/crash", "error"), ("/kill", "killed"), ("/hang", "timeout")):
             attempt(sync, path, timeout=30)
             wait_until(
-                lambda reason=reason: sync.value(_dashboard.EXITS, **{_dashboard.REASON: reason}),
+                lambda reason=reason: sync.value(EXITS, **{REASON: reason}),
                 30,
                 what=f"a {reason} exit",
             )
@@ -215,6 +217,6 @@ def test_every_dashboard_and_rule_expression_returns_samples(start_gunicorn, sta
 
 def test_the_skipped_alerts_are_real_alerts_with_a_reason():
     """Every alert this test does not push over its threshold exists, and says why it is skipped."""
-    names = {alert.name for alert in _dashboard.alerts()}
+    names = {alert.name for alert in alerts()}
     assert set(NEEDS_A_CONDITION_NOT_CREATED) <= names
     assert all(reason.strip() for reason in NEEDS_A_CONDITION_NOT_CREATED.values())

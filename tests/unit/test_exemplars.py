@@ -16,11 +16,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from otel_gunicorn import _dashboard
 from otel_gunicorn import _instruments as inst
 from otel_gunicorn._arbiter.exposition_cache import ExpositionCache
 from otel_gunicorn._arbiter.merge import MergeStore
 from otel_gunicorn._exporter.temporality import delta, unsent_exemplars
+from otel_gunicorn._operator_kit import dashboard
 from otel_gunicorn._snapshot import (
     Exemplar,
     ExemplarPoints,
@@ -337,7 +337,7 @@ def test_span_context_layout_holds_trace_flags_at_index_3() -> None:
 
 def test_the_latency_panel_asks_for_exemplars() -> None:
     """The dashboard's latency queries have Grafana's exemplar toggle on."""
-    panels = [p for p in _dashboard.dashboard()["panels"] if p.get("title") == "Latency"]
+    panels = [p for p in dashboard.dashboard()["panels"] if p.get("title") == "Latency"]
     assert panels
     assert all(t.get("exemplar") is True for p in panels for t in p["targets"])
 

@@ -1,0 +1,118 @@
+"""The PromQL the dashboard and the rules share: series and label names from the catalogue, and the signals.
+
+Used by the operator-kit generators (:mod:`.rules`, :mod:`.dashboard`: a developer's shell, ``make docs``) and by
+``tests/e2e/test_promql.py``, which runs every expression against a real Prometheus; never inside gunicorn.
+
+Names are computed from :mod:`otel_gunicorn._instruments` when this module is imported, through the official
+OTel→Prometheus mapping: a test that renames an instrument reloads this module, then the modules that import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
+
+from otel_gunicorn import _instruments as catalogue
+from otel_gunicorn._otel_compat import sanitize_attribute
+
+prometheus_name = catalogue.prometheus_name
+
+
+def label(instrument: catalogue.Instrument, attribute: str) -> str:
+    """The Prometheus label of one of ``instrument``'s attributes (an attribute it does not have is a bug here)."""
+    if attribute not in instrument.attributes:
+        raise ValueError(f"{instrument.name} has no attribute {attribute!r}: {instrument.attributes}")
+    return sanitize_attribute(attribute)
+
+
+QUEUED = prometheus_name(catalogue.LISTENER_QUEUED)
+BACKLOG = prometheus_name(catalogue.LISTENER_LIMIT)
+WORKERS = prometheus_name(catalogue.WORKER_COUNT)
+WORKER_LIMIT = prometheus_name(catalogue.WORKER_LIMIT)
+EXITS = prometheus_name(catalogue.WORKER_EXITS)
+HEARTBEAT = prometheus_name(catalogue.HEARTBEAT_AGE)
+CONNECTIONS = prometheus_name(catalogue.ACTIVE_CONNECTIONS)
+CONNECTION_LIMIT = prometheus_name(catalogue.CONNECTION_LIMIT)
+THREADS = prometheus_name(catalogue.THREADS)
+THREAD_LIMIT = prometheus_name(catalogue.THREAD_LIMIT)
+THREAD_QUEUE = prometheus_name(catalogue.THREAD_QUEUE)
+IN_FLIGHT = prometheus_name(catalogue.ACTIVE_REQUESTS)
+DURATION = prometheus_name(catalogue.REQUEST_DURATION)
+QUEUE_TIME = prometheus_name(catalogue.QUEUE_DURATION)
+
+LISTENER = label(catalogue.LISTENER_QUEUED, catalogue.LISTENER_ATTRIBUTE)
+WORKER_STATE = label(catalogue.WORKER_COUNT, "gunicorn.worker.state")
+THREAD_STATE = label(catalogue.THREADS, "gunicorn.thread.state")
+REASON = label(catalogue.WORKER_EXITS, "gunicorn.worker.exit.reason")
+SLOT = label(catalogue.HEARTBEAT_AGE, catalogue.SLOT_ATTRIBUTE)
+STATUS = label(catalogue.REQUEST_DURATION, HTTP_RESPONSE_STATUS_CODE)
+ERROR = label(catalogue.REQUEST_DURATION, ERROR_TYPE)
+
+# ---------------------------------------------------------------------------------------------------- PromQL builders
+# ``where`` is a list of label matchers every selector gets (the dashboard's $job/$instance, none in the rules),
+# ``by`` the labels an aggregation keeps, ``window`` the range of rate() and friends.
+
+
+def eq(name: str, value: str) -> str:
+    return f'{name}="{value}"'
+
+
+def match(name: str, regex: str) -> str:
+    return f'{name}=~"{regex}"'
+
+
+def series(metric: str, where: Sequence[str] = (), *matchers: str) -> str:
+    """``metric{matchers...}``: one selector."""
+    found = [*where, *matchers]
+    return f"{metric}{{{', '.join(found)}}}" if found else metric
+
+
+def aggregate(operator: str, by: Sequence[str], expr: str) -> str:
+    return f"{operator} by ({', '.join(by)}) ({expr})" if by else f"{operator}({expr})"
+
+
+def request_rate(by: Sequence[str], where: Sequence[str], window: str) -> str:
+    """Requests completed per second (every request lands in the duration histogram once)."""
+    return aggregate("sum", by, f"rate({series(DURATION + '_count', where)}[{window}])")
+
+
+def error_ratio(by: Sequence[str], where: Sequence[str], window: str) -> str:
+    """Share of requests that failed (``error.type`` set: every 5xx, requests cut off by a ``--timeout`` abort or
+    an exception); 0, not nothing, while there is traffic but no failure series yet."""
+    total = request_rate(by, where, window)
+    failed = series(DURATION + "_count", where, f'{ERROR}!=""')
+    errors = aggregate("sum", by, f"rate({failed}[{window}])")
+    return f"({errors} or {total} * 0) / {total}"
+
+
+def quantile(q: float, family: str, by: Sequence[str], where: Sequence[str], window: str) -> str:
+    """The ``q`` quantile of a histogram family over ``window``, estimated from its buckets."""
+    buckets = aggregate("sum", ["le", *by], f"rate({series(family + '_bucket', where)}[{window}])")
+    return f"histogram_quantile({q}, {buckets})"
+
+
+def busy_worker_ratio(by: Sequence[str], where: Sequence[str]) -> str:
+    """Busy workers over the configured worker count."""
+    busy = aggregate("sum", by, series(WORKERS, where, eq(WORKER_STATE, "busy")))
+    return f"{busy} / {aggregate('sum', by, series(WORKER_LIMIT, where))}"
+
+
+def busy_thread_ratio(by: Sequence[str], where: Sequence[str]) -> str:
+    """Busy request threads over the configured threads (gthread)."""
+    busy = aggregate("sum", by, series(THREADS, where, eq(THREAD_STATE, "busy")))
+    return f"{busy} / {aggregate('sum', by, series(THREAD_LIMIT, where))}"
+
+
+def listener_fill(by: Sequence[str], where: Sequence[str]) -> str:
+    """The fullest accept queue's share of its limit (queue and limit carry the same labels, so they pair 1:1)."""
+    return aggregate("max", by, f"{series(QUEUED, where)} / {series(BACKLOG, where)}")
+
+
+def exits(
+    by: Sequence[str], where: Sequence[str], window: str, reasons: str | None = None, function: str = "increase"
+) -> str:
+    """Worker exits (their reason matching the regex ``reasons``) in ``window``; ``function="rate"``: per second."""
+    selected = series(EXITS, where, *([match(REASON, reasons)] if reasons else []))
+    return aggregate("sum", by, f"{function}({selected}[{window}])")
