@@ -21,7 +21,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 import structlog
-from structlog.typing import EventDict, Processor, WrappedLogger
+from structlog.typing import EventDict, ExceptionRenderer, Processor, WrappedLogger
 
 from otel_gunicorn import _config
 
@@ -116,9 +116,24 @@ def renderers(log_format: str, colors: bool) -> list[Processor]:
     """The last processors of the formatter: ``json`` -> one JSON object per line, ``console`` -> a readable line."""
     if check_log_format(log_format) == "json":
         # JSONRenderer cannot serialise an exc_info tuple; the console renderer formats it itself (and warns if
-        # format_exc_info ran before it), so only the JSON chain turns it into a string.
+        # format_exc_info ran before it), so only the JSON chain turns it into a string (a plain traceback).
         return [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
-    return [structlog.dev.ConsoleRenderer(colors=colors)]
+    return [structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=traceback_formatter(colors))]
+
+
+def traceback_formatter(colors: bool) -> ExceptionRenderer:
+    """How the console format renders a traceback: never with the frames' local variables, whatever is installed.
+
+    structlog's default is rich's traceback *with locals* where rich is installed (any package may pull it in), else
+    better-exceptions' (values too) where that is: a log line would carry every local of every frame (API keys,
+    ``Authorization`` headers, the WSGI environ). Here rich's traceback without locals where rich is installed,
+    else structlog's plain one, the same text the ``json`` format carries.
+    """
+    try:
+        import rich.traceback  # noqa: F401 - already imported by structlog wherever it is installed
+    except ImportError:
+        return structlog.dev.plain_traceback
+    return structlog.dev.RichTracebackFormatter(show_locals=False, color_system="truecolor" if colors else None)
 
 
 def record_formatter(

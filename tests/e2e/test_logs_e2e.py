@@ -1,7 +1,9 @@
-"""Structured logs from a real gunicorn: the application's records and the access log as JSON, once each, across HUP."""
+"""Structured logs from a real gunicorn: the application's records and the access log as JSON, once each, across HUP;
+no secret from a failing frame in any line."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import signal
 import textwrap
@@ -136,3 +138,39 @@ def test_bad_log_format_stops_gunicorn_with_one_line(tmp_path, run_gunicorn, con
     assert [
         "otel_gunicorn: configuration error: OTEL_GUNICORN_LOG_FORMAT='xml' is not valid: expected console or json"
     ] == result.stderr.splitlines(), textwrap.indent(result.stderr, "  ")
+
+
+# ---------------------------------------------------------------- no secrets in tracebacks
+
+SECRET_ENV = {"APP_API_KEY": "s3cr3t-token", "APP_TOKEN": "abc123"}
+SECRETS = ("s3cr3t-token", "Bearer abc123", "abc123")
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_a_failing_frames_secrets_reach_no_log_line(start_gunicorn, tmp_path, log_format):
+    """With rich installed (structlog then prints rich tracebacks with every frame's local variables by default),
+    an exception logged by the application (stderr) and one gunicorn logs (the error log file) show the exception
+    and where it was raised, never the API key or the Authorization value the frames hold; nor does the access log
+    (stdout)."""
+    assert importlib.util.find_spec("rich") is not None, "this test is about rich being installed (the test extra)"
+    error_log = tmp_path / "error.log"
+    server = start_gunicorn(
+        "secrets_app:app",
+        args=["--access-logfile", "-", "--error-logfile", str(error_log)],
+        env={"OTEL_GUNICORN_LOG_FORMAT": log_format, **SECRET_ENV},
+    )
+    headers = {"Authorization": "Bearer abc123"}  # in the WSGI environ, a local of gunicorn's frames too
+    assert 502 == server.get("/caught", headers=headers)[0]
+    assert 500 == server.get("/raise", headers=headers)[0]
+
+    wait_until(lambda: "Error handling request" in error_log.read_text(), 10, what="gunicorn's error record")
+    wait_until(lambda: "upstream call failed" in server.log(), 10, what="the application's error record")
+    wait_until(lambda: "/raise" in server.log(), 10, what="the access record of /raise")
+    for where, text in (("stdout and stderr", server.log()), ("the error log", error_log.read_text())):
+        assert "RuntimeError: upstream refused the credentials" in text, f"no traceback in {where}:\n{text}"
+        assert "_call_upstream" in text, f"no frame in {where}:\n{text}"
+        for secret in SECRETS:
+            assert secret not in text, f"{secret!r} in {where}:\n{text}"
+    if log_format == "json":
+        json_lines(server.log())  # still one object per line
+

@@ -7,6 +7,7 @@ import datetime
 import json
 import logging
 import logging.config
+import sys
 import types
 from collections.abc import Iterator
 
@@ -295,6 +296,50 @@ def test_console_mode_is_a_readable_line_without_colours_off_a_terminal(capsys):
     (line,) = capsys.readouterr().err.splitlines()
     assert "[info" in line and "in.app" in line and "[app]" in line and "user=ann" in line
     assert "\x1b[" not in line
+
+
+# ---------------------------------------------------------------- no secrets in tracebacks
+
+#: what the failing frame holds; built from parts, so that no source line a traceback quotes contains them
+SECRETS = ("s3cr3t-" + "token", "Bearer " + "abc123")
+
+
+def _failing_with_secrets_in_its_frame() -> None:
+    api_key = SECRETS[0]
+    auth = SECRETS[1]
+    raise RuntimeError(f"upstream refused ({len(api_key) + len(auth)} bytes of credentials)")
+
+
+def _exception_record() -> logging.LogRecord:
+    try:
+        _failing_with_secrets_in_its_frame()
+    except RuntimeError:
+        return logging.LogRecord("app", logging.ERROR, __file__, 1, "request failed", (), sys.exc_info())
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("rich_installed", [True, False], ids=["rich", "no-rich"])
+@pytest.mark.parametrize(("log_format", "colors"), [("console", False), ("console", True), ("json", False)])
+def test_a_logged_traceback_never_shows_the_frames_local_variables(monkeypatch, log_format, colors, rich_installed):
+    """The traceback is there (exception, failing function), the values of its frames' variables are not: rich
+    would print them by default (structlog's console renderer with rich installed), so would better-exceptions."""
+    if not rich_installed:
+        monkeypatch.setitem(sys.modules, "rich.traceback", None)  # `import rich.traceback` raises ImportError
+    text = _gunicorn_log.record_formatter(log_format, colors=colors).format(_exception_record())
+    assert "RuntimeError" in text and "_failing_with_secrets_in_its_frame" in text
+    for secret in SECRETS:
+        assert secret not in text, text
+
+
+def test_the_console_traceback_is_richs_where_rich_is_installed_else_plain(monkeypatch):
+    """Rich's readable traceback is kept (without locals); without rich, structlog's plain one, never its default
+    (which would be better-exceptions' where that is installed)."""
+    formatter = _gunicorn_log.traceback_formatter(colors=False)
+    assert isinstance(formatter, structlog.dev.RichTracebackFormatter) and not formatter.show_locals
+    assert formatter.color_system is None
+    assert "truecolor" == _gunicorn_log.traceback_formatter(colors=True).color_system
+    monkeypatch.setitem(sys.modules, "rich.traceback", None)
+    assert structlog.dev.plain_traceback is _gunicorn_log.traceback_formatter(colors=True)
 
 
 # ---------------------------------------------------------------- access fields
