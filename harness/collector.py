@@ -1,8 +1,9 @@
 """The real OTLP collector for end-to-end tests: Rotel (PyPI ``rotel``), and a reader for what it prints.
 
 Rotel's ``--debug-log ... --debug-log-verbosity detailed`` prints every received batch in the OpenTelemetry
-Collector's debug-exporter text format; :func:`parse` turns that into data points and spans to assert on. Hazards:
-the binary ships inside the ``rotel`` wheel (a test extra), so import this module only where a collector is needed.
+Collector's debug-exporter text format; :func:`parse` turns that into data points and spans, :func:`parse_logs` into log
+records, to assert on. Hazards: the binary ships inside the ``rotel`` wheel (a test extra), so import this module only
+where a collector is needed.
 """
 
 from __future__ import annotations
@@ -46,6 +47,47 @@ class Span:
     kind: str
     resource: dict[str, str]
     attributes: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class LogRecord:
+    scope: str
+    severity: str = ""
+    body: str = ""
+    trace_id: str = ""
+    #: each value as Rotel prints it inside its type: ``Int(42)`` -> ``42``, ``Slice(Str(a))`` -> ``Str(a)``
+    attributes: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+_BODY = re.compile(r"^Body: \w+\((.*)\)$")
+
+
+def parse_logs(text: str) -> list[LogRecord]:
+    """Log records from Rotel's detailed debug output, in arrival order."""
+    records: list[LogRecord] = []
+    scope = ""
+    in_attributes = False
+    for raw in _ANSI.sub("", text).splitlines():
+        line = raw.rstrip()
+        if line.startswith("InstrumentationScope "):
+            scope = line.split()[1] if len(line.split()) > 1 else ""
+        elif line.startswith("LogRecord #"):
+            records.append(LogRecord(scope))
+            in_attributes = False
+        elif not records:
+            continue
+        elif line.startswith("SeverityText:"):
+            records[-1].severity = line.split(":", 1)[1].strip()
+        elif match := _BODY.match(line):
+            records[-1].body = match.group(1)
+        elif line == "Attributes:":
+            in_attributes = True
+        elif in_attributes and (match := _ATTRIBUTE.match(line)):
+            records[-1].attributes[match.group(1).strip()] = match.group(2)
+        elif line.strip().startswith("Trace ID"):
+            records[-1].trace_id = line.split(":", 1)[1].strip()
+            in_attributes = False
+    return records
 
 
 def parse(text: str) -> tuple[list[Point], list[Span]]:
@@ -150,3 +192,6 @@ class Rotel(LoggedProcess):
 
     def spans(self) -> list[Span]:
         return parse(self.log())[1]
+
+    def log_records(self) -> list[LogRecord]:
+        return parse_logs(self.log())

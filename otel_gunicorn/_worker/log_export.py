@@ -22,6 +22,7 @@ from otel_gunicorn._otel_compat import (
     LoggingHandler,
     LogRecordExporter,
 )
+from otel_gunicorn._worker.log_records import exportable
 
 if TYPE_CHECKING:
     from otel_gunicorn._otel_compat import ReadableLogRecord
@@ -29,12 +30,19 @@ if TYPE_CHECKING:
 EXPORTED_LOGGERS = ("", "gunicorn.error", "gunicorn.access")
 
 
+class _EventHandler(LoggingHandler):
+    """The SDK's handler, given a record whose attributes are the event's own (structlog's bookkeeping left out)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(exportable(record))
+
+
 class LogExport:
     """The worker's LoggerProvider and the handler that feeds it stdlib logging's records."""
 
     def __init__(self, provider: LoggerProvider) -> None:
         self.provider = provider
-        self.handler = LoggingHandler(logger_provider=provider)
+        self.handler = _EventHandler(logger_provider=provider)
         for name in EXPORTED_LOGGERS:
             logging.getLogger(name).addHandler(self.handler)
 

@@ -174,3 +174,33 @@ def test_a_failing_frames_secrets_reach_no_log_line(start_gunicorn, tmp_path, lo
     if log_format == "json":
         json_lines(server.log())  # still one object per line
 
+
+# ---------------------------------------------------------------- structlog events over OTLP
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_structlog_events_reach_the_collector_with_their_own_keys_and_no_warning(start_gunicorn, start_rotel, protocol):
+    """OTEL_LOGS_EXPORTER=otlp and a structlog application: each event arrives with the event as its body and its own
+    keys as attributes (an object as its str()), none of structlog's bookkeeping (``_logger``, ``_name``); the run
+    exports, and prints, no warning of its own (before: the SDK's "Invalid type" WARN record once per line)."""
+    collector = start_rotel()
+    server = start_gunicorn("structlog_app:app", args=["-w", "1"], env=collector.export_env("logs", protocol=protocol))
+    assert [200] * 5 == server.load(5, concurrency=1)
+
+    def exported() -> list:
+        found = [r for r in collector.log_records() if r.body == "paid"]
+        return found if len(found) >= 5 else []
+
+    paid = wait_until(exported, 15, what="5 exported events")
+    for record in paid:
+        assert ("app", "INFO") == (record.scope, record.severity)
+        own = {k: v for k, v in record.attributes.items() if not k.startswith("code.")}
+        assert {
+            "order": "42",
+            "price": "9.5",
+            "express": "true",
+            "tags": "Str(a), Str(b)",
+            "customer": "customer 7",
+        } == own
+    assert [] == [r for r in collector.log_records() if r.severity not in ("INFO", "DEBUG")]
+    assert "Invalid type" not in server.log() and "Invalid type" not in collector.log()
