@@ -4,7 +4,8 @@ The library logs under the ``otel_gunicorn`` logger, as libraries should. Under 
 logger, so its warnings would fall to Python's last-resort handler (bare stderr, no timestamp). This forwards each
 record to ``gunicorn.error`` at emit time, so it follows ``--log-level``, ``--error-logfile``, ``logconfig_dict`` and
 their reconfiguration on HUP. Applied only when the user has not configured the ``otel_gunicorn`` logger. A
-forwarded record and a fork exclude each other (see ``_WRITING``), because the arbiter's threads log through it.
+forwarded record and a fork exclude each other (:attr:`LoggingState.writing`), because the arbiter's threads log
+through it. Everything this module keeps in a process is one :class:`LoggingState`, :data:`LOGGING`.
 
 The formatter lives here, below the process sides, because two of them that may not import each other need it:
 ``_logs`` (the arbiter's and the workers' handlers, which add the trace ids and the worker's slot) and ``_exporter``
@@ -14,6 +15,7 @@ from any of them has the same keys and the same format.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -24,6 +26,7 @@ import structlog
 from structlog.typing import EventDict, ExceptionRenderer, Processor, WrappedLogger
 
 from otel_gunicorn import _config
+from otel_gunicorn._fork import FORK, ForkLock
 
 _LIBRARY_LOGGER = "otel_gunicorn"
 _GUNICORN_ERROR_LOGGER = "gunicorn.error"
@@ -31,44 +34,68 @@ _GUNICORN_ERROR_LOGGER = "gunicorn.error"
 LOG_FORMATS = _config.LOG_FORMATS
 
 
-#: held while a forwarded record is written, and across every fork. The arbiter's threads log through the forwarder
-#: (``serving metrics at ...`` comes as gunicorn forks its first workers); a fork in the middle of that write copies
-#: the stream's buffer lock held into the child, whose own first line (``Booting worker``) then blocks forever.
-_WRITING = threading.RLock()
-#: longest a fork waits for a write in progress (one stuck on a full pipe must not stop the arbiter from forking)
+#: longest a fork waits for a forwarded record being written
 _FORK_WAIT = 1.0
-_fork_handlers_registered = False
-_held_for_fork = False
+
+
+@dataclasses.dataclass
+class LoggingState:
+    """Everything this module keeps in a process, in one object (tests: :meth:`reset`)."""
+
+    #: held while a forwarded record is written, and across every fork (the process's fork handlers, stage "log
+    #: writing"). The arbiter's threads log through the forwarder (``serving metrics at ...`` comes as gunicorn forks
+    #: its first workers); a fork in the middle of that write copies the stream's buffer lock held into the child,
+    #: whose own first line (``Booting worker``) then blocks forever. At most ``_FORK_WAIT`` for a write in progress:
+    #: one stuck on a full pipe must not stop the arbiter from forking.
+    writing: ForkLock = dataclasses.field(default_factory=lambda: ForkLock(fork_wait=_FORK_WAIT))
+    #: the fork held :attr:`writing` (it may have given up waiting)
+    held_for_fork: bool = False
+    #: the format GunicornLogger set the server's logging up with in this process; None without GunicornLogger
+    applied_format: str | None = None
+
+    def reset(self) -> None:
+        """Back to a process that has set nothing up (the fork handlers stay: they are the process's)."""
+        self.writing = ForkLock(fork_wait=_FORK_WAIT)
+        self.held_for_fork = False
+        self.applied_format = None
+
+
+#: this process's logging state (see :class:`LoggingState`)
+LOGGING = LoggingState()
 
 
 class _ToGunicornErrorLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         target = logging.getLogger(_GUNICORN_ERROR_LOGGER)
         if target.isEnabledFor(record.levelno):
-            with _WRITING:
+            with LOGGING.writing:
                 target.handle(record)
 
 
 def _hold_writes_for_fork() -> None:
-    global _held_for_fork
-    _held_for_fork = _WRITING.acquire(timeout=_FORK_WAIT)
+    LOGGING.held_for_fork = LOGGING.writing.hold_for_fork()
 
 
-def _release_writes_after_fork() -> None:  # in the parent, and in the child (the forking thread's lock there too)
-    if _held_for_fork:
-        _WRITING.release()
+def _release_writes_in_parent() -> None:
+    LOGGING.writing.release_after_fork(LOGGING.held_for_fork)
+    LOGGING.held_for_fork = False
+
+
+def _fresh_writes_in_child() -> None:
+    # Held by the forking thread, or still by another thread if the fork gave up waiting: either way, not the
+    # child's to release. A fresh lock, free.
+    LOGGING.writing.reset_in_child()
+    LOGGING.held_for_fork = False
 
 
 def forward_to_gunicorn() -> None:
     """Forward ``otel_gunicorn`` records to gunicorn's error log, unless that logger is already configured."""
-    global _fork_handlers_registered
-    if not _fork_handlers_registered:
-        _fork_handlers_registered = True
-        os.register_at_fork(
-            before=_hold_writes_for_fork,
-            after_in_parent=_release_writes_after_fork,
-            after_in_child=_release_writes_after_fork,
-        )
+    FORK.join(
+        "log writing",
+        before=_hold_writes_for_fork,
+        after_in_parent=_release_writes_in_parent,
+        after_in_child=_fresh_writes_in_child,
+    )
     library = logging.getLogger(_LIBRARY_LOGGER)
     if library.handlers or library.level != logging.NOTSET:
         return
@@ -162,19 +189,14 @@ def isatty(stream: object) -> bool:
         return False
 
 
-#: the format GunicornLogger set the server's logging up with in this process; None without GunicornLogger
-_applied_format: str | None = None
-
-
 def set_applied_log_format(log_format: str) -> None:
-    global _applied_format
-    _applied_format = log_format
+    LOGGING.applied_format = log_format
 
 
 def applied_log_format() -> str | None:
     """The format the server's own lines are rendered in, as ``GunicornLogger`` set it up (``logconfig_dict("json")``
     fixes it without the variable): what a process the arbiter starts should get as ``OTEL_GUNICORN_LOG_FORMAT``."""
-    return _applied_format
+    return LOGGING.applied_format
 
 
 def log_to_stderr(environ: Mapping[str, str]) -> None:

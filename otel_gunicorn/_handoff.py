@@ -35,33 +35,44 @@ class ArbiterLink:
     resource_attributes: dict[str, Any]
 
 
-_link: ArbiterLink | None = None
-# Set in the arbiter's on_starting when gunicorn will fork a dirty arbiter; inherited by every child.
-_dirty_link: ArbiterLink | None = None
-# Set once in each worker right after the fork. A forked child inherits the arbiter's value, which is always None.
-_slot: int | None = None
+@dataclasses.dataclass
+class Handoff:
+    """What crosses the fork, in one object (plain memory: each ``fork`` copies it)."""
+
+    #: set in the child right after the fork; None in the arbiter and outside gunicorn
+    link: ArbiterLink | None = None
+    #: set in the arbiter's ``on_starting`` when gunicorn will fork a dirty arbiter; inherited by every child
+    dirty_link: ArbiterLink | None = None
+    #: set once in each worker right after the fork (a child inherits the arbiter's, which is always None)
+    slot: int | None = None
+
+    def reset(self) -> None:
+        """Back to a process no arbiter handed anything to (tests)."""
+        self.link = self.dirty_link = self.slot = None
+
+
+#: this process's hand-off (see :class:`Handoff`)
+HANDOFF = Handoff()
 
 
 def inherit(config: Config, channel_path: str | None, resource_attributes: dict[str, Any]) -> None:
     """In the child, right after the fork: record what the worker needs to report to its arbiter."""
-    global _link
-    _link = ArbiterLink(config, channel_path, resource_attributes)
+    HANDOFF.link = ArbiterLink(config, channel_path, resource_attributes)
 
 
 def inherited() -> ArbiterLink | None:
     """The link to this worker's arbiter, or None outside a worker forked by a running otel_gunicorn arbiter."""
-    return _link
+    return HANDOFF.link
 
 
 def reserve_for_dirty(config: Config, channel_path: str) -> None:
     """In the arbiter's ``on_starting``: where the dirty arbiter and its dirty workers will report (metrics only)."""
-    global _dirty_link
-    _dirty_link = ArbiterLink(config, channel_path, {})
+    HANDOFF.dirty_link = ArbiterLink(config, channel_path, {})
 
 
 def dirty_link() -> ArbiterLink | None:
     """The channel a dirty arbiter or dirty worker reports to; None unless the arbiter reserved one for them."""
-    return _dirty_link
+    return HANDOFF.dirty_link
 
 
 def slot_of(worker: Any) -> int | None:
@@ -82,12 +93,11 @@ def set_worker_slot(slot: int | None) -> None:
     Raises:
         TypeError: If ``slot`` is neither an ``int`` nor ``None``.
     """
-    global _slot
     if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int)):
         raise TypeError(f"slot must be an int or None, not {type(slot).__name__}")
-    _slot = slot
+    HANDOFF.slot = slot
 
 
 def worker_slot() -> int | None:
     """This process's ``gunicorn.worker.slot``: set in a worker, ``None`` in the arbiter and outside gunicorn."""
-    return _slot
+    return HANDOFF.slot

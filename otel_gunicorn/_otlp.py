@@ -89,15 +89,11 @@ class _AttemptLines(logging.Filter):
 
 
 _ATTEMPT_LINES = _AttemptLines()
-_installed = False
 
 
 def _hold_back_attempt_lines() -> None:
-    global _installed
-    if not _installed:
-        for name in ATTEMPT_LOGGERS:
-            logging.getLogger(name).addFilter(_ATTEMPT_LINES)
-        _installed = True
+    for name in ATTEMPT_LOGGERS:
+        logging.getLogger(name).addFilter(_ATTEMPT_LINES)  # once: addFilter ignores a filter already there
 
 
 R = TypeVar("R")

@@ -21,14 +21,13 @@ GROUP = "opentelemetry_propagator"
 #: what the API uses when the variable is unset
 DEFAULT = "tracecontext,baggage"
 
-#: the warning :func:`drop_unknown` left for the arbiter, if any
-pending_warning: str | None = None
+#: the warning :func:`drop_unknown` left for the arbiter to log once gunicorn's logging is set up (at most one)
+_pending: list[str] = []
 
 
 def drop_unknown(environ: MutableMapping[str, str]) -> str | None:
     """Remove the names of propagators that are not installed from ``OTEL_PROPAGATORS`` in ``environ``; keep the
     others (none left: the default). Returns the warning to log, or None when the variable is fine."""
-    global pending_warning
     raw = environ.get(OTEL_PROPAGATORS, "")
     names = [name.strip() for name in raw.split(",") if name.strip()]
     if not names or any(name.lower() == "none" for name in names):
@@ -39,8 +38,14 @@ def drop_unknown(environ: MutableMapping[str, str]) -> str | None:
         return None
     known = [name for name in names if name in installed]
     environ[OTEL_PROPAGATORS] = ",".join(known) or DEFAULT
-    pending_warning = (
+    warning = (
         f"{OTEL_PROPAGATORS}={raw!r}: no installed propagator is called {', '.join(map(repr, unknown))} "
         f"(installed: {', '.join(sorted(installed))}); using {environ[OTEL_PROPAGATORS]!r}"
     )
-    return pending_warning
+    _pending[:] = [warning]
+    return warning
+
+
+def take_pending_warning() -> str | None:
+    """The warning :func:`drop_unknown` found, once (the arbiter logs it when its logging is ready); else None."""
+    return _pending.pop() if _pending else None

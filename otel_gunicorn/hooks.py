@@ -34,6 +34,7 @@ from otel_gunicorn._gunicorn_log import forward_to_gunicorn
 from otel_gunicorn._hook_chain import HookChain
 from otel_gunicorn._worker import dirty as _dirty
 from otel_gunicorn._worker import runtime as _worker
+from otel_gunicorn._worker.process_state import WORKER as _WORKER
 
 __all__ = [
     "child_exit",
@@ -80,7 +81,8 @@ def pre_fork(server: Any, worker: Any) -> None:
     """Arbiter, just before a worker forks: give it the smallest free ``gunicorn.worker.slot``."""
     _CHAIN.ours_called("pre_fork")
     _chain_into(server)
-    if not _ready_done:  # the user's when_ready replaced ours without calling it (and ours was not chained in time)
+    # the user's when_ready replaced ours without calling it (and ours was not chained in time)
+    if not _arbiter.STATE.ready:
         _CHAIN.report_forgotten("when_ready")
         _ready(server)
     runtime = _arbiter.current()
@@ -105,14 +107,14 @@ def pre_request(worker: Any, req: Any) -> None:
     """Worker, on the thread/greenlet/loop about to run the request: count it in flight, record its queue time."""
     if _CHAIN.active:  # tested here rather than inside: this runs on every request
         _CHAIN.ours_called("pre_request")
-    _worker.request_started(req)
+    _WORKER.request_started(req)
 
 
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     """Worker, after the response (streamed body included) is sent: record the request's duration."""
     if _CHAIN.active:
         _CHAIN.ours_called("post_request")
-    _worker.request_finished(req, resp)
+    _WORKER.request_finished(req, resp)
 
 
 def worker_abort(worker: Any) -> None:
@@ -183,10 +185,9 @@ def _warn_forgotten(name: str) -> None:
 
 _CHAIN = HookChain({name: globals()[name] for name in __all__}, _warn_forgotten)
 
-# What our first two arbiter hooks do, so that a later one of ours can still do it (with a warning) when the user's
-# hook replaced ours without calling it. Both happen before the first fork either way.
-_started = False
-_ready_done = False
+# Whether our first two arbiter hooks did their work (``_arbiter.STATE.started`` / ``.ready``), so that a later one of
+# ours can still do it (with a warning) when the user's hook replaced ours without calling it. Both happen before the
+# first fork either way.
 
 
 def _chain_into(server: Any) -> None:
@@ -198,19 +199,17 @@ def _chain_into(server: Any) -> None:
 
 
 def _starting(server: Any) -> None:
-    global _started
-    if _started:
+    if _arbiter.STATE.started:
         return
-    _started = True
+    _arbiter.STATE.started = True
     forward_to_gunicorn()
     _arbiter.check_config()
     _arbiter.prepare_dirty(server)
 
 
 def _ready(server: Any) -> None:
-    global _ready_done
-    if not _started:
+    if not _arbiter.STATE.started:
         _CHAIN.report_forgotten("on_starting")
         _starting(server)
-    _ready_done = True
+    _arbiter.STATE.ready = True
     _arbiter.start(server)

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from otel_gunicorn import _environment as env
-from otel_gunicorn._arbiter.forklock import ForkLock
 from otel_gunicorn._config import Config
+from otel_gunicorn._fork import ForkLock
 from otel_gunicorn._gunicorn_log import applied_log_format
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._wire import FrameKind, encode_frame

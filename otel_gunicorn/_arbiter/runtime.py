@@ -3,9 +3,11 @@
 Runs in the arbiter (gunicorn master) only. One :class:`ArbiterRuntime` per master, started in ``when_ready`` (after
 gunicorn may have daemonised, before the first worker fork) and stopped in ``on_exit``.
 
-Fork discipline: ``os.register_at_fork`` (not ``pre_fork``, which misses the USR2 re-exec fork) takes the runtime lock
-before every fork so no arbiter thread is mid-update when the address space is copied, releases it afterwards in the
-parent, and in the child closes every arbiter socket and hands the worker side what it needs to report.
+Fork discipline: the process's one at-fork registration (:mod:`otel_gunicorn._fork`, stage "arbiter runtime"; not
+``pre_fork``, which misses the USR2 re-exec fork) takes the runtime lock before every fork so no arbiter thread is
+mid-update when the address space is copied, releases it afterwards in the parent, and in the child closes every
+arbiter socket and hands the worker side what it needs to report. Everything this process keeps between hooks is one
+:class:`ArbiterState`, :data:`STATE`.
 
 The rules for workers' lives live in :mod:`otel_gunicorn._arbiter.lifecycle` (pure) and the data in
 :mod:`otel_gunicorn._arbiter.merge`; this module only reads gunicorn's state, takes the lock and applies decisions.
@@ -17,6 +19,7 @@ before ``when_ready``, so :func:`prepare_dirty` (``on_starting``) reserves the c
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -31,7 +34,6 @@ from otel_gunicorn import _handoff, _propagators
 from otel_gunicorn._arbiter import server_metrics
 from otel_gunicorn._arbiter.channel import ChannelServer, reserve_directory, socket_path
 from otel_gunicorn._arbiter.dirty import DirtyPool
-from otel_gunicorn._arbiter.forklock import FORK_WAIT, ForkLock
 from otel_gunicorn._arbiter.lifecycle import Actions, WorkerLifecycle
 from otel_gunicorn._arbiter.merge import MergeStore
 from otel_gunicorn._arbiter.otlp import OtlpPusher
@@ -39,6 +41,7 @@ from otel_gunicorn._arbiter.peer import is_running, read_proc_stat
 from otel_gunicorn._arbiter.prometheus import PrometheusEndpoint
 from otel_gunicorn._arbiter.tls import check_certificates
 from otel_gunicorn._config import Config, ConfigError, fail_fast
+from otel_gunicorn._fork import FORK, FORK_WAIT, ForkLock
 from otel_gunicorn._instruments import DIRTY_CALLS_ACTIVE, DIRTY_SLOT_ATTRIBUTE, SLOT_ATTRIBUTE
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._snapshot import Snapshot, metrics_data_from_snapshot, payload_from_snapshot
@@ -248,41 +251,59 @@ def server_resource_attributes(resource: Resource) -> dict[str, Any]:
     return {k: v for k, v in resource.attributes.items() if k != "process.pid"}
 
 
-_current: ArbiterRuntime | None = None
-#: the channel directory on_starting reserved for the dirty side (prepare_dirty); the runtime's channel binds in it
-_reserved_dir: str | None = None
-_spans_and_logs_only: tuple[Config, None, dict[str, Any]] | None = None
-_config: Config | None = None
-_fork_handlers_registered = False
+@dataclasses.dataclass
+class ArbiterState:
+    """Everything otel_gunicorn keeps in an arbiter process, in one object: a reader sees all of it at once, and
+    :meth:`reset` (tests) clears it in one call. Written on gunicorn's main thread only (its hooks)."""
+
+    #: the configuration ``on_starting`` read, once per master (a bad value stopped gunicorn instead)
+    config: Config | None = None
+    #: ``on_starting`` / ``when_ready`` have done their work (a user's hook may have replaced ours: hooks.py)
+    started: bool = False
+    ready: bool = False
+    #: the channel directory ``on_starting`` reserved for the dirty side (:func:`prepare_dirty`), the channel's later
+    reserved_dir: str | None = None
+    #: the running runtime (metrics on); dropped in every forked child
+    runtime: ArbiterRuntime | None = None
+    #: metrics off: what a worker still inherits for its spans and log export
+    spans_and_logs_only: _handoff.ArbiterLink | None = None
+
+    def reset(self) -> None:
+        """Back to a process where no hook has run."""
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, field.default)
+
+
+#: this arbiter's state (see :class:`ArbiterState`)
+STATE = ArbiterState()
 
 
 def _before_fork() -> None:
-    if _current is not None:
-        _current.before_fork()
+    if STATE.runtime is not None:
+        STATE.runtime.before_fork()
 
 
 def _after_fork_in_parent() -> None:
-    if _current is not None:
-        _current.after_fork_in_parent()
+    if STATE.runtime is not None:
+        STATE.runtime.after_fork_in_parent()
 
 
 def _after_fork_in_child() -> None:
-    global _current, _spans_and_logs_only
-    runtime, _current = _current, None
+    runtime, link = STATE.runtime, STATE.spans_and_logs_only
+    STATE.reset()  # the child is a worker: none of the arbiter's state is its own
     if runtime is not None:
         runtime.after_fork_in_child()
-    elif _spans_and_logs_only is not None:  # metrics off: the worker still gets its spans and log export
-        _handoff.inherit(*_spans_and_logs_only)
-    _spans_and_logs_only = None
+    elif link is not None:  # metrics off: the worker still gets its spans and log export
+        _handoff.inherit(link.config, link.channel_path, link.resource_attributes)
 
 
-def _register_fork_handlers() -> None:
-    global _fork_handlers_registered
-    if not _fork_handlers_registered:
-        os.register_at_fork(
-            before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
-        )
-        _fork_handlers_registered = True
+def _join_fork_handlers() -> None:
+    FORK.join(
+        "arbiter runtime",
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 # ---------------------------------------------------------------- what the gunicorn hooks call
@@ -294,17 +315,16 @@ def check_config(environ: dict[str, str] | None = None) -> Config:
     A web-config's certificate, key and client CA are loaded here too: ``Config.from_env`` only parses the file, and a
     pair that does not load must stop gunicorn now, not at the first scrape.
     """
-    global _config
     source = os.environ if environ is None else environ
-    if _propagators.pending_warning is not None:  # found at import time, before gunicorn's logging was set up
-        _log.warning("otel_gunicorn: %s", _propagators.pending_warning)
-        _propagators.pending_warning = None
+    pending = _propagators.take_pending_warning()  # found at import time, before gunicorn's logging was set up
+    if pending is not None:
+        _log.warning("otel_gunicorn: %s", pending)
     try:
         config = Config.from_env(source)
         check_certificates(config.prometheus_web_config, source)
     except ConfigError as exc:
         fail_fast(exc)
-    _config = config
+    STATE.config = config
     return config
 
 
@@ -312,46 +332,44 @@ def prepare_dirty(server: Any) -> None:
     """``on_starting``: when gunicorn will fork a dirty arbiter (gunicorn >= 25 with ``dirty_apps``), reserve the
     channel's directory now and record its path for the dirty side, which is forked before ``when_ready`` starts the
     channel. Without dirty apps, or with metrics off, nothing happens."""
-    global _reserved_dir
     cfg = getattr(server, "cfg", None)
     dirty_workers = getattr(cfg, "dirty_workers", 0)  # gunicorn < 25: no such setting
     if not (isinstance(dirty_workers, int) and dirty_workers > 0 and getattr(cfg, "dirty_apps", None)):
         return
-    config = _config or check_config()
-    if _reserved_dir is not None or not (config.enabled and config.metrics_enabled):
+    config = STATE.config or check_config()
+    if STATE.reserved_dir is not None or not (config.enabled and config.metrics_enabled):
         return
     try:
-        _reserved_dir = reserve_directory(config.channel_dir)
+        STATE.reserved_dir = reserve_directory(config.channel_dir)
     except OSError as exc:
         _log.warning("otel_gunicorn: no metrics from dirty workers, the channel directory failed: %s", exc)
         return
-    _handoff.reserve_for_dirty(config, socket_path(_reserved_dir))
+    _handoff.reserve_for_dirty(config, socket_path(STATE.reserved_dir))
 
 
 def start(server: Any) -> None:
     """Start the arbiter side (idempotent: ``when_ready`` runs once per master, never again on HUP)."""
-    global _current, _spans_and_logs_only
-    config = _config or check_config()
-    if _current is not None or not config.enabled:
+    config = STATE.config or check_config()
+    if STATE.runtime is not None or not config.enabled:
         return
-    _register_fork_handlers()
+    _join_fork_handlers()
     if not config.metrics_enabled:
         # OTEL_METRICS_EXPORTER=none: no channel, no endpoint; workers still trace and export logs if asked to
         resource = Resource.create({"host.name": socket.gethostname()})
-        _spans_and_logs_only = (config, None, server_resource_attributes(resource))
+        STATE.spans_and_logs_only = _handoff.ArbiterLink(config, None, server_resource_attributes(resource))
         return
     runtime = None
     try:
-        runtime = ArbiterRuntime(config, server, _reserved_dir)
+        runtime = ArbiterRuntime(config, server, STATE.reserved_dir)
         runtime.start()
     except Exception:  # noqa: BLE001 - telemetry must never take the server down: it runs without it
         _log.exception("otel_gunicorn: could not start in the arbiter; the application runs without its telemetry")
         if runtime is not None:
             _stop_quietly(runtime)
-        elif _reserved_dir is not None:  # the channel never took the reserved directory over
-            shutil.rmtree(_reserved_dir, ignore_errors=True)
+        elif STATE.reserved_dir is not None:  # the channel never took the reserved directory over
+            shutil.rmtree(STATE.reserved_dir, ignore_errors=True)
         return
-    _current = runtime
+    STATE.runtime = runtime
 
 
 def _stop_quietly(runtime: ArbiterRuntime) -> None:
@@ -362,12 +380,11 @@ def _stop_quietly(runtime: ArbiterRuntime) -> None:
 
 
 def stop() -> None:
-    global _current
-    runtime, _current = _current, None
+    runtime, STATE.runtime = STATE.runtime, None
     if runtime is not None:
         runtime.stop()
 
 
 def current() -> ArbiterRuntime | None:
     """The running arbiter runtime of this process, if any."""
-    return _current
+    return STATE.runtime

@@ -16,7 +16,8 @@ handed to it so that it warns and drops them in its own words. Observable instru
 Hazards: measurements come from several threads at once (gthread), so each instrument keeps its series under its own
 lock, taken with ``acquire``/``release`` (half the cost of ``with``, measured) and never held while logging from a
 request thread except on a series' first measurement. A process the application forks inherits the locks in any
-state: they are replaced in the child (``os.register_at_fork``).
+state: they are replaced in the child (the process's fork handlers, :mod:`otel_gunicorn._fork`, stage "app
+instruments").
 
 ``add``, ``record`` and ``set`` repeat the same preamble (the attributes' key, the exemplar check) instead of calling
 a shared helper: a Python call costs ~0.5–0.7 k instructions, a sixth of a whole measurement here.
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import threading
 import weakref
@@ -47,6 +47,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import TraceFlags
 from opentelemetry.util.types import Attributes
 
+from otel_gunicorn._fork import FORK
 from otel_gunicorn._otel_compat import (
     SDK_CARDINALITY_LIMIT,
     SDK_DEFAULT_BOUNDARIES,
@@ -448,6 +449,17 @@ class FastGauge(_FastInstrument, APIGauge):
 FastSynchronous = FastCounter | FastUpDownCounter | FastHistogram | FastGauge
 
 
+def _fresh_locks_in_child() -> None:
+    """In a process the application forked: every instrument's lock replaced (another thread may have held one)."""
+    for registry in list(_LIVE):
+        registry._reset_locks()
+
+
+#: every live registry of this process, for the fork handler (weakly: a provider shut down and dropped goes)
+_LIVE: weakref.WeakSet[AppInstruments] = weakref.WeakSet()
+FORK.join("app instruments", after_in_child=_fresh_locks_in_child)
+
+
 class AppInstruments:
     """Every fast instrument of one provider, by the SDK instrument each stands for, and their reports."""
 
@@ -456,14 +468,7 @@ class AppInstruments:
         self._lock = threading.Lock()
         self._by_sdk: dict[int, tuple[Any, FastSynchronous]] = {}
         self._errors = RateLimitedLogger(_log)
-        registry = weakref.ref(self)
-
-        def after_fork_in_child() -> None:
-            alive = registry()
-            if alive is not None:
-                alive._reset_locks()
-
-        os.register_at_fork(after_in_child=after_fork_in_child)
+        _LIVE.add(self)
 
     def fast(self, sdk: Any, make: Callable[[], FastSynchronous]) -> FastSynchronous:
         """The fast instrument standing for ``sdk``, made by ``make`` the first time: the SDK returns the same

@@ -30,6 +30,7 @@ from otel_gunicorn import _environment as env
 from otel_gunicorn import _handoff
 from otel_gunicorn._worker import app_boundary, server_gauges
 from otel_gunicorn._worker.log_export import build_log_export
+from otel_gunicorn._worker.process_state import WORKER
 from otel_gunicorn._worker.reporter import ChannelExporter, reporting_meter
 from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.requests import RequestObserver
@@ -69,7 +70,7 @@ class WorkerRuntime:
         )
         self.provider, meter = reporting_meter(exporter, interval, "worker forked")
         server_gauges.register(meter, state, self.request_stats)
-        if _own_listeners:
+        if WORKER.own_listeners:
             server_gauges.register_own_listeners(meter, worker)
 
     def shutdown(self, reason: str) -> None:
@@ -142,40 +143,21 @@ def _wrap_application(worker: Any, observer: RequestObserver, state: WorkerState
         _log.warning("otel_gunicorn: worker %d could not wrap its application", os.getpid(), exc_info=True)
 
 
-_runtime: WorkerRuntime | None = None
-
-
 def start(worker: Any) -> WorkerRuntime | None:
     """Build this worker's runtime; a no-op outside a worker forked by a running otel_gunicorn arbiter."""
-    global _runtime
     arbiter = _handoff.inherited()
-    if arbiter is None or _runtime is not None:
-        return _runtime
+    if arbiter is None or WORKER.runtime is not None:
+        return WORKER.runtime
     try:
-        _runtime = WorkerRuntime(worker, arbiter)
+        runtime = WORKER.runtime = WorkerRuntime(worker, arbiter)
     except Exception:  # noqa: BLE001 - a worker that cannot build its telemetry must still serve
         _log.exception("otel_gunicorn: worker %d could not start its telemetry; it serves without", os.getpid())
         return None
-    _bind_request_hooks(_runtime)
-    _pin_request_hooks(worker)
-    return _runtime
-
-
-def _not_measured(*_args: Any) -> None:
-    """Where requests are not measured through the hooks (no runtime, or the application is wrapped instead)."""
-
-
-#: What ``hooks.pre_request`` / ``hooks.post_request`` call: the observer's own bound methods once the runtime
-#: measures requests through the hooks, so a request pays no function layer of ours in between.
-request_started: Callable[[Any], None] = _not_measured
-request_finished: Callable[[Any, Any], None] = _not_measured
-
-
-def _bind_request_hooks(runtime: WorkerRuntime) -> None:
-    global request_started, request_finished
     if runtime.requests is not None:
-        request_started = runtime.requests.started
-        request_finished = runtime.requests.finished
+        WORKER.request_started = runtime.requests.started
+        WORKER.request_finished = runtime.requests.finished
+    _pin_request_hooks(worker)
+    return runtime
 
 
 def _pin_request_hooks(worker: Any) -> None:
@@ -201,23 +183,19 @@ def _pin_request_hooks(worker: Any) -> None:
                 pass
 
 
-_own_listeners = False
-
-
 def forked(server: Any, worker: Any) -> None:
     """Right after the fork: log records carry the worker's ``gunicorn.worker.slot`` from now on, and we note
     whether the worker listens on sockets of its own (``reuse_port`` on gunicorn >= 24 binds them in the child;
     before that, and without reuse_port, the sockets are the arbiter's, which measures them itself)."""
-    global _own_listeners
     _handoff.set_worker_slot(_handoff.slot_of(worker))
     inherited = {id(listener) for listener in getattr(server, "LISTENERS", None) or []}
     sockets = getattr(worker, "sockets", None) or []
-    _own_listeners = bool(sockets) and not any(id(listener) in inherited for listener in sockets)
+    WORKER.own_listeners = bool(sockets) and not any(id(listener) in inherited for listener in sockets)
 
 
 def aborting() -> None:
     """``worker_abort`` (the arbiter's SIGABRT for a missed ``--timeout``): requests cut off are timeouts."""
-    runtime = _runtime
+    runtime = WORKER.runtime
     if runtime is not None and runtime.requests is not None:
         runtime.requests.abort()
 
@@ -241,8 +219,7 @@ def exit_reason() -> str:
 
 def shutdown() -> None:
     """Graceful worker exit: final report and goodbye."""
-    global _runtime
-    runtime, _runtime = _runtime, None
+    runtime, WORKER.runtime = WORKER.runtime, None
     if runtime is not None:
         _abandon_requests(runtime)
         runtime.shutdown(exit_reason())

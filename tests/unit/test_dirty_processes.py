@@ -96,7 +96,7 @@ def test_no_limit_without_a_number(channel):
 
 @pytest.fixture
 def dirty_link(monkeypatch, channel):
-    monkeypatch.setattr(_handoff, "_dirty_link", _handoff.ArbiterLink(Config(), channel.getsockname(), {}))
+    monkeypatch.setattr(_handoff.HANDOFF, "dirty_link", _handoff.ArbiterLink(Config(), channel.getsockname(), {}))
 
 
 def fake_dirty_arbiter(runs: list[str]):
@@ -118,7 +118,7 @@ def test_manage_workers_reports_after_each_run(channel):
 
 def test_without_a_dirty_link_the_dirty_arbiter_is_left_alone(monkeypatch):
     """No channel reserved (no otel_gunicorn on_starting, metrics off): gunicorn's method stays as it was."""
-    monkeypatch.setattr(_handoff, "_dirty_link", None)
+    monkeypatch.setattr(_handoff.HANDOFF, "dirty_link", None)
     arbiter = fake_dirty_arbiter([])
     original = arbiter.manage_workers
     dirty_arbiter.start(arbiter)

@@ -132,9 +132,9 @@ def test_without_a_dirty_pool_no_dirty_metric(tmp_path):
 @pytest.fixture
 def fresh(monkeypatch, tmp_path):
     """The arbiter module as before on_starting, configured to put its channel under tmp_path."""
-    monkeypatch.setattr(arbiter_runtime, "_config", Config(channel_dir=str(tmp_path)))
-    monkeypatch.setattr(arbiter_runtime, "_reserved_dir", None)
-    monkeypatch.setattr(_handoff, "_dirty_link", None)
+    monkeypatch.setattr(arbiter_runtime.STATE, "config", Config(channel_dir=str(tmp_path)))
+    monkeypatch.setattr(arbiter_runtime.STATE, "reserved_dir", None)
+    monkeypatch.setattr(_handoff.HANDOFF, "dirty_link", None)
 
 
 def gunicorn_server(**settings):
@@ -167,7 +167,7 @@ def test_without_a_dirty_pool_nothing_is_reserved(tmp_path, settings):
 @pytest.mark.usefixtures("fresh")
 def test_metrics_off_reserve_nothing(monkeypatch, tmp_path):
     """OTEL_METRICS_EXPORTER=none: no channel, so nothing for the dirty side either."""
-    monkeypatch.setattr(arbiter_runtime, "_config", Config(metrics_exporters=frozenset({"none"})))
+    monkeypatch.setattr(arbiter_runtime.STATE, "config", Config(metrics_exporters=frozenset({"none"})))
     arbiter_runtime.prepare_dirty(gunicorn_server(dirty_workers=2, dirty_apps=["models:Model"]))
     assert None is _handoff.dirty_link()
 
@@ -178,7 +178,7 @@ def test_the_channel_binds_where_the_dirty_side_looks(tmp_path):
     server = gunicorn_server(dirty_workers=2, dirty_apps=["models:Model"])
     arbiter_runtime.prepare_dirty(server)
     config = Config(metrics_exporters=frozenset(), channel_dir=str(tmp_path))
-    rt = ArbiterRuntime(config, server, arbiter_runtime._reserved_dir)
+    rt = ArbiterRuntime(config, server, arbiter_runtime.STATE.reserved_dir)
     bound = os.path.exists(_handoff.dirty_link().channel_path)
     rt.channel.stop()
     assert (True, []) == (bound, list(tmp_path.iterdir()))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from otel_gunicorn._arbiter import otlp
-from otel_gunicorn._arbiter.forklock import ForkLock
+from otel_gunicorn._fork import ForkLock
 from otel_gunicorn._config import Config, ConfigError
 from tests.unit.records import Records
 

@@ -10,7 +10,7 @@ from otel_gunicorn import _propagators
 @pytest.fixture(autouse=True)
 def _no_warning_left_behind():
     yield
-    _propagators.pending_warning = None  # the arbiter would log it in a later test
+    _propagators.take_pending_warning()  # the arbiter would log it in a later test
 
 
 @pytest.mark.parametrize(

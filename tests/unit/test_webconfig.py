@@ -474,7 +474,7 @@ def test_client_ca_not_pem(pki: Path) -> None:
 @pytest.fixture
 def web_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], dict[str, str]]:
     """Factory: an environment naming a web-config file holding the text given; check_config's record is restored."""
-    monkeypatch.setattr(runtime, "_config", None)
+    monkeypatch.setattr(runtime.STATE, "config", None)
 
     def environ(text: str) -> dict[str, str]:
         path = tmp_path / "web.yml"

@@ -41,6 +41,7 @@ from opentelemetry.sdk.metrics.export import MetricExportResult, MetricsData
 
 from otel_gunicorn import _handoff
 from otel_gunicorn._worker.dirty.calls import CallMetrics
+from otel_gunicorn._worker.process_state import WORKER
 from otel_gunicorn._worker.reporter import ChannelExporter, reporting_meter
 
 _log = logging.getLogger("otel_gunicorn")
@@ -105,16 +106,12 @@ class DirtyWorkerRuntime:
         self.exporter.goodbye("timeout" if self.aborted else reason)
 
 
-_runtime: DirtyWorkerRuntime | None = None
-
-
 def start(worker: Any) -> DirtyWorkerRuntime | None:
     """``dirty_worker_init``: build this dirty worker's runtime and measure its calls; a no-op unless the arbiter
     reserved a channel for the dirty side."""
-    global _runtime
     link = _handoff.dirty_link()
-    if link is None or link.channel_path is None or _runtime is not None:
-        return _runtime
+    if link is None or link.channel_path is None or WORKER.dirty_runtime is not None:
+        return WORKER.dirty_runtime
     try:
         runtime = DirtyWorkerRuntime(link, _timeout_error())
         _instrument(worker, runtime)
@@ -122,7 +119,7 @@ def start(worker: Any) -> DirtyWorkerRuntime | None:
     except Exception:  # noqa: BLE001 - a dirty worker that cannot build its telemetry must still serve
         _log.exception("otel_gunicorn: dirty worker %d could not start its telemetry; it serves without", os.getpid())
         return None
-    _runtime = runtime
+    WORKER.dirty_runtime = runtime
     return runtime
 
 
