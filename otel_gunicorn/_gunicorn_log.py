@@ -232,7 +232,7 @@ class _LastResort(logging.StreamHandler):  # type: ignore[type-arg]
         logging.Handler.__init__(self, logging.WARNING)  # not StreamHandler's: it would pin today's sys.stderr
         self.setFormatter(formatter)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> object:
         return sys.stderr
 

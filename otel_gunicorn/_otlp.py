@@ -176,7 +176,7 @@ class ObservedLogExporter(LogRecordExporter):
         )
 
     def shutdown(self) -> None:
-        self.exporter.shutdown()
+        self.exporter.shutdown()  # type: ignore[no-untyped-call]  # the SDK's LogRecordExporter.shutdown is unannotated
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.exporter.force_flush(timeout_millis)

@@ -41,10 +41,10 @@ def begin() -> contextvars.Token[list[tuple[int, int] | None] | None]:
 def end(token: object) -> bool:
     """The request is over (same thread, greenlet or task as :func:`begin`). Returns whether ``token`` came from
     :func:`begin`: any other token (``opentelemetry.context.attach``'s) is left alone, for its owner to detach."""
-    if token.__class__ is not _Token or token.var is not _request:  # type: ignore[attr-defined]
+    if token.__class__ is not _Token or token.var is not _request:
         return False
     try:
-        _reset(token)  # type: ignore[arg-type]
+        _reset(token)
     except ValueError:  # ended in another context than it began (a server's oddity): just forget it here
         _set(None)
     return True
@@ -52,7 +52,7 @@ def end(token: object) -> bool:
 
 def is_token(token: object) -> bool:
     """Whether ``token`` came from :func:`begin` (and not from ``opentelemetry.context.attach``)."""
-    return token.__class__ is _Token and token.var is _request  # type: ignore[attr-defined]
+    return token.__class__ is _Token and token.var is _request
 
 
 def current_ids() -> tuple[int, int] | None:

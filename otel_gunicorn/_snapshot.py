@@ -50,7 +50,7 @@ from otel_gunicorn._wire import ProtocolError
 
 _log = logging.getLogger("otel_gunicorn")
 
-AttrValue = str | bool | int | float | tuple
+AttrValue = str | bool | int | float | tuple[Any, ...]
 AttrKey = tuple[tuple[str, AttrValue], ...]
 
 

@@ -296,7 +296,8 @@ def _strict_loader() -> type:
                     where = f"key {key!r} on line {key_node.start_mark.line + 1}"
                     raise WebConfigError(where, accepted="each key once per mapping", problem="is duplicated")
                 seen.add(key)
-            return super().construct_mapping(node, deep=deep)
+            mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)  # PyYAML ships no type information
+            return mapping
 
     return StrictLoader
 

@@ -118,7 +118,7 @@ def _span_exporter(config: Config) -> SpanExporter:
 def one_line_span(span: ReadableSpan) -> str:
     """A span as one compact JSON object and a newline: the SDK's default indents it over dozens of lines, which
     would break a JSON log stream (``OTEL_GUNICORN_LOG_FORMAT=json``) into fragments between the access lines."""
-    return span.to_json(indent=None) + "\n"
+    return f"{span.to_json(indent=None)}\n"
 
 
 class RequestTracing:

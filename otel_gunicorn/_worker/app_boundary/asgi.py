@@ -91,7 +91,8 @@ class ASGIRequests(BoundaryMiddleware):
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Send) -> None:
         exchange = self._begin(scope, send)
         if exchange is None:
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         try:
             await self.app(scope, receive, exchange.send)
         except BaseException:

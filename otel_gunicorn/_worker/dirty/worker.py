@@ -129,7 +129,8 @@ def _timeout_error() -> type[BaseException] | None:
         from gunicorn.dirty.errors import DirtyTimeoutError
     except ImportError:
         return None
-    return DirtyTimeoutError
+    error: type[BaseException] = DirtyTimeoutError  # gunicorn ships no type information
+    return error
 
 
 def _instrument(worker: Any, runtime: DirtyWorkerRuntime) -> None:
