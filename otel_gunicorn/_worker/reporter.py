@@ -44,7 +44,7 @@ from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._snapshot import Snapshot, attach_exemplars, payload_from_metrics_data, payload_from_snapshot
 from otel_gunicorn._version import __version__
 from otel_gunicorn._wire import FrameKind, encode_frame
-from otel_gunicorn._worker.app_instruments import AppMeterProvider
+from otel_gunicorn._worker.app_meter import AppMeterProvider
 
 _log = logging.getLogger("otel_gunicorn")
 

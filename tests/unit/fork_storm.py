@@ -27,7 +27,7 @@ from opentelemetry.sdk.resources import Resource
 from otel_gunicorn import _handoff
 from otel_gunicorn._arbiter import runtime as arbiter
 from otel_gunicorn._gunicorn_log import forward_to_gunicorn
-from otel_gunicorn._worker.app_instruments import AppMeterProvider
+from otel_gunicorn._worker.app_meter import AppMeterProvider
 
 #: how long a holder keeps its lock once the main thread may fork
 HOLD = 0.03

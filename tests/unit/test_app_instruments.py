@@ -29,13 +29,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from otel_gunicorn._snapshot import Kind, payload_from_metrics_data, payload_from_snapshot
 from otel_gunicorn._worker import app_instruments
-from otel_gunicorn._worker.app_instruments import (
-    DEFAULT_BOUNDARIES,
-    OVERFLOW_KEY,
-    AppMeterProvider,
-    FastCounter,
-    FastHistogram,
-)
+from otel_gunicorn._worker.app_instruments import DEFAULT_BOUNDARIES, OVERFLOW_KEY, FastCounter, FastHistogram
+from otel_gunicorn._worker.app_meter import AppMeterProvider
 
 
 @pytest.fixture
