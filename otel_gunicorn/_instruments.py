@@ -7,6 +7,8 @@ series — ``promtool check metrics`` rejects a gauge called ``gunicorn_worker_c
 
 One table for both process sides: the worker builds its SDK instruments from it, the arbiter builds its merged
 points from it, and ``docs/metrics.md`` is generated from it (a test fails when they disagree).
+
+One piece (~490 lines, most of them the table itself): a catalogue read in one place is the point of having one.
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ WORKER_COUNT = Instrument(
     ("gunicorn.worker.state",),
     "arbiter",
     REQUEST_CLASSES,
-    "busy == limit for long means every worker is occupied: requests queue up.",
+    "busy == limit for long means every worker is occupied: requests queue up. A server that has served nothing "
+    "yet: all idle.",
 )
 WORKER_LIMIT = Instrument(
     "gunicorn.worker.limit",

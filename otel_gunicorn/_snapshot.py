@@ -16,6 +16,9 @@ as valid as ever.
 
 Everything is cumulative since the worker started: a lost report loses nothing but freshness, and the arbiter
 can apply the same report twice without counting anything twice.
+
+One piece (~590 lines): one data model and its three forms (SDK data, snapshot, wire payload) with the validation
+between them; split, each conversion would sit away from the types and the checks it must agree with.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ alone: :func:`load_web_config` reads the file, :func:`parse_yaml` turns its text
 ``_arbiter/tls.py`` and ``_arbiter/basic_auth.py``.
 
 Runs in the arbiter, from ``Config.from_env`` in ``on_starting``, before any fork; imports neither process side, so it
-loads anywhere. Unlike exporter-toolkit the file is not re-read per connection: a renewed certificate needs a gunicorn
+loads anywhere. One piece (~400 lines, half of it the schema's rows and their messages): the schema and its checker
+read together. Unlike exporter-toolkit the file is not re-read per connection: a renewed certificate needs a gunicorn
 restart.
 
 Hazards:
