@@ -86,7 +86,9 @@ class Gunicorn(LoggedProcess):
 
     ``workers``: add ``-w workers`` and wait until that many workers run. ``metrics_port``: where the endpoint is
     expected; by default the ``OTEL_EXPORTER_PROMETHEUS_PORT`` given in ``env``, else a free port that is passed
-    to the server in it. ``script``: start through the console script (see :func:`command`).
+    to the server in it. ``script``: start through the console script (see :func:`command`). ``probe=False``: send
+    the application no readiness request (``/ready`` is a request all the same, measured like any other), for a
+    test of a server that has served none; ready then means its ``workers`` run and its endpoint serves.
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class Gunicorn(LoggedProcess):
         script: bool = False,
         name: str = "gunicorn",
         timeout: float = 30.0,
+        probe: bool = True,
     ) -> None:
         env = dict(env or {})
         self.port = net.free_port()
@@ -127,7 +130,8 @@ class Gunicorn(LoggedProcess):
         )
 
         def ready() -> None:
-            wait_until(self._app_ready, timeout, what=f"{name} to answer")
+            if probe:
+                wait_until(self._app_ready, timeout, what=f"{name} to answer")
             if workers:
                 wait_until(lambda: len(self.worker_pids()) == workers, timeout, what=f"{name}'s {workers} workers")
             if wait_metrics:

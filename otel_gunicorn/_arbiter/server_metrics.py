@@ -46,9 +46,12 @@ def collect(server: Any, store: MergeStore, exits: dict[str, int]) -> Snapshot:
     if isinstance(limit, int):
         snapshot[inst.WORKER_LIMIT.meta] = {(): limit}
 
-    # busy/idle is known only where workers report in-flight requests (the hook-driven worker classes)
+    # busy/idle is known where workers measure their requests (every class but one whose application cannot be
+    # wrapped). Such a worker reports its average concurrency from its first report on, its requests in flight from
+    # its first request on: reporting the former without the latter, it has served none yet and is idle.
     in_flight = store.sums_by_pid(inst.ACTIVE_REQUESTS.name)
-    if in_flight:
+    measuring = in_flight.keys() | store.sums_by_pid(inst.CONCURRENCY.name).keys()
+    if any(pid in measuring for pid in workers):
         busy = sum(1 for pid in workers if in_flight.get(pid, 0) > 0)
         snapshot[inst.WORKER_COUNT.meta] = {
             (("gunicorn.worker.state", "busy"),): busy,

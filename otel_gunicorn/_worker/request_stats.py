@@ -112,6 +112,9 @@ class RequestStats:
         self._served_seconds = 0.0
         self._in_flight = 0
         self._start_sum = 0.0
+        #: whether an application wrapper feeds these statistics (set by ``app_boundary.install``): the only way
+        #: requests reach them in a worker class that calls no request hooks
+        self.wrapped = False
 
     def known_key(self, key: AttrKey) -> None:
         """``key`` will be used by requests registered in :attr:`in_flight`: report it from now on, 0 when idle."""

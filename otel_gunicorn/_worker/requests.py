@@ -119,6 +119,12 @@ class RequestObserver:
         #: the class of the last request seen without ``headers_bytes`` (gunicorn's WSGI request, as a rule)
         self._str_headers_class: type | None = None
 
+    def wrapping(self) -> None:
+        """An application wrapper feeds this observer from now on (the worker class calls no request hooks): its
+        statistics measure requests."""
+        if self._stats is not None:
+            self._stats.wrapped = True
+
     # ---------------------------------------------------------------- the core both paths feed
 
     def begin(

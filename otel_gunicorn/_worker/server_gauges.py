@@ -77,19 +77,24 @@ def register(meter: Meter, state: WorkerStateReader, requests: RequestStats | No
 
     _gauge(meter, inst.LOOP_UTILIZATION, loop_utilization)
     if requests is not None:
-        _gauge(meter, inst.CONCURRENCY, _average(requests.busy_seconds))
+        # Only where requests reach ``requests``: through the request hooks the worker class calls, or through the
+        # application wrapper (a class without hooks whose application cannot be wrapped measures nothing, and gets
+        # no made-up 0). The arbiter also reads this gauge as "this worker measures its requests" (busy/idle).
+        stats = requests
+        _gauge(meter, inst.CONCURRENCY, _average(stats.busy_seconds, lambda: state.requests_via_hooks or stats.wrapped))
 
 
-def _average(total_at: Callable[[float], float]) -> Callable[[], list[Observation]]:
+def _average(total_at: Callable[[float], float], measured: Callable[[], bool]) -> Callable[[], list[Observation]]:
     """Observations of ``total_at(now)``'s growth per second since the previous report (a running total of
-    seconds becomes an average count). Keeps the previous reading, like the loop's busy share."""
+    seconds becomes an average count), none while ``measured()`` is False. Keeps the previous reading, like the
+    loop's busy share."""
     start = time.perf_counter()
     rate = Rate(start, total_at(start))
 
     def read() -> list[Observation]:
         now = time.perf_counter()
         value = rate.per_second(now, total_at(now))
-        return [] if value is None else [Observation(value)]
+        return [] if value is None or not measured() else [Observation(value)]
 
     return read
 

@@ -180,3 +180,43 @@ def test_request_start_header_lands_in_the_queue_time_histogram(start_gunicorn):
     assert 0 == server.value("gunicorn_request_queue_duration_seconds_bucket", le="0.1")
     assert 1 == server.value("gunicorn_request_queue_duration_seconds_bucket", le="0.5")
     assert 1 == reaches(server, "otel_gunicorn_request_queue_header_invalid_total", lambda v: v == 1)
+
+
+# ---------------------------------------------------------------- busy/idle before the first request
+
+IDLE_CLASSES = {
+    "sync": ("counting:app", ["-k", "sync"]),
+    "gthread": ("counting:app", ["-k", "gthread", "--threads", "2"]),
+    # no request hooks: measured around the (WSGI) application
+    "tornado": ("counting:app", ["-k", "tornado"]),
+}
+
+
+@pytest.mark.parametrize("worker_class", sorted(IDLE_CLASSES))
+def test_a_fresh_server_reports_its_workers_idle_before_any_request(start_gunicorn, worker_class):
+    """No request yet: gunicorn_workers says 0 busy and every worker idle as soon as the workers report (before:
+    absent until the first request, like a server whose workers never report)."""
+    app, args = IDLE_CLASSES[worker_class]
+    server = start_gunicorn(app, args=args, workers=2, probe=False)  # /ready would be a request
+    assert 2 == server.wait_value("gunicorn_workers", 2, gunicorn_worker_state="idle")
+    scrape = server.scrape()
+    assert (0, 2) == (
+        scrape.value("gunicorn_workers", gunicorn_worker_state="busy"),
+        scrape.value("gunicorn_workers", gunicorn_worker_state="idle"),
+    )
+    assert scrape.value("http_server_active_requests") is None  # no request was measured
+
+
+def test_a_worker_that_measures_no_requests_reports_no_busy_idle_and_no_concurrency(start_gunicorn):
+    """tornado serving a tornado.web.Application (not wrappable): its requests are not measured, so busy/idle and
+    the average concurrency are absent, not a made-up 0, after reports and a request."""
+    server = start_gunicorn("tornado_native:app", args=["-k", "tornado", "-w", "2"], workers=2)
+    assert 200 == server.get("/")[0]
+    reaches(server, "otel_gunicorn_channel_reports_total", lambda v: v >= 6, outcome="accepted")
+    scrape = server.scrape()
+    assert scrape.value("gunicorn_worker_heartbeat_age_seconds") is not None  # the workers do report
+    assert (None, None, None) == (
+        scrape.value("gunicorn_workers"),
+        scrape.value("gunicorn_worker_concurrency"),
+        scrape.value("http_server_active_requests"),
+    )

@@ -35,4 +35,5 @@ def install(worker: Any, observer: RequestObserver, interface: str | None) -> bo
     if wrapper is None or app is None:
         return False
     worker.wsgi = wrapper(app, observer)
+    observer.wrapping()
     return True
