@@ -19,7 +19,10 @@ from otel_gunicorn._top.errors import USAGE
 from otel_gunicorn._top.options import add_arguments
 
 #: what to tell an operator whose installation has no rich (an optional dependency: a server does not need it)
-NEEDS_RICH = "otel-gunicorn top needs rich: pip install 'otel-gunicorn[top]'"
+NEEDS_RICH = (
+    "otel-gunicorn top needs rich: pip install 'rich>=13' "
+    "(or otel_gunicorn with its top extra: pip install '/path/to/otel-gunicorn[top]')"
+)
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

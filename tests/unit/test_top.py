@@ -444,7 +444,11 @@ def test_without_rich_top_says_how_to_install_it_and_help_still_works() -> None:
         [sys.executable, "-c", hide_rich, "top", "--help"], capture_output=True, text=True, timeout=60, check=False
     )
 
-    assert (errors.USAGE, "otel-gunicorn top needs rich: pip install 'otel-gunicorn[top]'\n", "") == (
+    needs_rich = (
+        "otel-gunicorn top needs rich: pip install 'rich>=13' "
+        "(or otel_gunicorn with its top extra: pip install '/path/to/otel-gunicorn[top]')\n"
+    )
+    assert (errors.USAGE, needs_rich, "") == (
         top.returncode,
         top.stderr,
         top.stdout,
