@@ -27,8 +27,13 @@ demo: $(VENV)/.installed-demo
 	$(BIN)/python examples/demo.py
 
 # `make test` is what CI runs: lint, the docs site, the wheel and sdist, the fast suite, the chaos suite, then the
-# server tests on the oldest gunicorn.
-test: lint docs-site dist test-fast test-chaos test-oldest
+# server tests on the oldest gunicorn. The stages run in this order, each a make of its own; the first that fails
+# ends the run with one line naming it and the stages that did not run.
+TEST_STAGES := lint docs-site dist test-fast test-chaos test-oldest
+test:
+	@set -- $(TEST_STAGES); while [ $$# -gt 0 ]; do stage=$$1; shift; \
+	  $(MAKE) --no-print-directory $$stage || { echo "make test: stage $$stage failed; not run: $${*:-none}" >&2; exit 1; }; \
+	done
 
 # The tests start the real Prometheus server and promtool (Debian package `prometheus`), and drive
 # `otel-gunicorn top` inside tmux. Installed when missing (as root, from the Debian registry).
