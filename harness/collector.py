@@ -67,14 +67,17 @@ def parse_logs(text: str) -> list[LogRecord]:
     records: list[LogRecord] = []
     scope = ""
     in_attributes = False
+    in_record = False  # a batch of spans or metrics may follow the last record: its "Trace ID" lines are not its
     for raw in _ANSI.sub("", text).splitlines():
         line = raw.rstrip()
         if line.startswith("InstrumentationScope "):
             scope = line.split()[1] if len(line.split()) > 1 else ""
         elif line.startswith("LogRecord #"):
             records.append(LogRecord(scope))
-            in_attributes = False
-        elif not records:
+            in_attributes, in_record = False, True
+        elif line.startswith("Resource"):
+            in_record = False
+        elif not in_record:
             continue
         elif line.startswith("SeverityText:"):
             records[-1].severity = line.split(":", 1)[1].strip()

@@ -32,16 +32,28 @@ DEFAULT_INTERVAL = "0.5"
 
 
 def command(
-    app: str, *, bind: str, config: str | None = OTEL_CONFIG, args: Iterable[str] = (), script: bool = False
+    app: str,
+    *,
+    bind: str,
+    config: str | None = OTEL_CONFIG,
+    args: Iterable[str] = (),
+    script: bool = False,
+    instrument: Iterable[str] | None = None,
 ) -> list[str]:
     """The command line of a gunicorn master.
 
     ``script=True`` runs the ``gunicorn`` console script beside this Python instead of ``python -m gunicorn``: a
     USR2 re-exec repeats ``sys.argv``, and ``python .../gunicorn/__main__.py`` puts the gunicorn package directory
-    first on ``sys.path``, where ``gunicorn/http`` shadows the standard library's ``http``.
+    first on ``sys.path``, where ``gunicorn/http`` shadows the standard library's ``http``. ``instrument``: start it
+    as ``opentelemetry-instrument [instrument...] gunicorn ...`` (the console scripts beside this Python).
     """
-    launcher = [str(Path(sys.executable).parent / "gunicorn")] if script else ["-m", "gunicorn"]
-    line = [sys.executable, *launcher]
+    scripts = Path(sys.executable).parent
+    if instrument is not None:
+        line = [str(scripts / "opentelemetry-instrument"), *instrument, str(scripts / "gunicorn")]
+    elif script:
+        line = [sys.executable, str(scripts / "gunicorn")]
+    else:
+        line = [sys.executable, "-m", "gunicorn"]
     if config is not None:
         line += ["-c", config]
     line += ["-b", bind, *args]
@@ -89,6 +101,7 @@ class Gunicorn(LoggedProcess):
     to the server in it. ``script``: start through the console script (see :func:`command`). ``probe=False``: send
     the application no readiness request (``/ready`` is a request all the same, measured like any other), for a
     test of a server that has served none; ready then means its ``workers`` run and its endpoint serves.
+    ``instrument``: start it through ``opentelemetry-instrument`` with these flags (see :func:`command`).
     """
 
     def __init__(
@@ -105,6 +118,7 @@ class Gunicorn(LoggedProcess):
         apps: Path | None = None,
         package_root: Path = ROOT,
         script: bool = False,
+        instrument: Iterable[str] | None = None,
         name: str = "gunicorn",
         timeout: float = 30.0,
         probe: bool = True,
@@ -123,7 +137,9 @@ class Gunicorn(LoggedProcess):
         args = ["--graceful-timeout", "5", *(["-w", str(workers)] if workers else []), *args]
         super().__init__(
             name,
-            command(app, bind=f"{net.LOOPBACK}:{self.port}", config=config, args=args, script=script),
+            command(
+                app, bind=f"{net.LOOPBACK}:{self.port}", config=config, args=args, script=script, instrument=instrument
+            ),
             workdir / f"{name}-{self.port}.log",
             cwd=workdir,
             env=environment(settings, apps=apps, package_root=package_root),

@@ -101,3 +101,24 @@ def listen_overflows() -> int:
     lines = Path("/proc/net/netstat").read_text().splitlines()
     header, values = [line.split() for line in lines if line.startswith("TcpExt:")][:2]
     return int(dict(zip(header, values)).get("ListenOverflows", 0))
+
+
+def listeners(port: int) -> set[int]:
+    """The pids holding a TCP listening socket on ``port`` (any address): the sockets' inodes from ``/proc/net/tcp``
+    and ``tcp6``, matched against every process's ``/proc/<pid>/fd`` (processes that exit meanwhile are skipped)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == _LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    holders = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                holders.add(int(entry.name))
+        except OSError:
+            continue
+    return holders

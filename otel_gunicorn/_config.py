@@ -195,6 +195,16 @@ def _metrics_exporters(environ: Mapping[str, str]) -> frozenset[str]:
     return known or frozenset({"prometheus"})
 
 
+def distro_prometheus_port(environ: Mapping[str, str]) -> int | None:
+    """``OTEL_EXPORTER_PROMETHEUS_PORT`` read as ``opentelemetry-instrument``'s Prometheus reader reads it (``int()``,
+    default 9464), quietly: None when that fails, in which case the reader raised and started no server.
+    (otel_gunicorn's own reading, with its warning, is :meth:`Config.from_env`'s.)"""
+    try:
+        return int(environ.get(env.OTEL_EXPORTER_PROMETHEUS_PORT, "9464"))
+    except ValueError:
+        return None
+
+
 def _standard_int(
     environ: Mapping[str, str], name: str, default: int, valid: Callable[[int], bool], accepted: str
 ) -> int:

@@ -9,6 +9,10 @@ Every part of otel_gunicorn that keeps such a lock joins :data:`FORK` under one 
 the stages run in the written order, each taking its lock; after it they run in reverse, releasing in the parent and
 resetting in the child (:meth:`ForkLock.reset_in_child`: whoever held the lock is not in the child).
 
+The distro meter provider comes first and takes no lock: under ``opentelemetry-instrument`` without otel_gunicorn's
+hooks, it puts the provider it held aside back as the global one before the first fork, so that the workers inherit
+it (:mod:`otel_gunicorn._arbiter.autoinstrument`).
+
 The order matters: **the arbiter runtime's lock before the log-writing lock**. Arbiter threads log while they hold the
 runtime lock (a warning in the middle of merging a report). Were the log lock taken first, the fork would hold it
 while waiting for the runtime lock, and such a thread would hold the runtime lock while waiting for the log lock: both
@@ -28,7 +32,7 @@ from types import TracebackType
 _log = logging.getLogger("otel_gunicorn")
 
 #: the stages, in the order their locks are taken before a fork (released, or reset in the child, in reverse)
-STAGES = ("arbiter runtime", "log writing", "app instruments")
+STAGES = ("distro meter provider", "arbiter runtime", "log writing", "app instruments")
 
 #: longest a section waits for an announced fork, and a fork for a running section, before going ahead anyway
 FORK_WAIT = 2.0

@@ -17,6 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context as _otel_context
+
+# The logs API too: the global LoggerProvider (opentelemetry-instrument's, reused by the workers).
+from opentelemetry._logs import get_logger_provider
 from opentelemetry.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
@@ -61,8 +64,10 @@ __all__ = [
     "ReadableLogRecord",
     "advisory_boundaries",
     "context_reader",
+    "get_logger_provider",
     "map_unit",
     "otlp_log_exporter_class",
+    "reset_meter_provider",
     "sanitize_attribute",
     "sanitize_full_name",
 ]
@@ -118,3 +123,18 @@ def otlp_log_exporter_class(protocol: str) -> type[LogRecordExporter]:
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HTTPLogExporter
 
     return HTTPLogExporter
+
+
+def reset_meter_provider() -> None:
+    """Empty the API's set-once global MeterProvider slot, with a fresh proxy provider for the meters made next.
+
+    What ``opentelemetry.test.globals_test.reset_metrics_globals`` (opentelemetry-test-utils) does. The fresh proxy
+    provider matters: the old one already has the provider that was set as its real one and would keep handing out
+    that provider's meters. Used under ``opentelemetry-instrument`` (:mod:`otel_gunicorn._arbiter.autoinstrument`).
+    """
+    from opentelemetry.metrics import _internal as metrics_internal
+    from opentelemetry.util._once import Once
+
+    metrics_internal._METER_PROVIDER_SET_ONCE = Once()
+    metrics_internal._METER_PROVIDER = None
+    metrics_internal._PROXY_METER_PROVIDER = metrics_internal._ProxyMeterProvider()

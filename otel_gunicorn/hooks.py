@@ -29,6 +29,7 @@ import os
 from typing import Any
 
 from otel_gunicorn import _handoff
+from otel_gunicorn._arbiter import autoinstrument as _autoinstrument
 from otel_gunicorn._arbiter import runtime as _arbiter
 from otel_gunicorn._gunicorn_log import forward_to_gunicorn
 from otel_gunicorn._hook_chain import HookChain
@@ -54,6 +55,10 @@ __all__ = [
 ]
 
 _log = logging.getLogger("otel_gunicorn")
+
+# gunicorn imports this module while it loads its configuration, in the arbiter, before --daemon forks and before
+# --preload imports the application: under opentelemetry-instrument, stop the distro's metrics set-up now.
+_autoinstrument.take_over()
 
 
 def on_starting(server: Any) -> None:
@@ -203,7 +208,7 @@ def _starting(server: Any) -> None:
         return
     _arbiter.STATE.started = True
     forward_to_gunicorn()
-    _arbiter.check_config()
+    _autoinstrument.report(_arbiter.check_config())
     _arbiter.prepare_dirty(server)
 
 

@@ -131,6 +131,9 @@ class OtlpPusher:
         # The child gets the validated temporality in the standard variable itself, so that the SDK exporter it
         # builds (which reads the variable too, and would warn about a bad value once more) sees the same value.
         environ = dict(os.environ, **{env.OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: self._temporality})
+        # Not under opentelemetry-instrument: its sitecustomize would set the distro up again in the child (providers
+        # and instrumentors it never uses, a second Prometheus server on the same port with prometheus,otlp).
+        without_auto_instrumentation(environ)
         # Its log lines in the server's format, also when a configuration file fixed it (logconfig_dict("json"))
         # rather than the variable.
         log_format = applied_log_format()
@@ -194,3 +197,19 @@ class OtlpPusher:
 
 def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
+
+
+def without_auto_instrumentation(environ: dict[str, str]) -> None:
+    """Drop ``opentelemetry-instrument``'s ``sitecustomize`` directory from ``environ['PYTHONPATH']`` (the directory
+    of the already imported module that put it there; nothing when that module is not loaded)."""
+    module = sys.modules.get("opentelemetry.instrumentation.auto_instrumentation")
+    path = environ.get("PYTHONPATH")
+    where = getattr(module, "__file__", None)
+    if not path or not where:
+        return
+    ours = os.path.dirname(os.path.abspath(where))
+    kept = [entry for entry in path.split(os.pathsep) if entry and os.path.abspath(entry) != ours]
+    if kept:
+        environ["PYTHONPATH"] = os.pathsep.join(kept)
+    else:
+        del environ["PYTHONPATH"]

@@ -267,6 +267,10 @@ class ArbiterState:
     runtime: ArbiterRuntime | None = None
     #: metrics off: what a worker still inherits for its spans and log export
     spans_and_logs_only: _handoff.ArbiterLink | None = None
+    #: under opentelemetry-instrument: the distro's MeterProvider, held aside until taken over or put back
+    #: (:mod:`otel_gunicorn._arbiter.autoinstrument`), and what the take-over stopped of the distro's set-up
+    distro_meter_provider: Any = None
+    distro_stopped: tuple[str, ...] = ()
 
     def reset(self) -> None:
         """Back to a process where no hook has run."""

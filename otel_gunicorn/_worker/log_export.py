@@ -21,6 +21,7 @@ from otel_gunicorn._otel_compat import (
     LoggerProvider,
     LoggingHandler,
     LogRecordExporter,
+    get_logger_provider,
 )
 from otel_gunicorn._worker.log_records import exportable
 
@@ -40,24 +41,38 @@ class _EventHandler(LoggingHandler):
 class LogExport:
     """The worker's LoggerProvider and the handler that feeds it stdlib logging's records."""
 
-    def __init__(self, provider: LoggerProvider) -> None:
+    def __init__(self, provider: LoggerProvider, owned: bool = True) -> None:
         self.provider = provider
-        self.handler = _EventHandler(logger_provider=provider)
-        for name in EXPORTED_LOGGERS:
+        self._owned = owned
+        # opentelemetry-instrument's own handler on root (OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true), which
+        # it keeps through every dictConfig: a second one there would export each record twice. gunicorn's error and
+        # access loggers do not propagate to root, so they get that same handler.
+        on_root = None if owned else next((h for h in logging.getLogger().handlers if type(h) is LoggingHandler), None)
+        self.handler: LoggingHandler = on_root or _EventHandler(logger_provider=provider)
+        self._loggers = tuple(name for name in EXPORTED_LOGGERS if not (name == "" and on_root is not None))
+        for name in self._loggers:
             logging.getLogger(name).addHandler(self.handler)
 
     def shutdown(self) -> None:
         """Stop feeding records, then export those still queued: a record logged after the provider's shutdown
-        would be dropped, with a line from the SDK saying so."""
-        for name in EXPORTED_LOGGERS:
+        would be dropped, with a line from the SDK saying so. A provider set before the fork is only flushed: its
+        owner shuts it down at exit."""
+        for name in self._loggers:
             logging.getLogger(name).removeHandler(self.handler)
-        self.provider.shutdown()
+        if self._owned:
+            self.provider.shutdown()
+        else:
+            self.provider.force_flush()
 
 
 def build_log_export(config: Config, resource: Resource) -> LogExport | None:
     """The worker's log export for ``OTEL_LOGS_EXPORTER`` (None when off), wired into stdlib logging."""
     if config.logs_exporter == "none":
         return None
+    inherited = get_logger_provider()
+    if isinstance(inherited, LoggerProvider):
+        # Set in the arbiter before the fork (opentelemetry-instrument's configurator): its exporters and resource.
+        return LogExport(inherited, owned=False)
     provider = LoggerProvider(resource=resource)
     provider.add_log_record_processor(BatchLogRecordProcessor(_log_exporter(config)))
     return LogExport(provider)

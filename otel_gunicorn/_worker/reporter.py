@@ -156,8 +156,8 @@ def reporting_meter(exporter: ChannelExporter, interval: float, who: str) -> tup
     metrics.set_meter_provider(provider)
     if metrics.get_meter_provider() is not provider:
         _log.warning(
-            "otel_gunicorn: a global MeterProvider was set before the %s started; metrics recorded through it cannot "
-            "be merged. Let otel_gunicorn set the provider (do not call set_meter_provider in the app).",
+            "otel_gunicorn: a global MeterProvider was set before the %s started reporting; metrics recorded through "
+            "it cannot be merged. Let otel_gunicorn set the provider (do not call set_meter_provider in the app).",
             who,
         )
     meter = provider.get_meter(inst.SCOPE_NAME, __version__)

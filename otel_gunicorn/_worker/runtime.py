@@ -44,7 +44,9 @@ class WorkerRuntime:
     """This worker's telemetry: metrics reported to the arbiter (unless metrics are off), spans, log export."""
 
     def __init__(self, worker: Any, arbiter: _handoff.ArbiterLink) -> None:
-        resource = Resource.create(dict(arbiter.resource_attributes, **{PROCESS_PID: os.getpid()}))
+        # Not Resource.create: the arbiter already detected the resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
+        # whose malformed entries the SDK reports on every detection: once per server, not once per worker).
+        resource = Resource(dict(arbiter.resource_attributes, **{PROCESS_PID: os.getpid()}))
         self.exit_timeout = arbiter.config.worker_exit_timeout
         self.tracer_provider = build_tracer_provider(arbiter.config, resource)
         self.log_export = build_log_export(arbiter.config, resource)
@@ -68,7 +70,7 @@ class WorkerRuntime:
         exporter = self.exporter = ChannelExporter(
             arbiter.channel_path, send_timeout=min(interval, 1.0), extra=self.request_stats.snapshot
         )
-        self.provider, meter = reporting_meter(exporter, interval, "worker forked")
+        self.provider, meter = reporting_meter(exporter, interval, "worker")
         server_gauges.register(meter, state, self.request_stats)
         if WORKER.own_listeners:
             server_gauges.register_own_listeners(meter, worker)

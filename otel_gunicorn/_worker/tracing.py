@@ -102,6 +102,12 @@ def build_tracer_provider(config: Config, resource: Resource) -> TracerProvider 
     """The worker's TracerProvider for ``OTEL_TRACES_EXPORTER`` (None when tracing is off), set as the global one."""
     if config.traces_exporter == "none":
         return None
+    inherited = trace.get_tracer_provider()
+    if isinstance(inherited, TracerProvider):
+        # Set in the arbiter before the fork (opentelemetry-instrument's configurator; the SDK re-creates its batch
+        # processors' threads in the child): the server spans go through it, with its exporters and resource, so a
+        # request is one trace from one provider, and no worker logs "Overriding of current TracerProvider".
+        return inherited
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(_span_exporter(config)))
     trace.set_tracer_provider(provider)

@@ -19,6 +19,11 @@ def test_the_runtime_lock_is_taken_before_the_log_writing_lock():
     assert _fork.STAGES.index("arbiter runtime") < _fork.STAGES.index("log writing")
 
 
+def test_the_distro_provider_goes_back_before_any_lock_is_taken():
+    """The put-back of opentelemetry-instrument's MeterProvider takes no lock of ours: it runs first."""
+    assert "distro meter provider" == _fork.STAGES[0]
+
+
 class Interpreter:
     """Stands in for ``os.register_at_fork``: keeps what it was given, so a test can play a fork."""
 

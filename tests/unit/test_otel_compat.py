@@ -135,3 +135,18 @@ def test_every_exported_name_exists() -> None:
     """``__all__`` lists only names the module has (an import that moved would have failed at import already)."""
     module = importlib.import_module("otel_gunicorn._otel_compat")
     assert [] == [name for name in module.__all__ if not hasattr(module, name)]
+
+
+def test_reset_meter_provider_empties_the_global_slot() -> None:
+    """After the reset the API hands out its proxy again, and a new provider is accepted as the global one."""
+    from opentelemetry import metrics
+
+    compat.reset_meter_provider()
+    metrics.set_meter_provider(first := MeterProvider())
+    compat.reset_meter_provider()
+    proxy = metrics.get_meter_provider()
+    metrics.set_meter_provider(second := MeterProvider())
+    try:
+        assert (False, second) == (proxy is first, metrics.get_meter_provider())
+    finally:
+        compat.reset_meter_provider()

@@ -1,0 +1,136 @@
+"""``opentelemetry-instrument gunicorn -c python:otel_gunicorn.conf ...``, as OpenTelemetry's Python documentation
+teaches it: the venv's real ``opentelemetry-instrument`` (opentelemetry-distro, the Flask and Django
+instrumentations), real gunicorn, the harness's scrapes and a real collector (Rotel).
+
+The applications are not instrumented in code; each records its own counter ``app.hits`` on ``/``. The servers are
+started without the readiness request (``probe=False``), so that every request the instrumentations measure is one of
+the test's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from harness import net, proc
+from harness.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+
+REQUESTS = 60
+TAKE_OVER = "opentelemetry-instrument's metrics set-up stopped"
+METRICS_OFF = "otel_gunicorn: metrics are off: OTEL_METRICS_EXPORTER=none"
+FLASK_SCOPE = "opentelemetry.instrumentation.flask"
+DJANGO_SCOPE = "opentelemetry.instrumentation.django"
+
+
+def start(start_gunicorn, app: str, env: dict[str, str], *, flags: tuple[str, ...] = (), **kwargs):
+    """A 2-worker server started through opentelemetry-instrument, without the readiness request. (``-w 2`` rather
+    than the harness's ``workers=2``, which counts the master's children: with OTLP one is the exporter process.)"""
+    settings = {"OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none", **env}
+    server = start_gunicorn(
+        app, args=["-w", "2"], env=settings, instrument=list(flags), probe=False, wait_metrics=False, **kwargs
+    )
+    # Not the harness's endpoint wait: the distro's own Prometheus server answers on the port until the take-over.
+    wait_until(lambda: server.booted() == 2 and proc.accept_queue(server.port) is not None, 30, what="2 workers")
+    return server
+
+
+def load(server) -> None:
+    assert [200] * REQUESTS == server.load(REQUESTS, concurrency=4)
+
+
+def assert_clean(server) -> None:
+    """No traceback, no provider refused, the take-over said once."""
+    log = server.log()
+    assert (False, False, 1) == ("Traceback" in log, "Overriding of current" in log, log.count(TAKE_OVER))
+
+
+def instrumentation_count(server, scope: str) -> float:
+    """Requests the instrumentation measured: its request-duration histogram's count, summed over its series."""
+    exposition = server.scrape()
+    return sum(
+        s.value
+        for name in ("http_server_duration_milliseconds_count", "http_server_request_duration_seconds_count")
+        for s in exposition.samples(name)
+        if s.labels.get("otel_scope_name") == scope
+    )
+
+
+@pytest.mark.parametrize(
+    ("app", "scope", "env"),
+    [
+        ("flask_counting:app", FLASK_SCOPE, {}),
+        ("django_counting.wsgi:application", DJANGO_SCOPE, {"DJANGO_SETTINGS_MODULE": "django_counting.settings"}),
+    ],
+    ids=["flask", "django"],
+)
+def test_one_prometheus_endpoint_merges_the_app_and_its_instrumentation(start_gunicorn, app, scope, env):
+    """prometheus: the arbiter's endpoint, alone on its port, has the app's counter, the instrumentation's request
+    count (Django's instruments are made in the arbiter, Flask's in the workers) and the server metrics."""
+    server = start(start_gunicorn, app, {"OTEL_METRICS_EXPORTER": "prometheus", **env})
+    load(server)
+    server.wait_value("app_hits_total", REQUESTS)
+    wait_until(lambda: instrumentation_count(server, scope) == REQUESTS, 5, what=f"{scope} count == {REQUESTS}")
+    assert server.value("gunicorn_workers") is not None
+    assert {server.pid} == proc.listeners(server.metrics_port)
+    assert_clean(server)
+
+
+def test_one_otlp_stream_and_one_server_span_per_request(start_gunicorn, start_rotel):
+    """otlp over gRPC (the distro's default protocol) for every signal: one merged metrics stream, under the
+    arbiter's resource; each request one trace with one SERVER span; the app's log lines carry their trace id and
+    are exported once, through the distro's log handler."""
+    collector = start_rotel()
+    env = {
+        **collector.export_env("metrics", "traces", "logs", protocol="grpc"),
+        "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
+        "OTEL_GUNICORN_LOG_FORMAT": "json",
+    }
+    server = start(start_gunicorn, "flask_counting:app", env)
+    load(server)
+
+    def merged_hits() -> list:
+        points = collector.points("app.hits")
+        return points if points and points[-1].value == REQUESTS else []
+
+    points = wait_until(merged_hits, 15, what=f"app.hits == {REQUESTS} at the collector")
+    assert {str(server.pid)} == {p.resource.get("process.pid") for p in points}
+    assert 1 == len({p.resource.get("service.instance.id") for p in points})
+    assert not [p for p in collector.points("app.hits") if "telemetry.auto.version" in p.resource]
+    # one series (GET / 200): its newest point is the count over both workers
+    wait_until(lambda: collector.last_value("http.server.duration") == REQUESTS, 5, what="Flask's request count")
+
+    records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    app_trace_ids = [r.get("trace_id") for r in records if r.get("event") == "hello from the app"]
+    assert REQUESTS == len(app_trace_ids)
+
+    def traces() -> dict[str, list]:
+        found: dict[str, list] = {}
+        for span in collector.spans():
+            if span.kind:  # (a log record's "Trace ID" line makes a span without a kind)
+                found.setdefault(span.trace_id, []).append(span)
+        return found if set(app_trace_ids) <= set(found) else {}
+
+    by_trace = wait_until(traces, 15, what="every request's spans")
+    servers = {t: [s for s in by_trace[t] if s.kind == "SPAN_KIND_SERVER"] for t in app_trace_ids}
+    assert {1} == {len(spans) for spans in servers.values()}
+
+    def exported() -> list:
+        return [r for r in collector.log_records() if "hello from the app" in r.body]
+
+    wait_until(lambda: len(exported()) >= REQUESTS, 10, what="every app log record at the collector")
+    time.sleep(0.5)  # a record exported twice would arrive in the same batch or the next one (200 ms)
+    exported = exported()  # type: ignore[assignment]
+    assert sorted(app_trace_ids) == sorted(r.trace_id for r in exported)  # type: ignore[attr-defined]
+    assert_clean(server)
+
+
+def test_metrics_exporter_none_says_metrics_are_off(start_gunicorn):
+    """``--metrics_exporter none``: requests are served, one line says metrics are off, nothing listens for them."""
+    server = start(start_gunicorn, "flask_counting:app", {}, flags=("--metrics_exporter", "none"))
+    load(server)
+    assert (1, set()) == (server.log().count(METRICS_OFF), proc.listeners(server.metrics_port))
+    assert net.port_free(server.metrics_port)
