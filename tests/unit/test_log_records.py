@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import structlog
@@ -152,9 +153,9 @@ def test_every_key_our_processors_add_is_left_out_of_the_attributes():
     logs.set_worker_slot(3)
     try:
         with trace.use_span(TracerProvider().get_tracer("tests").start_span("request"), end_on_exit=True):
-            event: dict[str, object] = {"event": "x"}
+            event: dict[str, Any] = {"event": "x"}
             for processor in common_processors():
-                event = processor(logging.getLogger("app"), "info", event)  # type: ignore[assignment,arg-type]
+                event = processor(logging.getLogger("app"), "info", event)  # type: ignore[assignment]
     finally:
         logs.set_worker_slot(None)
     assert set(event) <= NOT_ATTRIBUTES

@@ -337,7 +337,8 @@ def test_the_console_traceback_is_richs_where_rich_is_installed_else_plain(monke
     formatter = _gunicorn_log.traceback_formatter(colors=False)
     assert isinstance(formatter, structlog.dev.RichTracebackFormatter) and not formatter.show_locals
     assert formatter.color_system is None
-    assert "truecolor" == _gunicorn_log.traceback_formatter(colors=True).color_system
+    coloured = _gunicorn_log.traceback_formatter(colors=True)
+    assert isinstance(coloured, structlog.dev.RichTracebackFormatter) and "truecolor" == coloured.color_system
     monkeypatch.setitem(sys.modules, "rich.traceback", None)
     assert structlog.dev.plain_traceback is _gunicorn_log.traceback_formatter(colors=True)
 
