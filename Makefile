@@ -7,7 +7,7 @@ SOURCES := otel_gunicorn tests bench examples tools $(wildcard harness)
 OLDEST_GUNICORN := 23.0.0
 OLD := .venv-gunicorn-$(OLDEST_GUNICORN)
 
-.PHONY: demo test test-fast test-chaos test-oldest system-tools lint dist docs docs-site bench clean
+.PHONY: demo test test-unit test-fast test-chaos test-oldest system-tools lint dist docs docs-site bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ system-tools:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get install -y -q $$missing >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)); \
 	  else echo "make test needs the Debian packages:$$missing (apt-get install$$missing)" >&2; exit 1; fi; fi
+
+# The unit tests alone (about a minute, no server started but the fork tests' own processes): the quickest loop.
+test-unit: $(VENV)/.installed
+	$(BIN)/python -m pytest tests/unit
 
 # Unit and end-to-end tests (a few minutes): what a developer runs between changes.
 test-fast: $(VENV)/.installed system-tools
