@@ -38,7 +38,8 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer, gzip_accepted
 
 from otel_gunicorn._arbiter.basic_auth import secure_app
-from otel_gunicorn._arbiter.exposition_cache import ExpositionCache, MergedMetricsReader, OneFamilyPerName
+from otel_gunicorn._arbiter.exposition import MergedMetricsReader, OneFamilyPerName
+from otel_gunicorn._arbiter.exposition_cache import ExpositionCache
 from otel_gunicorn._arbiter.tls import TLSThreadingWSGIServer, ssl_context
 from otel_gunicorn._environment import OTEL_EXPORTER_PROMETHEUS_HOST, OTEL_EXPORTER_PROMETHEUS_PORT
 from otel_gunicorn._fork import ForkLock
