@@ -57,6 +57,7 @@ from otel_gunicorn._otel_compat import (
 )
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._snapshot import AttrKey, Exemplar, HistogramValue, Kind, MetricMeta, Snapshot, Value, attr_key
+from otel_gunicorn._worker.histogram_cell import HistogramCell
 
 _log = logging.getLogger("otel_gunicorn")
 
@@ -289,19 +290,6 @@ class FastUpDownCounter(_Sum, APIUpDownCounter):
         self._init_sum(sdk, registry)
 
 
-class _HistogramSeries:
-    """One raw key's buckets, min and max, and its sum in two parts as the SDK keeps it (see :class:`_Sum`)."""
-
-    __slots__ = ("counts", "interval_sum", "total_sum", "min", "max")
-
-    def __init__(self, buckets: int) -> None:
-        self.counts = [0] * buckets
-        self.interval_sum: Number = 0
-        self.total_sum: Number = 0
-        self.min: Number = _INF
-        self.max: Number = -_INF
-
-
 class FastHistogram(_FastInstrument, APIHistogram):
     """Explicit buckets (``bisect_left``: a value equal to a boundary falls in the bucket it closes), sum, min, max;
     a negative or non-finite amount goes to the SDK instrument, which warns and drops it."""
@@ -311,7 +299,7 @@ class FastHistogram(_FastInstrument, APIHistogram):
     def __init__(self, sdk: Any, registry: AppInstruments, boundaries: tuple[float, ...]) -> None:
         self._init_fast(sdk, registry)
         self.boundaries = boundaries
-        self._cells: dict[RawKey, _HistogramSeries] = {}
+        self._cells: dict[RawKey, HistogramCell] = {}
 
     def record(self, amount: Number, attributes: Attributes = None, context: Context | None = None) -> None:
         if not 0 <= amount < _INF:
@@ -340,6 +328,7 @@ class FastHistogram(_FastInstrument, APIHistogram):
                 raw, cell = self._cell(self._new_series(raw, attributes))
             except TypeError:  # an unhashable attribute value
                 raw, cell = self._cell(self._unhashable(attributes))
+            # HistogramCell.record(), inlined: this runs on every measurement
             cell.counts[bucket] += 1
             cell.interval_sum += amount
             if amount < cell.min:
@@ -351,11 +340,11 @@ class FastHistogram(_FastInstrument, APIHistogram):
         finally:
             lock.release()
 
-    def _cell(self, raw: RawKey) -> tuple[RawKey, _HistogramSeries]:
+    def _cell(self, raw: RawKey) -> tuple[RawKey, HistogramCell]:
         """The series of a raw key that may have none yet (the caller holds the lock)."""
         cell = self._cells.get(raw)
         if cell is None:
-            cell = self._cells[raw] = _HistogramSeries(len(self.boundaries) + 1)
+            cell = self._cells[raw] = HistogramCell(len(self.boundaries) + 1)
         return raw, cell
 
     def points(self) -> Mapping[AttrKey, Value]:
@@ -365,8 +354,7 @@ class FastHistogram(_FastInstrument, APIHistogram):
         try:
             merged: dict[AttrKey, list[Any]] = {}
             for raw, cell in self._cells.items():
-                cell.total_sum = cell.interval_sum + cell.total_sum
-                cell.interval_sum = 0
+                cell.end_interval()
                 series = self._series_of[raw]
                 if series not in merged:
                     merged[series] = [list(cell.counts), cell.total_sum, cell.min, cell.max]

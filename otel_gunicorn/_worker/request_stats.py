@@ -31,7 +31,8 @@ from bisect import bisect_left
 from typing import Any
 
 from otel_gunicorn import _instruments as inst
-from otel_gunicorn._snapshot import AttrKey, Exemplar, HistogramValue, Snapshot, Value, with_exemplars
+from otel_gunicorn._snapshot import AttrKey, Exemplar, Snapshot, Value, with_exemplars
+from otel_gunicorn._worker.histogram_cell import HistogramCell
 
 #: the values of ``OTEL_METRICS_EXEMPLAR_FILTER`` a :class:`RequestStats` understands (the configuration's)
 TRACE_BASED, ALWAYS_ON, ALWAYS_OFF = "trace_based", "always_on", "always_off"
@@ -40,32 +41,19 @@ TRACE_BASED, ALWAYS_ON, ALWAYS_OFF = "trace_based", "always_on", "always_off"
 _Sample = tuple[float, float, Any]
 
 
-class _Histogram:
-    """Bucket counts, sum, min and max of one series; its count is the sum of the buckets (taken at snapshot)."""
+class _Histogram(HistogramCell):
+    """A :class:`HistogramCell` with its boundaries and the exemplars sampled since the last report."""
 
-    __slots__ = ("bounds", "counts", "sum", "min", "max", "samples")
+    __slots__ = ("bounds", "samples")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
+        super().__init__(len(bounds) + 1)
         self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-        self.min = float("inf")
-        self.max = float("-inf")
         #: exemplars kept since the last report, by bucket: the newest of each
         self.samples: dict[int, _Sample] = {}
 
-    def record(self, value: float) -> None:
-        # bisect_left: a value equal to a boundary belongs to the bucket that boundary closes (le semantics)
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-        if value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
-
-    def value(self) -> HistogramValue:
-        counts = tuple(self.counts)
-        return HistogramValue(sum(counts), self.sum, self.bounds, counts, self.min, self.max)
+    def record_value(self, value: float) -> None:
+        self.record(value, bisect_left(self.bounds, value))
 
     def take_exemplars(self, wall_ns: int, perf: float) -> tuple[Exemplar, ...]:
         """The exemplars kept since the last call, in bucket order, timed on the wall clock (``wall_ns`` and
@@ -131,13 +119,13 @@ class RequestStats:
             if entry is None:
                 return False
             self._served_seconds += seconds
-            # _Histogram.record(), inlined (the bucket is needed for the exemplar too): this runs on every request
+            # HistogramCell.record(), inlined (the bucket is needed for the exemplar too): this runs on every request
             histogram = self._durations.get(duration_key)
             if histogram is None:
                 histogram = self._durations[duration_key] = _Histogram(self._bounds)
             bucket = bisect_left(histogram.bounds, seconds)
             histogram.counts[bucket] += 1
-            histogram.sum += seconds
+            histogram.interval_sum += seconds
             if seconds < histogram.min:
                 histogram.min = seconds
             if seconds > histogram.max:
@@ -184,13 +172,13 @@ class RequestStats:
             histogram = self._durations.get(duration_key)
             if histogram is None:
                 histogram = self._durations[duration_key] = _Histogram(self._bounds)
-            histogram.record(seconds)
+            histogram.record_value(seconds)
         finally:
             lock.release()
 
     def queued(self, seconds: float) -> None:
         with self._lock:
-            self._queue.record(seconds)
+            self._queue.record_value(seconds)
 
     def invalid_header(self) -> None:
         with self._lock:
@@ -217,12 +205,12 @@ class RequestStats:
                     active[entry[1]] = active.get(entry[1], 0) + 1
                 snapshot[inst.ACTIVE_REQUESTS.meta] = dict(active)
             if self._durations:
-                points: dict[AttrKey, Value] = {k: h.value() for k, h in self._durations.items()}
+                points: dict[AttrKey, Value] = {k: h.value(h.bounds) for k, h in self._durations.items()}
                 wall_ns, perf = time.time_ns(), time.perf_counter()
                 exemplars = {k: h.take_exemplars(wall_ns, perf) for k, h in self._durations.items() if h.samples}
                 snapshot[inst.REQUEST_DURATION.meta] = with_exemplars(points, exemplars)
             if any(self._queue.counts):
-                snapshot[inst.QUEUE_DURATION.meta] = {(): self._queue.value()}
+                snapshot[inst.QUEUE_DURATION.meta] = {(): self._queue.value(self._queue.bounds)}
             if self._invalid_headers:
                 snapshot[inst.QUEUE_HEADER_INVALID.meta] = {(): self._invalid_headers}
             return snapshot
