@@ -1,7 +1,8 @@
 """The cached scrape path (otel_gunicorn._arbiter.exposition_cache): the same bytes as the uncached reference.
 
-The reference is the pipeline the endpoint ran before the cache: the merged snapshot as SDK MetricsData, the official
-exporter's collector (through MergedMetricsReader), OneFamilyPerName, and prometheus_client's own WSGI application.
+The reference (otel_gunicorn._arbiter.exposition) is the pipeline the endpoint ran before the cache: the merged
+snapshot as SDK MetricsData, the official exporter's collector (through MergedMetricsReader), OneFamilyPerName, and
+prometheus_client's own WSGI application.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import math
+import threading
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,17 +23,17 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import choose_encoder
 
 from otel_gunicorn._arbiter import exposition_cache
-from otel_gunicorn._arbiter.exposition_cache import (
-    ExpositionCache,
+from otel_gunicorn._arbiter.exposition import (
     MergedMetricsReader,
     OneFamilyPerName,
     SeriesLabels,
     add_exemplars,
     series_labels,
 )
-from otel_gunicorn._arbiter.forklock import ForkLock
+from otel_gunicorn._arbiter.exposition_cache import ExpositionCache
 from otel_gunicorn._arbiter.merge import MergeStore
 from otel_gunicorn._arbiter.prometheus import PrometheusEndpoint
+from otel_gunicorn._fork import ForkLock
 from otel_gunicorn._snapshot import (
     AttrKey,
     Exemplar,
@@ -171,13 +173,17 @@ def histograms(draw: st.DrawFn) -> HistogramValue:
     return HistogramValue(sum(counts), draw(NUMBERS), bounds, counts, low, high)
 
 
-# exemplars: values around the bucket boundaries, in the same few nanoseconds (ties), with and without a trace
+# exemplars: values around the bucket boundaries, in the same few nanoseconds (ties), with and without a trace, with
+# and without filtered attributes
 exemplars = st.builds(
     Exemplar,
     st.sampled_from((0, 0.25, 0.5, 1, 1.0, 5.0, 100.0, -0.0)),
     st.integers(1_700_000_000_000_000_000, 1_700_000_000_000_000_003),
     st.sampled_from((0, 1, 0x0AF7651916CD43DD8448EB211C80319C)),
     st.sampled_from((1, 0xB7AD6B7169203331)),
+    st.dictionaries(st.sampled_from(("a", "b.c")), st.sampled_from(("x", 1, 2.5, True))).map(
+        lambda d: tuple(sorted(d.items()))
+    ),
 ).map(lambda e: e._replace(span_id=0) if e.trace_id == 0 else e)
 
 
@@ -381,28 +387,52 @@ def test_target_info_comes_first_even_with_no_metrics() -> None:
     assert body.startswith(b"# HELP target_info Target metadata\n# TYPE target_info gauge\ntarget_info{")
 
 
-def test_formats_beyond_the_limit_evict_the_oldest() -> None:
-    """Renderings are kept for the latest formats only; an evicted format is rendered again, identically."""
-    cached, reference = Cached(), Reference()
-    snapshot = {COUNTER: {(): 1}}
-    accepts = ACCEPTS[: exposition_cache.MAX_FORMATS + 2]
-    first = [cached.render(snapshot, accept) for accept in accepts]
+def test_formats_beyond_the_limit_evict_the_oldest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The latest MAX_FORMATS formats are served again without running an encoder; one more evicts the least recently
+    used, which is then rendered again, identically to the reference."""
+    choose = exposition_cache.choose_encoder
+    encoded: list[str] = []  # the content type of every encoder run
 
-    assert (
-        exposition_cache.MAX_FORMATS,
-        first,
-        [reference.render(snapshot, accept) for accept in accepts],
-        cached.render(snapshot, accepts[0]),
-    ) == (len(cached.cache._trailers), first, first, first[0])  # noqa: SLF001
+    def counting(accept: str) -> tuple[Callable[[Any], bytes], str]:
+        encoder, content_type = choose(accept)
+
+        def encode(registry: Any) -> bytes:
+            encoded.append(content_type)
+            return encoder(registry)
+
+        return encode, content_type
+
+    monkeypatch.setattr(exposition_cache, "choose_encoder", counting)
+    by_type = {choose(accept or "")[1]: accept for accept in ACCEPTS}  # one Accept header per content type
+    accepts = list(by_type.values())[: exposition_cache.MAX_FORMATS + 1]
+    assert exposition_cache.MAX_FORMATS + 1 == len(accepts), "ACCEPTS has too few content types for this test"
+    cached, reference = Cached(), Reference()
+    snapshot: Snapshot = {COUNTER: {(): 1}}
+    for accept in accepts[1:]:
+        cached.render(snapshot, accept)
+
+    encoded.clear()
+    kept = [cached.render(snapshot, accept) for accept in accepts[1:]]
+    encoded_for_kept = list(encoded)
+    evicting = cached.render(snapshot, accepts[0])  # a fifth format: evicts accepts[1], the least recently used
+    encoded.clear()
+    evicted = cached.render(snapshot, accepts[1])
+
+    assert ([], {list(by_type)[1]}) == (encoded_for_kept, set(encoded))
+    assert [reference.render(snapshot, accept) for accept in accepts] == [evicting, evicted, *kept[1:]]
 
 
 def test_compressed_body_is_reused_while_the_body_is_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
     """gzip runs once for a body scraped twice; the answer decompresses to the body."""
     compressions = []
     compress = gzip.compress
-    monkeypatch.setattr(exposition_cache.gzip, "compress", lambda *a, **k: compressions.append(1) or compress(*a, **k))
-    cache = Cached().cache
-    cache._produce = lambda: {COUNTER: {(): 1}}  # noqa: SLF001
+
+    def counting(data: bytes, **settings: Any) -> bytes:
+        compressions.append(data)
+        return compress(data, **settings)
+
+    monkeypatch.setattr(exposition_cache.gzip, "compress", counting)
+    cache = ExpositionCache(lambda: {COUNTER: {(): 1}}, to_sdk)
 
     first, _ = cache.render(None, compress=True)
     second, _ = cache.render(None, compress=True)
@@ -466,17 +496,37 @@ def test_endpoint_answers_as_prometheus_client_does(
     assert call(reference.app, **request_) == call(served.app, **request_)
 
 
-def test_scrape_computes_under_the_runtime_lock(endpoint: tuple[PrometheusEndpoint, Reference]) -> None:
-    """produce() runs with the endpoint's lock held (the lock held across fork)."""
-    served, _ = endpoint
-    lock = ForkLock()
+class WitnessLock(ForkLock):
+    """The runtime lock, also telling which threads are inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holders: list[int] = []
+
+    def __enter__(self) -> ForkLock:
+        entered = super().__enter__()
+        self.holders.append(threading.get_ident())
+        return entered
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.holders.remove(threading.get_ident())
+        super().__exit__(*exc_info)
+
+
+def test_scrape_computes_under_the_runtime_lock() -> None:
+    """produce() runs with the endpoint's lock held by the scraping thread (the lock held across fork)."""
+    lock = WitnessLock()
     held = []
-    served._lock = lock  # noqa: SLF001
-    served.exposition._produce = lambda: held.append(lock._lock._is_owned()) or {}  # type: ignore[attr-defined]  # noqa: SLF001
 
-    call(served.app)
+    def produce() -> Snapshot:
+        held.append(threading.get_ident() in lock.holders)
+        return {COUNTER: {(): 1}}
 
-    assert [True] == held
+    served = PrometheusEndpoint("localhost", 0, produce, to_sdk, lock)
+    status, _, body = call(served.app)
+
+    assert ("200 OK", [True], []) == (status, held, lock.holders)
+    assert b"\nrequests_total{" in body
 
 
 # ---------------------------------------------------------------- the runtime's self-metrics
