@@ -18,21 +18,19 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-import otel_gunicorn._environment
 from harness import proc
 from harness import webconfig as harness_webconfig
 from harness.gunicorn import Gunicorn
 from harness.scrape import Exposition
 from harness.waiting import wait_until
+from otel_gunicorn._environment import OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG as VARIABLE
 from tests.e2e.apps import DIRECTORY as APPS
 
-VARIABLE = "OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG"
 USER = "prometheus"
 PASSWORD = "e2e-Scrape-Passw0rd"
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(not hasattr(otel_gunicorn._environment, VARIABLE), reason=f"{VARIABLE} is not integrated yet"),
     pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate"),
 ]
 
