@@ -20,20 +20,10 @@ from otel_gunicorn._worker.reporter import exemplar_filter
 from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.requests import TIMEOUT_ERROR, RequestObserver
 from otel_gunicorn._worker.tracing import GUNICORN_REQUEST, RequestTracing
+from tests.unit.fake_requests import Req, Resp
 
 BOUNDS = (0.1, 0.5, 1.0)
 GET = (("gunicorn.worker.slot", 0), ("http.request.method", "GET"))
-
-
-class Req:
-    method = "GET"
-    scheme = "http"
-    version = (1, 1)
-    headers: list = []
-
-
-class Resp:
-    status_code = 200
 
 
 @pytest.fixture(autouse=True)
@@ -125,11 +115,15 @@ def test_busy_seconds_include_registered_requests():
 
 
 def test_without_metrics_the_core_keeps_its_own_registry():
+    """Metrics off: a finished request leaves the core's own registry, and the one still running is what an abort
+    finds there."""
     observer = _observer(None)
-    req = Req()
-    observer.started(req)
-    observer.finished(req, Resp())
-    assert {} == observer._in_flight
+    finished, running = Req(), Req()
+    observer.started(finished)
+    observer.started(running)
+    observer.finished(finished, Resp())
+    observer.abort()
+    assert 1 == observer.abandon_in_flight()
 
 
 def test_a_wsgi_request_leaves_the_registry_when_its_body_is_closed():
@@ -181,12 +175,13 @@ def test_a_spanless_request_has_ids_while_it_runs_and_none_after():
 
 def test_a_request_ended_in_another_context_forgets_its_ids_there():
     """A server that ends a request in a copy of the context it began in: no ValueError, no ids left behind."""
-    observer = _observer(RequestStats(BOUNDS))
+    stats = RequestStats(BOUNDS)
+    observer = _observer(stats)
     req = Req()
     observer.started(req)
     contextvars.copy_context().run(observer.finished, req, Resp())
     _request_ids.end(_request_ids.begin())  # this context's own mark still works
-    assert 1 == sum(p.count for p in observer._stats.snapshot()[inst.REQUEST_DURATION.meta].values())  # type: ignore[union-attr]
+    assert 1 == sum(p.count for p in stats.snapshot()[inst.REQUEST_DURATION.meta].values())
 
 
 # ---------------------------------------------------------------- the ASGI send

@@ -12,6 +12,7 @@ from otel_gunicorn import _request_ids
 from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.requests import RequestObserver
 from otel_gunicorn._worker.tracing import RequestTracing
+from tests.unit.fake_requests import Req, Resp
 
 BOUNDS = (0.1, 0.5, 1.0)
 
@@ -23,17 +24,6 @@ def _no_request_left_marked() -> Iterator[None]:
     token = _request_ids.VAR.set(None)
     yield
     _request_ids.VAR.reset(token)
-
-
-class Req:
-    method = "GET"
-    scheme = "http"
-    version = (1, 1)
-    headers: list = []
-
-
-class Resp:
-    status_code = 200
 
 
 def test_active_requests_go_up_and_down():
