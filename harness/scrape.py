@@ -1,14 +1,20 @@
-"""A Prometheus exposition: fetched from an endpoint on loopback, parsed into samples to assert on or count."""
+"""A Prometheus exposition: fetched from an endpoint on loopback, parsed into samples to assert on or count; and the
+waits that read it (each failing with the last value it read)."""
 
 from __future__ import annotations
 
 import dataclasses
 import http.client
 import time
+from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness import net
+from harness.waiting import wait_until
+
+#: worker reports the arbiter accepted (``otel_gunicorn.channel.reports``, docs/metrics.md)
+REPORTS = "otel_gunicorn_channel_reports_total"
 
 
 @dataclasses.dataclass
@@ -28,6 +34,9 @@ class Exposition:
             for family in text_string_to_metric_families(text)
             for s in family.samples
         ]
+
+    def __repr__(self) -> str:
+        return f"<exposition of {len(self._samples)} samples>\n{self.text}"
 
     def samples(self, name: str) -> list[Sample]:
         """Every sample called exactly ``name`` (e.g. ``app_requests_total``)."""
@@ -56,3 +65,36 @@ def fetch(port: int, *, accept: str | None = None, timeout: float = 5.0) -> tupl
 def scrape(port: int, *, accept: str | None = None, timeout: float = 5.0) -> Exposition:
     """One scrape of the endpoint on ``port``, parsed."""
     return Exposition(fetch(port, accept=accept, timeout=timeout)[1].decode())
+
+
+def wait_value(
+    port: int, name: str, until: Callable[[float | None], object], timeout: float = 10.0, **labels: str
+) -> float | None:
+    """Scrape until ``until`` accepts the value of ``name`` (:meth:`Exposition.value`: summed over the samples
+    matching ``labels``, None when there is none) and return it; AssertionError after ``timeout`` seconds, with the
+    last value read."""
+    return wait_until(lambda: scrape(port).value(name, **labels), timeout, what=f"{name}{labels or ''}", until=until)
+
+
+def reports_at(port: int) -> Callable[[], float | None]:
+    """A reading of the worker reports the arbiter serving its endpoint on ``port`` accepted (None before the first)."""
+    return lambda: scrape(port).value(REPORTS, outcome="accepted")
+
+
+def wait_reports(reports: Callable[[], float | None], workers: int, rounds: int = 2, timeout: float = 15.0) -> float:
+    """Wait until each of the server's ``workers`` workers has sent ``rounds`` reports more than when called, as
+    ``reports`` (a reading of :data:`REPORTS`, e.g. :func:`reports_at`) counts them; return the new count.
+
+    Workers report on a timer of the same period, so ``(rounds + 1) * workers`` more reports take at least ``rounds``
+    periods, in which every live worker reported ``rounds`` times; with two rounds, one of them was taken after the
+    call even if another was on its way then, so what each worker had measured at the call has reached the arbiter.
+    Wait on this, not on a sleep, for something that must *not* show up in the reports to come.
+    """
+    before = wait_until(reports, timeout, until=lambda value: value is not None, what=f"a count of {REPORTS}")
+    assert before is not None
+    wanted = before + (rounds + 1) * workers
+    after = wait_until(
+        reports, timeout, until=lambda value: value is not None and value >= wanted, what=f"{REPORTS} >= {wanted}"
+    )
+    assert after is not None
+    return after

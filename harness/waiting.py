@@ -1,4 +1,9 @@
-"""Bounded polling: how the harness, the tests and the bench wait for something to happen instead of sleeping."""
+"""Bounded polling: how the harness, the tests and the bench wait for something to happen instead of sleeping.
+
+A wait that gives up says what it last read, never a stand-in: pass the reading as ``read`` and the test as
+``until`` (``wait_until(server.scrape, 10, until=lambda s: ...)``) rather than a predicate that returns None or False
+when the value does not match, which would hide the value it saw.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +14,41 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+#: what a reading that raised this counts as: not yet (a server not up yet, a half-written file)
+NOT_YET = (OSError, http.client.HTTPException, ValueError)
 
-def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.1, what: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something truthy and return that; AssertionError after ``timeout`` seconds.
 
-    A predicate that raises OSError, an HTTP client error or ValueError (a server not up yet, a half-written file)
-    counts as not yet; its exception is shown in the timeout message.
+def wait_until(
+    read: Callable[[], T],
+    timeout: float,
+    interval: float = 0.1,
+    what: str = "condition",
+    until: Callable[[T], object] = bool,
+) -> T:
+    """Call ``read`` until ``until`` accepts what it returned (by default: until it is truthy) and return that value;
+    AssertionError after ``timeout`` seconds, showing the last value read.
+
+    A ``read`` that raises OSError, an HTTP client error or ValueError counts as not yet; its exception is shown in
+    the timeout message when it was the last reading.
     """
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
         try:
-            last = predicate()
-        except (OSError, http.client.HTTPException, ValueError) as exc:
+            value = read()
+        except NOT_YET as exc:
             last = exc
-        if last and not isinstance(last, Exception):
-            return last
+        else:
+            if until(value):
+                return value
+            last = value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value read: {shown(last)}")
         time.sleep(interval)
+
+
+def shown(value: object) -> str:
+    """``value`` for a failure message: a multi-line text (a screen, a log) as its lines, anything else as its repr."""
+    if isinstance(value, str) and "\n" in value:
+        return "\n" + value
+    return repr(value)

@@ -18,18 +18,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import bcrypt
 import pytest
 
 from harness import webconfig as harness_webconfig
+from harness.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
-T = TypeVar("T")
 SCRIPT = Path(sys.executable).parent / "otel-gunicorn"
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "otel_gunicorn"]
 WEB_CONFIG = "OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG"
@@ -44,19 +43,6 @@ def top(*args: str, password: str | None = None, timeout: float = 30) -> subproc
         env["OTEL_GUNICORN_TOP_PASSWORD"] = password
     command = [*COMMAND, "top", "--timeout", "3", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def poll(probe: Callable[[], T | None], timeout: float, what: str, show: Callable[[], str] = str) -> T:
-    """``probe()`` every 0.2 s until it returns something other than None; fail after ``timeout`` seconds, with
-    ``show()`` (e.g. the screen) in the message."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{show()}")
-        time.sleep(0.2)
 
 
 def worker_rows(screen: str) -> list[list[str]]:
@@ -103,12 +89,12 @@ def test_once_shows_the_one_busy_sync_worker(start_gunicorn):
     server = start_gunicorn(args=["-w", "2"], workers=2)
     hold(server, 8)
 
-    def busy_frame() -> tuple[int, str] | None:
-        result = top("--once", metrics_url(server))
+    def busy(result: subprocess.CompletedProcess[str]) -> bool:
         states = slot_states(result.stdout)
-        return (result.returncode, result.stdout) if len(states) == 2 and any(s[1] == "busy" for s in states) else None
+        return len(states) == 2 and any(s[1] == "busy" for s in states)
 
-    code, screen = poll(busy_frame, 15, "a busy slot in top --once")
+    result = wait_until(lambda: top("--once", metrics_url(server)), 15, 0.2, "a busy slot in top --once", until=busy)
+    code, screen = result.returncode, result.stdout
     states = slot_states(screen)
     assert (0, [("busy", "1")], 1) == (
         code,
@@ -124,12 +110,13 @@ def test_once_counts_in_flight_requests_of_gthread_workers(start_gunicorn):
     server = start_gunicorn(args=["-w", "2", "-k", "gthread", "--threads", "2"], workers=2)
     hold(server, 8, count=3)
 
-    def held() -> int | None:
+    def held() -> tuple[int, int]:
+        """Rows of the workers table, and the requests in flight or queued they show."""
         rows = worker_rows(top("--once", metrics_url(server)).stdout)
-        total = sum(int(row[2]) + int(row[5]) for row in rows if row[2].isdigit() and row[5].isdigit())
-        return total if len(rows) == 2 and total == 3 else None
+        return len(rows), sum(int(row[2]) + int(row[5]) for row in rows if row[2].isdigit() and row[5].isdigit())
 
-    assert 3 == poll(held, 15, "three requests in flight or queued in top --once")
+    what = "two slots, three requests in flight or queued in top --once"
+    assert (2, 3) == wait_until(held, 15, 0.2, what, until=lambda seen: seen == (2, 3))
 
 
 def test_once_is_plain_text_for_scripts(start_gunicorn):
@@ -210,7 +197,8 @@ def secured(start_gunicorn, tmp_path) -> tuple[str, Path]:
     web = write_web_config(tmp_path / "web")
     server = start_gunicorn(env={WEB_CONFIG: str(web)}, wait_metrics=False)
     url, ca = f"https://127.0.0.1:{server.metrics_port}/metrics", tmp_path / "web" / "server.crt"
-    poll(lambda: top("--once", "--cacert", str(ca), url).returncode != 2 or None, 20, "the HTTPS endpoint")
+    once = ["--once", "--cacert", str(ca), url]
+    wait_until(lambda: top(*once), 20, 0.2, "the HTTPS endpoint", until=lambda result: result.returncode != 2)
     return url, ca
 
 
@@ -294,19 +282,14 @@ def test_live_view_in_tmux_shows_the_busy_slot_and_quits_on_ctrl_c(start_gunicor
     command = " ".join([*COMMAND, "top", metrics_url(server)])
     tmux("new-session", "-d", "-s", "top", "-x", "120", "-y", "40", f"{command}; echo EXITED=$?; sleep 60")
 
-    def busy_screen() -> str | None:
+    def busy_screen(screen: str) -> bool:
         # a whole frame, status line included: capture-pane may catch one half drawn
-        screen = tmux.screen()
         drawn = "refreshing every 1 s" in screen
-        return screen if drawn and any(state == "busy" for _, state, _ in slot_states(screen)) else None
+        return drawn and any(state == "busy" for _, state, _ in slot_states(screen))
 
-    def exited_screen() -> str | None:
-        screen = tmux.screen()
-        return screen if "EXITED=" in screen else None
-
-    screen = poll(busy_screen, 20, "a busy slot in the live view", tmux.screen)
+    screen = wait_until(tmux.screen, 20, 0.2, "a busy slot in the live view", until=busy_screen)
     busy = [(state, in_flight) for _, state, in_flight in slot_states(screen) if state == "busy"]
     assert [("busy", "1")] == busy, screen
     tmux("send-keys", "-t", "top", "C-c")
-    after = poll(exited_screen, 10, "top to exit on Ctrl-C", tmux.screen)
+    after = wait_until(tmux.screen, 10, 0.2, "top to exit on Ctrl-C", until=lambda screen: "EXITED=" in screen)
     assert ("EXITED=0", False) == (after.strip().splitlines()[-1], "Traceback" in after), after

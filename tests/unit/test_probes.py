@@ -8,7 +8,6 @@ import os
 import socket
 import struct
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.waiting import wait_until
 from otel_gunicorn._probes import ListenerQueue, probe
 from otel_gunicorn._probes.tcp import parse_tcp_info
 from otel_gunicorn._probes.unix import (
@@ -54,13 +54,9 @@ def ipv6_loopback() -> bool:
 
 
 def settled(read: Callable[[], ListenerQueue | None], expected: ListenerQueue) -> ListenerQueue | None:
-    """Read until ``expected`` shows up or 2 s pass: a handshake's last ACK can land just after connect() returns."""
-    deadline = time.monotonic() + 2.0
-    actual = read()
-    while actual != expected and time.monotonic() < deadline:
-        time.sleep(0.01)
-        actual = read()
-    return actual
+    """Read until ``expected`` shows up (AssertionError with the last reading after 2 s): a handshake's last ACK can
+    land just after connect() returns."""
+    return wait_until(read, 2.0, 0.01, f"the probe to read {expected}", until=lambda actual: actual == expected)
 
 
 @pytest.fixture
