@@ -14,6 +14,7 @@ import difflib
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -74,6 +75,8 @@ class Config:
     shutdown_timeout: float = 1.0
     #: one of :data:`EXEMPLAR_FILTERS`: which measurements the workers keep as exemplars
     exemplar_filter: str = "trace_based"
+    #: where the arbiter pushes the merged metrics over OTLP (:func:`otlp_metrics_endpoint`)
+    otlp_metrics_endpoint: str = "http://localhost:4318/v1/metrics"
 
     def otlp_protocol(self, signal: str) -> str:
         """``http/protobuf`` or ``grpc`` for ``signal`` (metrics, traces or logs)."""
@@ -103,9 +106,11 @@ class Config:
         _check_own_names(environ)
         defaults = cls()
         enabled = not _standard_bool(environ, env.OTEL_SDK_DISABLED, default=False)
+        exporters = _metrics_exporters(environ)
+        protocols = tuple((signal, _otlp_protocol(environ, signal)) for signal in ("metrics", "traces", "logs"))
         return cls(
             enabled=enabled,
-            metrics_exporters=_metrics_exporters(environ),
+            metrics_exporters=exporters,
             prometheus_host=environ.get(env.OTEL_EXPORTER_PROMETHEUS_HOST, "").strip() or defaults.prometheus_host,
             prometheus_port=_standard_port(environ, env.OTEL_EXPORTER_PROMETHEUS_PORT, defaults.prometheus_port),
             prometheus_web_config=_web_config(environ, env.OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG),
@@ -118,12 +123,13 @@ class Config:
             metric_export_interval=_standard_millis(environ, env.OTEL_METRIC_EXPORT_INTERVAL, 60_000) / 1000,
             traces_exporter=_standard_choice(environ, env.OTEL_TRACES_EXPORTER, SPAN_AND_LOG_EXPORTERS),
             logs_exporter=_standard_choice(environ, env.OTEL_LOGS_EXPORTER, SPAN_AND_LOG_EXPORTERS),
-            otlp_protocols=tuple((signal, _otlp_protocol(environ, signal)) for signal in ("metrics", "traces", "logs")),
+            otlp_protocols=protocols,
             metrics_temporality=_standard_choice(
                 environ, env.OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE, TEMPORALITY_PREFERENCES
             ),
             shutdown_timeout=_seconds(environ, env.OTEL_GUNICORN_SHUTDOWN_TIMEOUT, defaults.shutdown_timeout),
             exemplar_filter=_standard_choice(environ, env.OTEL_METRICS_EXEMPLAR_FILTER, EXEMPLAR_FILTERS),
+            otlp_metrics_endpoint=_otlp_metrics_endpoint(environ, exporters, dict(protocols)["metrics"]),
         )
 
 
@@ -239,6 +245,49 @@ def _otlp_protocol(environ: Mapping[str, str], signal: str) -> str:
     specific = f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
     name = specific if environ.get(specific, "").strip() else env.OTEL_EXPORTER_OTLP_PROTOCOL
     return _standard_choice(environ, name, OTLP_PROTOCOLS)
+
+
+_SIGNAL_PATH = re.compile(r"/v1/(metrics|traces|logs)/*$")
+
+
+def otlp_metrics_endpoint(environ: Mapping[str, str], protocol: str) -> tuple[str, list[str]]:
+    """The URL the OTLP metrics exporter sends to, by the specification's rules, and what had to be corrected.
+
+    ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is used as it is; ``OTEL_EXPORTER_OTLP_ENDPOINT`` is a base URL, to which
+    http/protobuf adds ``/v1/metrics`` (grpc takes it as it is). Corrected, one message each: no scheme with
+    http/protobuf (``http://`` added; grpc accepts ``host:port``, TLS then as ``OTEL_EXPORTER_OTLP_INSECURE`` says),
+    and a base URL that already ends in a signal's path (removed, else the push would go to
+    ``/v1/metrics/v1/metrics``)."""
+    notes: list[str] = []
+    specific = environ.get(env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, "").strip()
+    base = environ.get(env.OTEL_EXPORTER_OTLP_ENDPOINT, "").strip()
+    name, value = (
+        (env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, specific) if specific else (env.OTEL_EXPORTER_OTLP_ENDPOINT, base)
+    )
+    if not value:
+        return ("http://localhost:4317" if protocol == "grpc" else "http://localhost:4318/v1/metrics"), notes
+    url = value
+    if protocol != "grpc" and "://" not in url:
+        url = f"http://{url}"
+        notes.append(f"{name}={value!r} has no scheme: using {url} (expected a URL, http://host:port or https://...)")
+    if name == env.OTEL_EXPORTER_OTLP_ENDPOINT and protocol != "grpc":
+        stripped = _SIGNAL_PATH.sub("", url)
+        if stripped != url:
+            notes.append(
+                f"{name}={value!r} is a base URL, to which the exporter adds /v1/metrics: using {stripped}/v1/metrics "
+                f"(for a full URL, set {env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT})"
+            )
+        url = f"{stripped.rstrip('/')}/v1/metrics"
+    return url, notes
+
+
+def _otlp_metrics_endpoint(environ: Mapping[str, str], exporters: frozenset[str], protocol: str) -> str:
+    if "otlp" not in exporters:
+        return Config.otlp_metrics_endpoint
+    url, notes = otlp_metrics_endpoint(environ, protocol)
+    for note in notes:
+        _log.warning("otel_gunicorn: %s", note)
+    return url
 
 
 def _standard_millis(environ: Mapping[str, str], name: str, default: int) -> int:

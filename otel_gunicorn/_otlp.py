@@ -35,6 +35,7 @@ ATTEMPT_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
     "opentelemetry.exporter.otlp.proto.http._log_exporter",
     "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
 )
 
 
@@ -97,6 +98,18 @@ def _hold_back_attempt_lines() -> None:
 
 
 R = TypeVar("R")
+
+
+def first_line_of(attempt: Callable[[], R]) -> tuple[R, str | None]:
+    """Run one export, holding back what the SDK exporter logs meanwhile on this thread; its result and the first
+    line held back (it names the URL or host, the HTTP status or gRPC code and the cause), if any."""
+    _hold_back_attempt_lines()
+    _ATTEMPT_LINES.capture()
+    try:
+        result = attempt()
+    finally:
+        first_line = _ATTEMPT_LINES.release()
+    return result, first_line
 
 
 class ExportOutage:

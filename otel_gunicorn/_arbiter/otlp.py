@@ -45,6 +45,9 @@ class OtlpPusher:
         lock: the runtime lock (held across every fork).
         temporality: ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` as the configuration validated it.
         shutdown_timeout: seconds :meth:`stop` may take (``Config.push_exit_timeout``).
+        endpoint: the URL pushed to (``Config.otlp_metrics_endpoint``), given to the exporter process as
+            ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``, so that it uses the URL logged (corrected, if it had to be);
+            None: the exporter reads the variables itself.
     """
 
     def __init__(
@@ -56,11 +59,13 @@ class OtlpPusher:
         *,
         temporality: str = _DEFAULTS.metrics_temporality,
         shutdown_timeout: float = _DEFAULTS.push_exit_timeout,
+        endpoint: str | None = None,
     ):
         self._protocol = protocol
         self._interval = interval
         self._temporality = temporality
         self._shutdown_timeout = shutdown_timeout
+        self._endpoint = endpoint
         self._produce = produce
         self._lock = lock
         self._process: subprocess.Popen[bytes] | None = None
@@ -73,6 +78,13 @@ class OtlpPusher:
         self.restarts = 0
 
     def start(self) -> None:
+        if self._endpoint is not None:
+            _log.info(
+                "otel_gunicorn: pushing metrics to %s (OTLP %s) every %g s",
+                self._endpoint,
+                self._protocol,
+                self._interval,
+            )
         self._spawn()
         self._thread.start()
 
@@ -134,6 +146,8 @@ class OtlpPusher:
         # Not under opentelemetry-instrument: its sitecustomize would set the distro up again in the child (providers
         # and instrumentors it never uses, a second Prometheus server on the same port with prometheus,otlp).
         without_auto_instrumentation(environ)
+        if self._endpoint is not None:
+            environ[env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT] = self._endpoint
         # Its log lines in the server's format, also when a configuration file fixed it (logconfig_dict("json"))
         # rather than the variable.
         log_format = applied_log_format()
@@ -141,7 +155,13 @@ class OtlpPusher:
             environ[env.OTEL_GUNICORN_LOG_FORMAT] = log_format
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "otel_gunicorn._exporter", self._protocol],
+                [
+                    sys.executable,
+                    "-m",
+                    "otel_gunicorn._exporter",
+                    self._protocol,
+                    *([self._endpoint] if self._endpoint else []),
+                ],
                 stdin=subprocess.PIPE,
                 close_fds=True,
                 env=environ,

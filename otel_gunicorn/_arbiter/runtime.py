@@ -82,6 +82,7 @@ class ArbiterRuntime:
                 self.lock,
                 temporality=config.metrics_temporality,
                 shutdown_timeout=config.push_exit_timeout,
+                endpoint=config.otlp_metrics_endpoint,
             )
         self._fork_locked = False
         self._errors = RateLimitedLogger(_log, interval=3600.0)

@@ -71,8 +71,9 @@ def read_frames(stream: Any, mailbox: LatestOnly) -> None:
 class Pusher:
     """Exports snapshots; tracks outages so each is logged once."""
 
-    def __init__(self, exporter: Any, use_delta: bool) -> None:
+    def __init__(self, exporter: Any, use_delta: bool, where: str = "the collector") -> None:
         self._exporter = exporter
+        self._where = where
         self._use_delta = use_delta
         self._last_exported: Snapshot = {}
         self._last_time_ns: int | None = None
@@ -96,12 +97,12 @@ class Pusher:
         else:
             data = metrics_data_from_snapshot(sending, resource, start_ns, now_ns)
         try:
-            result = self._exporter.export(data)
+            result, said = _otlp.first_line_of(lambda: self._exporter.export(data))
         except Exception as exc:  # noqa: BLE001 - an exporter bug must not end the process
             _log.debug("export raised", exc_info=True)
             result, error = MetricExportResult.FAILURE, repr(exc)
         else:
-            error = "the collector did not accept the data"
+            error = f"the exporter said: {said}" if said else "the collector did not accept the data"
         if result is MetricExportResult.SUCCESS:
             if self.failures_in_a_row:
                 _log.warning(
@@ -112,8 +113,9 @@ class Pusher:
             return True
         if self.failures_in_a_row == 0:
             _log.warning(
-                "otel_gunicorn exporter: OTLP export failing (%s); retrying with every interval, logged again on "
-                "recovery. Cumulative data: nothing is lost while the outage lasts.",
+                "otel_gunicorn exporter: OTLP export failing, to %s (%s); retrying with every interval, logged "
+                "again on recovery. Cumulative data: nothing is lost while the outage lasts.",
+                self._where,
                 error,
             )
         self.failures_in_a_row += 1
@@ -122,12 +124,13 @@ class Pusher:
 
 def main(argv: list[str]) -> int:
     protocol = argv[0] if argv else "http/protobuf"
+    where = f"{argv[1]} ({protocol})" if len(argv) > 1 else f"the collector ({protocol})"
     # Rendered like the server's own lines (console or JSON, OTEL_GUNICORN_LOG_FORMAT inherited from the arbiter), so
     # a JSON log stream stays JSON. The formatter is shared through _gunicorn_log: _logs is a sibling we may not import.
     log_to_stderr(os.environ)
-    # The SDK exporters log every failed attempt; outages are reported once by the Pusher instead.
-    logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
-    pusher = Pusher(_otlp.metric_exporter(protocol), wants_delta(os.environ))
+    # The SDK exporters log every failed attempt; outages are reported once by the Pusher instead, quoting the first
+    # line an attempt logged (_otlp.first_line_of holds them back).
+    pusher = Pusher(_otlp.metric_exporter(protocol), wants_delta(os.environ), where)
     mailbox = LatestOnly()
     reader = threading.Thread(target=read_frames, args=(sys.stdin.buffer, mailbox), daemon=True)
     reader.start()

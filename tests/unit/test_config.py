@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_gunicorn._config import Config, ConfigError
+from otel_gunicorn._config import Config, ConfigError, otlp_metrics_endpoint
 from tests.unit.records import Records
 
 
@@ -341,3 +341,47 @@ def test_a_bad_exemplar_filter_is_one_warning_in_the_arbiter_and_trace_based(cap
         "OTEL_METRICS_EXEMPLAR_FILTER='sampled' is not valid: expected trace_based, always_on, always_off; "
         "using trace_based"
     ] == [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize(
+    ("environ", "protocol", "expected"),
+    [
+        ({}, "http/protobuf", "http://localhost:4318/v1/metrics"),
+        ({}, "grpc", "http://localhost:4317"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, "http/protobuf", "http://c:4318/v1/metrics"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}, "http/protobuf", "http://c:4318/v1/metrics"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, "grpc", "http://c:4317"),
+        ({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://c/in"}, "http/protobuf", "http://c/in"),
+        (
+            {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://c/in", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://b"},
+            "http/protobuf",
+            "http://c/in",
+        ),
+    ],
+)
+def test_otlp_metrics_endpoint_follows_the_specifications_base_and_signal_rules(environ, protocol, expected):
+    """A signal-specific URL as it is; a base URL gets /v1/metrics over http/protobuf; nothing to correct."""
+    assert (expected, []) == otlp_metrics_endpoint(environ, protocol)
+
+
+def test_otlp_endpoint_without_a_scheme_gets_http_with_one_note():
+    """``localhost:4318`` reaches nothing over http/protobuf: ``http://`` is added, and said."""
+    url, notes = otlp_metrics_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"}, "http/protobuf")
+    assert ("http://localhost:4318/v1/metrics", 1) == (url, len(notes))
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT='localhost:4318' has no scheme" in notes[0]
+
+
+def test_otlp_base_endpoint_with_the_signals_path_loses_it_with_one_note():
+    """A base URL ending in /v1/metrics would be pushed to /v1/metrics/v1/metrics: the path is removed, and said."""
+    url, notes = otlp_metrics_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/v1/metrics"}, "http/protobuf")
+    assert ("http://c:4318/v1/metrics", 1) == (url, len(notes))
+    assert "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT" in notes[0]
+
+
+def test_a_corrected_endpoint_is_warned_about_once_when_the_configuration_is_read(logged):
+    """Config.from_env logs each correction once, and only when metrics are pushed over OTLP."""
+    environ = {"OTEL_METRICS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"}
+    config = Config.from_env(environ)
+    Config.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4318"})  # prometheus: not pushed, not said
+    assert "http://localhost:4318/v1/metrics" == config.otlp_metrics_endpoint
+    assert 1 == sum("has no scheme" in message for _level, message in logged.messages)
