@@ -118,13 +118,13 @@ def test_one_otlp_stream_and_one_server_span_per_request(start_gunicorn, start_r
     servers = {t: [s for s in by_trace[t] if s.kind == "SPAN_KIND_SERVER"] for t in app_trace_ids}
     assert {1} == {len(spans) for spans in servers.values()}
 
-    def exported() -> list:
+    def app_records() -> list:
         return [r for r in collector.log_records() if "hello from the app" in r.body]
 
-    wait_until(lambda: len(exported()) >= REQUESTS, 10, what="every app log record at the collector")
+    wait_until(lambda: len(app_records()) >= REQUESTS, 10, what="every app log record at the collector")
     time.sleep(0.5)  # a record exported twice would arrive in the same batch or the next one (200 ms)
-    exported = exported()  # type: ignore[assignment]
-    assert sorted(app_trace_ids) == sorted(r.trace_id for r in exported)  # type: ignore[attr-defined]
+    exported = app_records()
+    assert sorted(app_trace_ids) == sorted(r.trace_id for r in exported)
     assert_clean(server)
 
 

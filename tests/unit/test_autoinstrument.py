@@ -28,14 +28,15 @@ def _clean_globals():
 
 def _total(reader: InMemoryMetricReader, name: str) -> float:
     data = reader.get_metrics_data()
-    return sum(
-        p.value
+    values = [
+        getattr(p, "value", 0)
         for rm in (data.resource_metrics if data else [])
         for sm in rm.scope_metrics
         for m in sm.metrics
         if m.name == name
         for p in m.data.data_points
-    )
+    ]
+    return float(sum(values))
 
 
 def test_after_the_reset_an_instrument_binds_to_the_provider_set_later():
