@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import concurrent.futures
 import importlib.util
-import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
+from harness.scrape import reports_at, wait_reports, wait_value
+from harness.waiting import wait_until
+
 pytestmark = pytest.mark.e2e
 
-T = TypeVar("T")
-
 COUNT = "http_server_request_duration_seconds_count"
+WORKERS = 2
+#: seconds between two reports of a worker: short, since the tests wait for reports to arrive
+INTERVAL = "0.2"
 
 # worker -> (module it needs, application, worker arguments)
 WRAPPED = {
@@ -33,35 +36,15 @@ def start(start_gunicorn: Callable[..., Any], worker: str) -> Any:
     module, app, args = {**WRAPPED, **HOOKED}[worker]
     if module is not None and importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed")
-    return start_gunicorn(app, args=["-w", "2", *args])
-
-
-def poll(read: Callable[[], T | None], accept: Callable[[T], bool], what: str, timeout: float = 15.0) -> T:
-    """Read until ``accept`` takes the value; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = read()
-        except OSError:  # the endpoint between two answers
-            value = None
-        if value is not None and accept(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
-        time.sleep(0.1)
+    return start_gunicorn(app, args=["-w", str(WORKERS), *args], env={"OTEL_GUNICORN_METRICS_INTERVAL": INTERVAL})
 
 
 def settled_count(server: Any) -> float:
-    """The request count once it stops moving: the readiness probe's request(s), before the test's own."""
-    readings: list[float | None] = []
-
-    def stable() -> float | None:
-        readings.append(server.value(COUNT))
-        time.sleep(0.5)
-        readings.append(server.value(COUNT))
-        return readings[-1] if readings[-1] is not None and readings[-1] == readings[-2] else None
-
-    return poll(stable, lambda _v: True, "the readiness probe to be counted")
+    """The request count once every worker has reported what it served so far: the readiness probe's request(s)."""
+    wait_reports(reports_at(server.metrics_port), WORKERS)
+    count = server.value(COUNT)
+    assert count is not None, "the readiness probe's request is counted"
+    return count
 
 
 @pytest.mark.parametrize("worker", [*WRAPPED, *HOOKED])
@@ -71,7 +54,8 @@ def test_200_requests_are_counted_exactly_once(start_gunicorn, worker):
     before = settled_count(server)
     assert [200] * 200 == server.load(200)
     server.wait_value(COUNT, before + 200)
-    time.sleep(1.5)  # a few more reports: a late second count of any request would show now
+    # a late second count of any request would be in these reports
+    wait_reports(reports_at(server.metrics_port), WORKERS)
     assert (before + 200, before + 200) == (server.value(COUNT), server.value(COUNT, http_response_status_code="200"))
 
 
@@ -81,10 +65,11 @@ def test_a_held_request_makes_its_worker_busy(start_gunicorn, worker):
     server = start(start_gunicorn, worker)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         held = pool.submit(server.get, "/slow?4", 30.0)
-        scrape = poll(
+        scrape = wait_until(
             server.scrape,
-            lambda s: s.value("gunicorn_workers", gunicorn_worker_state="busy") == 1,
-            "a busy worker",
+            15,
+            until=lambda s: s.value("gunicorn_workers", gunicorn_worker_state="busy") == 1,
+            what="a busy worker",
         )
         assert (1, 1) == (
             scrape.value("gunicorn_workers", gunicorn_worker_state="idle"),
@@ -99,6 +84,9 @@ def test_uvicorn_worker_reports_its_open_connections(start_gunicorn):
     server = start(start_gunicorn, "uvicorn-worker")
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         held = pool.submit(server.get, "/slow?4", 30.0)
-        assert 1 <= poll(lambda: server.value("gunicorn_worker_active_connections"), lambda v: v >= 1, "a connection")
+        connections = wait_value(
+            server.metrics_port, "gunicorn_worker_active_connections", lambda v: v is not None and v >= 1, 15
+        )
+        assert connections is not None and connections >= 1
         assert 200 == held.result(30)[0]
     assert 0 == server.wait_value("gunicorn_worker_active_connections", 0)

@@ -4,17 +4,35 @@ from __future__ import annotations
 
 import socket
 import textwrap
-import time
 
 import pytest
 
 from harness import net
+from harness.scrape import wait_reports
 from harness.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
 #: the port OpenTelemetry's Prometheus exporter defaults to
 OTEL_DEFAULT_PORT = 9464
+#: worker reports the arbiter accepted, as OTLP names them (``otel_gunicorn_channel_reports_total`` on the endpoint)
+REPORTS = "otel_gunicorn.channel.reports"
+
+
+def pushing_to(collector) -> dict[str, str]:
+    """The settings that push the server's metrics to ``collector`` too (every 250 ms), beside its Prometheus
+    endpoint: where the endpoint cannot serve, the collector still counts the reports the arbiter received."""
+    return {
+        **collector.export_env("metrics"),
+        "OTEL_METRICS_EXPORTER": "prometheus,otlp",
+        "OTEL_METRIC_EXPORT_INTERVAL": "250",
+    }
+
+
+def reports_pushed_to(collector) -> float | None:
+    """The newest count of accepted worker reports the collector received (None before the first push)."""
+    accepted = [p.value for p in collector.points(REPORTS) if p.attributes.get("outcome") == "accepted"]
+    return accepted[-1] if accepted else None
 
 
 @pytest.mark.parametrize(
@@ -145,28 +163,31 @@ def test_a_failing_start_leaves_the_application_serving(start_gunicorn):
         ("192.0.2.1", "OTEL_EXPORTER_PROMETHEUS_HOST='192.0.2.1' is not an address of this machine"),
     ],
 )
-def test_a_metrics_host_that_can_never_work_is_one_error_not_endless_retries(start_gunicorn, host, said):
+def test_a_metrics_host_that_can_never_work_is_one_error_not_endless_retries(start_gunicorn, start_rotel, host, said):
     """A host that does not resolve, or is not local (192.0.2.1 is TEST-NET-1): one line, no retries, no endpoint,
     the application serves."""
-    server = start_gunicorn(env={"OTEL_EXPORTER_PROMETHEUS_HOST": host}, wait_metrics=False)
+    collector = start_rotel()
+    server = start_gunicorn(env={"OTEL_EXPORTER_PROMETHEUS_HOST": host, **pushing_to(collector)}, wait_metrics=False)
     wait_until(lambda: said in server.log(), 10, what="the error in the log")
     assert [200] * 10 == server.load(10)
-    time.sleep(2)  # retries would be every 0.5-1 s: give them time to show
+    # retries would be every 0.5-1 s: two more reports of the worker (every 0.5 s) give them time to show
+    wait_reports(lambda: reports_pushed_to(collector), workers=1)
     log = server.log()
     assert 1 == log.count("no Prometheus endpoint"), log
     assert "retrying in the background" not in log
 
 
-def test_a_metrics_port_that_is_gunicorns_own_is_one_error(start_gunicorn):
+def test_a_metrics_port_that_is_gunicorns_own_is_one_error(start_gunicorn, start_rotel):
     """OTEL_EXPORTER_PROMETHEUS_PORT equal to a port gunicorn listens on: one line naming it, the app serves on it."""
     port = net.free_port()
-    server = start_gunicorn(
-        args=["-b", f"{net.LOOPBACK}:{port}"], env={"OTEL_EXPORTER_PROMETHEUS_PORT": str(port)}, wait_metrics=False
-    )
+    collector = start_rotel()
+    env = {"OTEL_EXPORTER_PROMETHEUS_PORT": str(port), **pushing_to(collector)}
+    server = start_gunicorn(args=["-b", f"{net.LOOPBACK}:{port}"], env=env, wait_metrics=False)
     said = f"OTEL_EXPORTER_PROMETHEUS_PORT={port} is a port gunicorn itself listens on"
     wait_until(lambda: said in server.log(), 10, what="the error in the log")
     assert [200] * 10 == server.load(10)
-    time.sleep(2)  # retries would be every 0.5-1 s: give them time to show
+    # retries would be every 0.5-1 s: two more reports of the worker (every 0.5 s) give them time to show
+    wait_reports(lambda: reports_pushed_to(collector), workers=1)
     assert 1 == server.log().count("no Prometheus endpoint")
 
 

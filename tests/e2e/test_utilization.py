@@ -39,6 +39,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness import net
+from harness.scrape import reports_at, wait_reports
 
 pytestmark = pytest.mark.e2e
 
@@ -207,6 +208,6 @@ def test_an_unknown_worker_class_has_no_signal(start_gunicorn):
     )
     server.wait_value("gunicorn_worker_limit", 1)
     net.get(server.port, "/")
-    time.sleep(3 * float(INTERVAL))  # pacing: let reports arrive that could carry the signal
+    wait_reports(reports_at(server.metrics_port), workers=1)  # the reports that would carry that request's signal
     scrape = server.scrape()
     assert (None, None) == (scrape.value("gunicorn_server_utilization"), scrape.value("gunicorn_server_capacity"))
