@@ -154,8 +154,13 @@ LABEL_VALUES = (
 )
 NUMBERS = st.integers(-5, 10**20) | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from((0, 0.0, -0.0))
 
+
+def in_scope(scope: tuple[str, str, str], name: str, description: str, unit: str, kind: Kind) -> MetricMeta:
+    return MetricMeta(*scope, name, description, unit, kind)
+
+
 metas = st.builds(
-    lambda scope, name, description, unit, kind: MetricMeta(*scope, name, description, unit, kind),
+    in_scope,
     st.sampled_from(SCOPES),
     st.sampled_from(NAMES),
     st.sampled_from(DESCRIPTIONS),
@@ -339,7 +344,7 @@ class CountingReader:
 
 def test_unchanged_metrics_are_neither_translated_nor_rendered_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """A second scrape of the same points translates nothing; one changed metric is the only one translated."""
-    unchanged = {(("method", "GET"),): 3}
+    unchanged: dict[AttrKey, Value] = {(("method", "GET"),): 3}
     cached = Cached()
     cached.render({COUNTER: unchanged, THREADS: {(): 1}}, None)
     counting = CountingReader(cached.cache, monkeypatch)
@@ -365,7 +370,7 @@ def test_equal_points_in_a_new_dict_are_reused_but_retyped_ones_are_not(monkeypa
 def test_type_conflict_is_dropped_and_counted_at_every_scrape() -> None:
     """A counter and a gauge whose families are both named requests: the gauge is dropped, and counted again at each
     scrape even when nothing is translated again."""
-    snapshot = {COUNTER: {(): 1}, CONFLICTING_GAUGE: {(): 2}}
+    snapshot: Snapshot = {COUNTER: {(): 1}, CONFLICTING_GAUGE: {(): 2}}
     cached = Cached()
 
     drops = [cached.render(snapshot, None)[2] for _ in range(3)]
@@ -390,7 +395,7 @@ def test_target_info_comes_first_even_with_no_metrics() -> None:
 def test_formats_beyond_the_limit_evict_the_oldest(monkeypatch: pytest.MonkeyPatch) -> None:
     """The latest MAX_FORMATS formats are served again without running an encoder; one more evicts the least recently
     used, which is then rendered again, identically to the reference."""
-    choose = exposition_cache.choose_encoder
+    choose = choose_encoder
     encoded: list[str] = []  # the content type of every encoder run
 
     def counting(accept: str) -> tuple[Callable[[Any], bytes], str]:
@@ -402,7 +407,7 @@ def test_formats_beyond_the_limit_evict_the_oldest(monkeypatch: pytest.MonkeyPat
 
         return encode, content_type
 
-    monkeypatch.setattr(exposition_cache, "choose_encoder", counting)
+    monkeypatch.setattr("otel_gunicorn._arbiter.exposition_cache.choose_encoder", counting)
     by_type = {choose(accept or "")[1]: accept for accept in ACCEPTS}  # one Accept header per content type
     accepts = list(by_type.values())[: exposition_cache.MAX_FORMATS + 1]
     assert exposition_cache.MAX_FORMATS + 1 == len(accepts), "ACCEPTS has too few content types for this test"
@@ -431,7 +436,7 @@ def test_compressed_body_is_reused_while_the_body_is_unchanged(monkeypatch: pyte
         compressions.append(data)
         return compress(data, **settings)
 
-    monkeypatch.setattr(exposition_cache.gzip, "compress", counting)
+    monkeypatch.setattr(gzip, "compress", counting)  # the module exposition_cache compresses with
     cache = ExpositionCache(lambda: {COUNTER: {(): 1}}, to_sdk)
 
     first, _ = cache.render(None, compress=True)
@@ -465,7 +470,10 @@ def call(app: Callable[..., Any], method: str = "GET", path: str = "/metrics", *
 @pytest.fixture
 def endpoint() -> Iterator[tuple[PrometheusEndpoint, Reference]]:
     reference = Reference()
-    snapshot = {COUNTER: {(("method", "GET"),): 3}, DURATION: {(): HistogramValue(1, 0.5, (1.0,), (1, 0), 0.5, 0.5)}}
+    snapshot: Snapshot = {
+        COUNTER: {(("method", "GET"),): 3},
+        DURATION: {(): HistogramValue(1, 0.5, (1.0,), (1, 0), 0.5, 0.5)},
+    }
     reference.snapshot = snapshot
     yield PrometheusEndpoint("localhost", 0, lambda: dict(snapshot), to_sdk, ForkLock()), reference
 
@@ -563,7 +571,7 @@ def test_self_metrics_in_the_scrape_are_up_to_date(tmp_path: Any) -> None:
 def test_nan_values_render_like_the_reference() -> None:
     """NaN is never == NaN: the cache re-renders it (or not) but the bytes stay the reference's."""
     reference, cached = Reference(), Cached()
-    snapshot = {THREADS: {(): math.nan}}
+    snapshot: Snapshot = {THREADS: {(): math.nan}}
 
     for _ in range(2):
         assert reference.render(snapshot, None) == cached.render(snapshot, None)

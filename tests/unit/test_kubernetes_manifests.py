@@ -303,7 +303,9 @@ def queries(node: Any, where: str) -> Iterator[tuple[str, str]]:
 
 def fill_template(query: str, series_query: str | None) -> str:
     if "<<.Series>>" in query:
-        query = query.replace("<<.Series>>", re.match(r"\s*([A-Za-z_:][A-Za-z0-9_:]*)", series_query or "")[1])
+        series = re.match(r"\s*([A-Za-z_:][A-Za-z0-9_:]*)", series_query or "")
+        assert series is not None, f"no metric name in the seriesQuery {series_query!r}"
+        query = query.replace("<<.Series>>", series[1])
     for placeholder, value in ADAPTER_TEMPLATE.items():
         query = query.replace(placeholder, value)
     return query
