@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from otel_gunicorn._worker.dirty.worker import DirtyWorkerRuntime
-    from otel_gunicorn._worker.runtime import WorkerRuntime
+from typing import Any
 
 
 def not_measured(*_args: Any) -> None:
@@ -27,10 +23,11 @@ def not_measured(*_args: Any) -> None:
 class WorkerState:
     """This worker's telemetry and how its request hooks reach it."""
 
-    #: the HTTP worker's runtime, from ``post_worker_init`` until ``worker_exit``
-    runtime: WorkerRuntime | None = None
-    #: the dirty worker's runtime, from ``dirty_worker_init``
-    dirty_runtime: DirtyWorkerRuntime | None = None
+    #: the HTTP worker's runtime (a ``WorkerRuntime``), from ``post_worker_init`` until ``worker_exit``; and the dirty
+    #: worker's (a ``DirtyWorkerRuntime``), from ``dirty_worker_init``. Typed ``object`` so that this module, which
+    #: both runtimes import, imports neither: each reads its own back through ``isinstance``.
+    runtime: object | None = None
+    dirty_runtime: object | None = None
     #: the worker listens on sockets of its own (``reuse_port`` on gunicorn >= 24), which it measures itself
     own_listeners: bool = False
     #: what ``hooks.pre_request`` / ``hooks.post_request`` call: the observer's own bound methods once the runtime

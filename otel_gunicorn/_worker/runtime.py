@@ -149,7 +149,7 @@ def start(worker: Any) -> WorkerRuntime | None:
     """Build this worker's runtime; a no-op outside a worker forked by a running otel_gunicorn arbiter."""
     arbiter = _handoff.inherited()
     if arbiter is None or WORKER.runtime is not None:
-        return WORKER.runtime
+        return current()
     try:
         runtime = WORKER.runtime = WorkerRuntime(worker, arbiter)
     except Exception:  # noqa: BLE001 - a worker that cannot build its telemetry must still serve
@@ -160,6 +160,12 @@ def start(worker: Any) -> WorkerRuntime | None:
         WORKER.request_finished = runtime.requests.finished
     _pin_request_hooks(worker)
     return runtime
+
+
+def current() -> WorkerRuntime | None:
+    """This worker's runtime, if it has one."""
+    runtime = WORKER.runtime
+    return runtime if isinstance(runtime, WorkerRuntime) else None
 
 
 def _pin_request_hooks(worker: Any) -> None:
@@ -197,7 +203,7 @@ def forked(server: Any, worker: Any) -> None:
 
 def aborting() -> None:
     """``worker_abort`` (the arbiter's SIGABRT for a missed ``--timeout``): requests cut off are timeouts."""
-    runtime = WORKER.runtime
+    runtime = current()
     if runtime is not None and runtime.requests is not None:
         runtime.requests.abort()
 
@@ -221,7 +227,7 @@ def exit_reason() -> str:
 
 def shutdown() -> None:
     """Graceful worker exit: final report and goodbye."""
-    runtime, WORKER.runtime = WORKER.runtime, None
+    runtime, WORKER.runtime = current(), None
     if runtime is not None:
         _abandon_requests(runtime)
         runtime.shutdown(exit_reason())

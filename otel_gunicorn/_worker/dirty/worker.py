@@ -111,7 +111,8 @@ def start(worker: Any) -> DirtyWorkerRuntime | None:
     reserved a channel for the dirty side."""
     link = _handoff.dirty_link()
     if link is None or link.channel_path is None or WORKER.dirty_runtime is not None:
-        return WORKER.dirty_runtime
+        known = WORKER.dirty_runtime
+        return known if isinstance(known, DirtyWorkerRuntime) else None
     try:
         runtime = DirtyWorkerRuntime(link, _timeout_error())
         _instrument(worker, runtime)
