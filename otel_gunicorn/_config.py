@@ -104,6 +104,8 @@ class Config:
         """Build the configuration from ``environ``; raise :class:`ConfigError` on a bad ``OTEL_GUNICORN_*`` value
         or an ``OTEL_GUNICORN_*`` name otel_gunicorn does not read (a typo would otherwise keep the default)."""
         _check_own_names(environ)
+        for problem in resource_attribute_problems(environ):
+            _log.warning("otel_gunicorn: %s", problem)
         defaults = cls()
         enabled = not _standard_bool(environ, env.OTEL_SDK_DISABLED, default=False)
         exporters = _metrics_exporters(environ)
@@ -199,6 +201,25 @@ def _metrics_exporters(environ: Mapping[str, str]) -> frozenset[str]:
         )
     known = frozenset(names & METRICS_EXPORTERS)
     return known or frozenset({"prometheus"})
+
+
+def resource_attribute_problems(environ: Mapping[str, str]) -> list[str]:
+    """What is wrong with ``OTEL_RESOURCE_ATTRIBUTES``, read as the SDK's resource detector reads it (pairs
+    separated by commas, each ``key=value``; a pair that is not is skipped): one message naming the variable, its
+    value and the pairs left out, or none. The arbiter says it once per server; the SDK's own line, which it would
+    repeat in every process at every ``Resource.create``, is held back
+    (``_otel_compat.env_resource_warnings_held_back``)."""
+    raw = environ.get(env.OTEL_RESOURCE_ATTRIBUTES, "")
+    if not raw:
+        return []
+    bad = [pair for pair in raw.split(",") if "=" not in pair]
+    if not bad:
+        return []
+    skipped = ", ".join(repr(pair) for pair in bad)
+    return [
+        f"{env.OTEL_RESOURCE_ATTRIBUTES}={raw!r} is not valid: {skipped} is not key=value; expected key=value pairs "
+        f"separated by commas (values URL-encoded); ignoring {'it' if len(bad) == 1 else 'them'}"
+    ]
 
 
 def distro_prometheus_port(environ: Mapping[str, str]) -> int | None:

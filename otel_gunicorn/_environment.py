@@ -13,7 +13,8 @@ OTEL_SERVICE_NAME = "OTEL_SERVICE_NAME"
 """Standard. ``service.name`` of the server's resource (shown in ``target_info``). Read by the OpenTelemetry SDK."""
 
 OTEL_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
-"""Standard. Extra resource attributes, ``key=value,key=value``. Read by the OpenTelemetry SDK."""
+"""Standard. Extra resource attributes, ``key=value,key=value``. Read by the OpenTelemetry SDK. A pair that is not
+``key=value`` is skipped, and said once per server, in the arbiter's log."""
 
 OTEL_METRICS_EXPORTER = "OTEL_METRICS_EXPORTER"
 """Standard. Comma-separated exporters for the merged metrics: ``prometheus`` (the endpoint in the arbiter),

@@ -13,7 +13,9 @@ and grpc must never be loaded in the arbiter, which forks).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry import context as _otel_context
@@ -25,15 +27,6 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
 # The API's synchronous gauge is still underscored (``Meter.create_gauge`` returns one).
 from opentelemetry.metrics import _Gauge as APIGauge
-
-# The logs SDK is still experimental: public in the docs, private in its module name.
-from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, ReadableLogRecord
-from opentelemetry.sdk._logs.export import (
-    BatchLogRecordProcessor,
-    ConsoleLogRecordExporter,
-    LogRecordExporter,
-    LogRecordExportResult,
-)
 
 # The SDK's default histogram boundaries and its per-instrument cardinality limit: ours must be the SDK's, not copies.
 from opentelemetry.sdk.metrics._internal._view_instrument_match import (
@@ -49,12 +42,50 @@ from opentelemetry.sdk.metrics._internal.measurement import Measurement
 # The context key under which the API keeps the current span.
 from opentelemetry.trace.propagation import _SPAN_KEY as SPAN_KEY
 
+#: the line the SDK's ``OTELResourceDetector`` logs for each pair of ``OTEL_RESOURCE_ATTRIBUTES`` that is not
+#: ``key=value``, at every ``Resource.create`` (its logger: ``opentelemetry.sdk.resources``)
+ENV_RESOURCE_WARNING = "Invalid key value resource attribute pair %s: %s"
+
+
+class _EnvResourceWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != ENV_RESOURCE_WARNING
+
+
+@contextlib.contextmanager
+def env_resource_warnings_held_back() -> Iterator[None]:
+    """While inside, the SDK's line about a malformed ``OTEL_RESOURCE_ATTRIBUTES`` pair is not logged.
+
+    The arbiter reports the variable once per server (``_config``); the SDK would repeat it at every
+    ``Resource.create`` in every process, importing its logs module included (a dataclass default runs one).
+    """
+    logger = logging.getLogger("opentelemetry.sdk.resources")
+    held_back = _EnvResourceWarnings()
+    logger.addFilter(held_back)
+    try:
+        yield
+    finally:
+        logger.removeFilter(held_back)
+
+
+# The logs SDK is still experimental: public in the docs, private in its module name. Its import runs a
+# Resource.create (ReadWriteLogRecord's default resource), in every process: not the place to report the variable.
+with env_resource_warnings_held_back():
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler, ReadableLogRecord
+    from opentelemetry.sdk._logs.export import (
+        BatchLogRecordProcessor,
+        ConsoleLogRecordExporter,
+        LogRecordExporter,
+        LogRecordExportResult,
+    )
+
 __all__ = [
     "SDK_CARDINALITY_LIMIT",
     "SDK_DEFAULT_BOUNDARIES",
     "SPAN_KEY",
     "APIGauge",
     "BatchLogRecordProcessor",
+    "ENV_RESOURCE_WARNING",
     "ConsoleLogRecordExporter",
     "LogRecordExporter",
     "LogRecordExportResult",
@@ -64,6 +95,7 @@ __all__ = [
     "ReadableLogRecord",
     "advisory_boundaries",
     "context_reader",
+    "env_resource_warnings_held_back",
     "get_logger_provider",
     "map_unit",
     "otlp_log_exporter_class",

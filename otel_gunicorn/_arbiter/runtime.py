@@ -43,6 +43,7 @@ from otel_gunicorn._arbiter.tls import check_certificates
 from otel_gunicorn._config import Config, ConfigError, fail_fast
 from otel_gunicorn._fork import FORK, FORK_WAIT, ForkLock
 from otel_gunicorn._instruments import DIRTY_CALLS_ACTIVE, DIRTY_SLOT_ATTRIBUTE, SLOT_ATTRIBUTE
+from otel_gunicorn._otel_compat import env_resource_warnings_held_back
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._snapshot import Snapshot, metrics_data_from_snapshot, payload_from_snapshot
 
@@ -60,7 +61,7 @@ class ArbiterRuntime:
         self.lifecycle = WorkerLifecycle()
         self.dirty = DirtyPool()
         self.start_ns = time.time_ns()
-        self.resource = Resource.create({"process.pid": os.getpid(), "host.name": socket.gethostname()})
+        self.resource = server_resource({"process.pid": os.getpid()})
         self.channel = ChannelServer(config.channel_dir, self, config.max_frame_bytes, private_dir)
         self.endpoint: PrometheusEndpoint | None = None
         if "prometheus" in config.metrics_exporters:
@@ -247,6 +248,14 @@ def _tcp_ports(server: Any) -> frozenset[int]:
     return frozenset(ports)
 
 
+def server_resource(attributes: dict[str, Any]) -> Resource:
+    """The server's resource: ``Resource.create`` (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, the SDK's
+    detectors) with ``host.name`` and ``attributes``. A malformed ``OTEL_RESOURCE_ATTRIBUTES`` was reported by
+    :func:`check_config`, once: the SDK's line is held back."""
+    with env_resource_warnings_held_back():
+        return Resource.create({"host.name": socket.gethostname(), **attributes})
+
+
 def server_resource_attributes(resource: Resource) -> dict[str, Any]:
     """What a worker's spans and logs share with the server's metrics: the resource, less the master's pid."""
     return {k: v for k, v in resource.attributes.items() if k != "process.pid"}
@@ -360,7 +369,7 @@ def start(server: Any) -> None:
     _join_fork_handlers()
     if not config.metrics_enabled:
         # OTEL_METRICS_EXPORTER=none: no channel, no endpoint; workers still trace and export logs if asked to
-        resource = Resource.create({"host.name": socket.gethostname()})
+        resource = server_resource({})
         STATE.spans_and_logs_only = _handoff.ArbiterLink(config, None, server_resource_attributes(resource))
         return
     runtime = None
