@@ -38,6 +38,26 @@ class _EventHandler(LoggingHandler):
         super().emit(exportable(record))
 
 
+def clean_records(handler: LoggingHandler) -> None:
+    """Make ``handler`` export every record as :func:`exportable` gives it (idempotent).
+
+    For opentelemetry-instrument's own handler, which must stay the very object the distro keeps through every
+    ``dictConfig`` (it removes and re-adds that object), so it cannot be replaced by an :class:`_EventHandler`; and a
+    ``logging.Filter`` cannot hand it another record before Python 3.12. It stays so until the worker exits (records
+    logged after :meth:`LogExport.shutdown` are cleaned too). Without this, a structlog event reached
+    the SDK as it is: ``_logger`` answered with "Invalid type ... for attribute value" on every line.
+    """
+    if isinstance(handler, _EventHandler) or getattr(handler, "_otel_gunicorn_clean", False):
+        return
+    emit = handler.emit
+
+    def emit_exportable(record: logging.LogRecord) -> None:
+        emit(exportable(record))
+
+    handler.emit = emit_exportable  # type: ignore[method-assign]  # this instance only
+    handler._otel_gunicorn_clean = True  # type: ignore[attr-defined]
+
+
 class LogExport:
     """The worker's LoggerProvider and the handler that feeds it stdlib logging's records."""
 
@@ -46,8 +66,10 @@ class LogExport:
         self._owned = owned
         # opentelemetry-instrument's own handler on root (OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true), which
         # it keeps through every dictConfig: a second one there would export each record twice. gunicorn's error and
-        # access loggers do not propagate to root, so they get that same handler.
+        # access loggers do not propagate to root, so they get that same handler. Its records are cleaned as ours.
         on_root = None if owned else next((h for h in logging.getLogger().handlers if type(h) is LoggingHandler), None)
+        if on_root is not None:
+            clean_records(on_root)
         self.handler: LoggingHandler = on_root or _EventHandler(logger_provider=provider)
         self._loggers = tuple(name for name in EXPORTED_LOGGERS if not (name == "" and on_root is not None))
         for name in self._loggers:

@@ -26,12 +26,15 @@ FLASK_SCOPE = "opentelemetry.instrumentation.flask"
 DJANGO_SCOPE = "opentelemetry.instrumentation.django"
 
 
-def start(start_gunicorn, app: str, env: dict[str, str], *, flags: tuple[str, ...] = (), **kwargs):
-    """A 2-worker server started through opentelemetry-instrument, without the readiness request. (``-w 2`` rather
-    than the harness's ``workers=2``, which counts the master's children: with OTLP one is the exporter process.)"""
+def start(
+    start_gunicorn, app: str, env: dict[str, str], *, flags: tuple[str, ...] = (), args: tuple[str, ...] = (), **kwargs
+):
+    """A 2-worker server started through opentelemetry-instrument (``flags``: its own), without the readiness
+    request. (``-w 2`` rather than the harness's ``workers=2``, which counts the master's children: with OTLP one is
+    the exporter process.)"""
     settings = {"OTEL_TRACES_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none", **env}
     server = start_gunicorn(
-        app, args=["-w", "2"], env=settings, instrument=list(flags), probe=False, wait_metrics=False, **kwargs
+        app, args=["-w", "2", *args], env=settings, instrument=list(flags), probe=False, wait_metrics=False, **kwargs
     )
     # Not the harness's endpoint wait: the distro's own Prometheus server answers on the port until the take-over.
     wait_until(lambda: server.booted() == 2 and proc.accept_queue(server.port) is not None, 30, what="2 workers")
@@ -134,3 +137,49 @@ def test_metrics_exporter_none_says_metrics_are_off(start_gunicorn):
     load(server)
     assert (1, set()) == (server.log().count(METRICS_OFF), proc.listeners(server.metrics_port))
     assert net.port_free(server.metrics_port)
+
+
+@pytest.mark.parametrize(
+    ("flags", "recycled"),
+    [(("--preload",), False), (("-k", "gthread", "--threads", "2", "--max-requests", "7"), True)],
+    ids=["preload", "gthread-max-requests"],
+)
+def test_preloaded_or_recycled_workers_stay_exact(start_gunicorn, flags, recycled):
+    """``--preload`` (the app and Flask's instruments made in the arbiter, before any fork) and gthread workers
+    recycled every 7 requests: the app's counter and Flask's request count are exact at 60, and every recycled
+    worker's exit is counted (its totals kept)."""
+    server = start(start_gunicorn, "flask_counting:app", {"OTEL_METRICS_EXPORTER": "prometheus"}, args=flags)
+    load(server)
+    server.wait_value("app_hits_total", REQUESTS)
+    wait_until(lambda: instrumentation_count(server, FLASK_SCOPE) == REQUESTS, 5, what=f"Flask's count == {REQUESTS}")
+    if recycled:
+        wait_until(lambda: len(server.worker_pids()) == 2, 15, what="2 workers after the recycling")
+        exits = server.booted() - 2
+        assert exits >= 60 // (2 * 7)
+        server.wait_value("gunicorn_worker_exits_total", exits)
+    assert {server.pid} == proc.listeners(server.metrics_port)
+    assert_clean(server)
+
+
+def test_structlog_events_through_the_distros_log_handler_are_exported_cleanly(start_gunicorn, start_rotel):
+    """``OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true``: the distro's own handler on root exports a structlog
+    application's events with their own keys as attributes, with no "Invalid type" warning of the SDK's (it answered
+    structlog's ``_logger`` on every line)."""
+    collector = start_rotel()
+    env = {
+        **collector.export_env("logs", protocol="grpc"),
+        "OTEL_METRICS_EXPORTER": "prometheus",
+        "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
+    }
+    server = start(start_gunicorn, "structlog_app:app", env)
+    assert [200] * 5 == server.load(5, concurrency=1)
+
+    def paid() -> list:
+        found = [r for r in collector.log_records() if r.body == "paid"]
+        return found if len(found) >= 5 else []
+
+    records = wait_until(paid, 15, what="5 exported events")
+    own = [{k: v for k, v in r.attributes.items() if not k.startswith("code.")} for r in records]
+    expected = {"order": "42", "price": "9.5", "express": "true", "tags": "Str(a), Str(b)", "customer": "customer 7"}
+    assert [expected] * 5 == own
+    assert ("Invalid type" in server.log(), "Invalid type" in collector.log()) == (False, False)

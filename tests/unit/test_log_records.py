@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import structlog
 from opentelemetry import trace
-from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -159,3 +159,30 @@ def test_every_key_our_processors_add_is_left_out_of_the_attributes():
     finally:
         logs.set_worker_slot(None)
     assert set(event) <= NOT_ATTRIBUTES
+
+
+def test_a_structlog_event_through_opentelemetry_instruments_handler_is_exported_cleanly(sdk_warnings):
+    """Under ``OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true`` the distro's plain ``LoggingHandler`` on root is
+    reused (not replaced): its records are cleaned the same way, so a structlog event has its own keys and no
+    structlog bookkeeping, and the SDK warns about nothing."""
+    provider = LoggerProvider()
+    exporter = InMemoryLogRecordExporter()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    distros = LoggingHandler(logger_provider=provider)  # what the distro's configurator puts on root
+    root = logging.getLogger()
+    root.addHandler(distros)
+    export = LogExport(provider, owned=False)
+    logs.configure_structlog("json")
+    app = logging.getLogger(APP)
+    app.setLevel(logging.INFO)
+    try:
+        structlog.get_logger(APP).info("paid", order=42, thing=Opaque())
+    finally:
+        export.shutdown()
+        root.removeHandler(distros)
+        app.setLevel(logging.NOTSET)
+        structlog.reset_defaults()
+    (record,) = exporter.get_finished_logs()
+    attributes = {k: v for k, v in (record.log_record.attributes or {}).items() if k not in CODE_KEYS}
+    assert (export.handler, "paid", {"order": 42, "thing": "opaque!"}) == (distros, record.log_record.body, attributes)
+    assert [] == sdk_warnings.messages
