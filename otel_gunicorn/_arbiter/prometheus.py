@@ -15,9 +15,11 @@ Hazards:
   instrumentation's ``http.server.active_requests`` beside ours), which Prometheus rejects whole;
   :class:`OneFamilyPerName` folds them into one family;
 * the port may be taken (a second master during USR2, another program): the application must keep serving, so
-  binding is retried in the background with backoff and the failure is logged once. What no retry can fix — a host
-  that does not resolve or is not an address of this machine, gunicorn's own port, a port needing privileges — is
-  logged once as an error and the endpoint stays off;
+  binding is retried in the background with backoff and the failure is logged once, naming the processes that hold
+  the port (``_probes/port_holders.py``). What no retry can fix — a host that does not resolve or is not an address
+  of this machine, gunicorn's own port, a port this very process already listens on (a server started by the
+  configuration file or a preloaded application), a port needing privileges — is logged once as an error and the
+  endpoint stays off;
 * fork: scrapes compute under the runtime lock, which the fork handler holds across ``fork()`` (the cache is only
   read and written under it); authentication (bcrypt) and the socket I/O happen outside it.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterable
@@ -43,6 +46,7 @@ from otel_gunicorn._arbiter.exposition_cache import ExpositionCache
 from otel_gunicorn._arbiter.tls import TLSThreadingWSGIServer, ssl_context
 from otel_gunicorn._environment import OTEL_EXPORTER_PROMETHEUS_HOST, OTEL_EXPORTER_PROMETHEUS_PORT
 from otel_gunicorn._fork import ForkLock
+from otel_gunicorn._probes import port_holders
 from otel_gunicorn._snapshot import Snapshot
 from otel_gunicorn._webconfig import WebConfig
 
@@ -53,6 +57,8 @@ _log = logging.getLogger("otel_gunicorn")
 #: seconds a scrape connection may stay silent before it is dropped (a stuck scraper holds only its own thread)
 SCRAPE_SOCKET_TIMEOUT = 10.0
 _BIND_RETRY_INITIAL = 0.5
+#: holders of a taken port named in the warning (an old master's workers inherit its socket: there may be many)
+_HOLDERS_NAMED = 3
 # Short, because the common reason the port is taken is the old master during a USR2 upgrade: the new master must
 # take the endpoint over within a second of the old one leaving. A failed bind() costs next to nothing.
 _BIND_RETRY_MAX = 1.0
@@ -110,6 +116,8 @@ class PrometheusEndpoint:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.bind_failures = 0
+        #: who held the port at the first failure to bind it for that reason (pids; empty when none could be seen)
+        self._holders: set[int] | None = None
 
     @property
     def tls(self) -> bool:
@@ -174,6 +182,8 @@ class PrometheusEndpoint:
                 server = self._bind()
             except (OSError, ValueError) as exc:  # ValueError: a host name that cannot be encoded
                 self.bind_failures += 1
+                if self._holders is None and isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+                    self._holders = port_holders.holders(self._port)
                 hopeless = self._hopeless(exc)
                 if hopeless is not None:
                     _log.error(
@@ -184,11 +194,12 @@ class PrometheusEndpoint:
                     return
                 if self.bind_failures == 1:
                     _log.warning(
-                        "otel_gunicorn: cannot serve metrics on %s:%d (%s); the application is unaffected, "
+                        "otel_gunicorn: cannot serve metrics on %s:%d (%s%s); the application is unaffected, "
                         "retrying in the background",
                         self._host,
                         self._port,
                         exc,
+                        _held_by(self._holders or set()),
                     )
                 self._stop.wait(delay)
                 delay = min(delay * 2, _BIND_RETRY_MAX)
@@ -215,6 +226,13 @@ class PrometheusEndpoint:
             return f"{host} is not an address of this machine"
         if exc.errno == errno.EADDRINUSE and self._port in self._app_ports:
             return f"{port} is a port gunicorn itself listens on; pick another"
+        if exc.errno == errno.EADDRINUSE and os.getpid() in (self._holders or ()):
+            return (
+                f"{port} is taken by this very process (pid {os.getpid()}, the gunicorn arbiter): something in it "
+                "started a server there (gunicorn's configuration file, an application loaded with --preload, e.g. "
+                "prometheus_client.start_http_server), so no retry can free it; stop that server, or pick another "
+                "port"
+            )
         if exc.errno == errno.EACCES:
             return f"{port} needs privileges this process does not have (ports below 1024)"
         return None
@@ -242,6 +260,21 @@ class PrometheusEndpoint:
             server = make_server(host, self._port, self._served, _Server, handler_class=_QuietHandler)
             self._server = server
         return server
+
+
+def _held_by(pids: set[int]) -> str:
+    """``; held by pid N (its command name), ...`` for the warning, the parent of this process said as such (the old
+    master during a USR2 upgrade: it frees the port when it exits); empty when no holder could be seen."""
+    if not pids:
+        return ""
+    parent = os.getppid()
+    first = sorted(pids, key=lambda pid: (pid != parent, pid))[:_HOLDERS_NAMED]
+    named = [
+        f"pid {pid} ({port_holders.command_name(pid)}{', the parent of this process' if pid == parent else ''})"
+        for pid in first
+    ]
+    more = f" and {len(pids) - len(first)} more" if len(pids) > len(first) else ""
+    return "; held by " + ", ".join(named) + more
 
 
 def _best_family(host: str, port: int) -> tuple[socket.AddressFamily, str]:

@@ -3,8 +3,13 @@ the whole server's output read (arbiter, workers and the OTLP exporter process w
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import pytest
 
+from harness import net, proc
 from harness.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -32,3 +37,34 @@ def test_a_malformed_resource_attributes_is_reported_once_per_server(start_gunic
     lines = [line for line in server.log().splitlines() if "resource attribute" in line or "RESOURCE_ATTR" in line]
     assert 1 == len(lines), lines
     assert "otel_gunicorn: OTEL_RESOURCE_ATTRIBUTES='garbage,service.version=1.2' is not valid" in lines[0]
+
+
+def test_a_metrics_port_taken_by_the_arbiter_itself_is_said_once_without_retrying(start_gunicorn):
+    """The configuration starts prometheus_client's server on the metrics port in the arbiter: one error names this
+    process and its pid and says no retry can free the port; nothing retries (requests are still served)."""
+    server = start_gunicorn("counting:app", config="python:taking_the_metrics_port", wait_metrics=False)
+    expected = f"is taken by this very process (pid {server.pid}, the gunicorn arbiter)"
+    wait_until(lambda: expected in server.log(), 10, what="the error naming the arbiter")
+    time.sleep(1.5)  # a retry would come within a second
+    log = server.log()
+    assert (1, 0, 200) == (log.count("no Prometheus endpoint"), log.count("retrying"), server.get()[0])
+
+
+def test_a_metrics_port_held_by_another_process_names_it(start_gunicorn, tmp_path):
+    """The metrics port is held by another process: the warning names its pid and command, and retries."""
+    port = net.free_port()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import socket,time; s=socket.socket(); s.bind(('{net.LOOPBACK}', {port})); s.listen(); time.sleep(60)",
+        ]
+    )
+    try:
+        wait_until(lambda: proc.accept_queue(port) is not None, 10, what="the holder to listen")
+        server = start_gunicorn("counting:app", env={"OTEL_EXPORTER_PROMETHEUS_PORT": str(port)}, wait_metrics=False)
+        wait_until(lambda: "retrying in the background" in server.log(), 10, what="the warning")
+        assert f"held by pid {holder.pid} (python" in server.log()
+    finally:
+        holder.kill()
+        holder.wait()
