@@ -184,7 +184,7 @@ class Scraper:
         """Pairs of consecutive successful scrapes where app_requests_total went down (or vanished)."""
         values = [r.requests_total for r in self.records if r.ok]
         seen = [v for v in values if v is not None]
-        bad = [(a, b) for a, b in zip(seen, seen[1:]) if b < a]
+        bad: list[tuple[float | None, float | None]] = [(a, b) for a, b in zip(seen, seen[1:]) if b < a]
         first = next((i for i, v in enumerate(values) if v is not None), len(values))
         bad += [(None, None) for v in values[first:] if v is None]
         return bad
@@ -307,11 +307,17 @@ def wait_counter_settled(metrics_port: int, interval: float, timeout: float = 20
     """Wait until app_requests_total has not moved for two report intervals; return it."""
     last: list[Any] = [None, time.monotonic()]  # value, since when
 
-    def settled() -> tuple[float] | None:
-        value = requests_total(metrics_port)
+    def settled(value: float | None) -> bool:
         if value != last[0]:
             last[:] = [value, time.monotonic()]
-            return None
-        return (value,) if value is not None and time.monotonic() - last[1] >= 2 * interval else None
+            return False
+        return value is not None and time.monotonic() - last[1] >= 2 * interval
 
-    return wait_until(settled, timeout, what=f"app_requests_total to stay put for {2 * interval} s")[0]
+    value = wait_until(
+        lambda: requests_total(metrics_port),
+        timeout,
+        what=f"app_requests_total to stay put for {2 * interval} s",
+        until=settled,
+    )
+    assert value is not None  # settled accepts no None
+    return value

@@ -57,9 +57,10 @@ def access_records(server, path: str) -> list[dict]:
 
 def wait_access(server, path: str, count: int = 1) -> list[dict]:
     return wait_until(
-        lambda: access_records(server, path) if len(access_records(server, path)) >= count else None,
+        lambda: access_records(server, path),
         10,
         what=f"{count} access record(s) for {path}",
+        until=lambda found: len(found) >= count,
     )
 
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import http.client
 import json
 import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -103,11 +104,13 @@ def resolve_variables(prometheus, instances: int) -> dict[str, str]:
             continue
         query, label = label_values_query(interpolate(variable["query"], values))
 
-        def found(query: str = query, label: str = label) -> list[str] | None:
-            names = sorted(r["metric"][label] for r in prometheus.query(query))
-            return names if names and (label != "instance" or len(names) == instances) else None
+        def found(query: str = query, label: str = label) -> list[str]:
+            return sorted(r["metric"][label] for r in prometheus.query(query))
 
-        names = wait_until(found, 20, what=f"values of ${variable['name']} from {query}")
+        def complete(names: list[str], label: str = label) -> bool:
+            return bool(names) and (label != "instance" or len(names) == instances)
+
+        names = wait_until(found, 20, what=f"values of ${variable['name']} from {query}", until=complete)
         values[variable["name"]] = as_regex(names) if variable["multi"] else names[0]
     return values
 
@@ -151,7 +154,7 @@ def traffic(servers) -> Callable[[threading.Event], None]:
     return run
 
 
-def in_parallel(calls: list[Callable[[], object]]) -> None:
+def in_parallel(calls: Sequence[Callable[[], object]]) -> None:
     threads = [threading.Thread(target=call) for call in calls]
     for thread in threads:
         thread.start()
@@ -176,11 +179,7 @@ def scenario(sync, gthread, doomed) -> Callable[[threading.Event], None]:
         # accepted before that would end it as "killed" instead, leaving no "error" exit at all.
         for path, reason in (("/crash", "error"), ("/kill", "killed"), ("/hang", "timeout")):
             attempt(sync, path, timeout=30)
-            wait_until(
-                lambda reason=reason: sync.value(EXITS, **{REASON: reason}),
-                30,
-                what=f"a {reason} exit",
-            )
+            wait_until(functools.partial(sync.value, EXITS, **{REASON: reason}), 30, what=f"a {reason} exit")
 
     return run
 

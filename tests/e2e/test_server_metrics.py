@@ -56,11 +56,14 @@ def tcp(server):
 def reaches(server, name: str, predicate, timeout: float = 10, **labels) -> float:
     """Wait until metric ``name`` (summed over samples matching ``labels``) satisfies ``predicate``; return it."""
 
-    def check() -> tuple[float] | None:
-        value = server.value(name, **labels)
-        return (value,) if value is not None and predicate(value) else None
-
-    return wait_until(check, timeout, what=f"{name}{labels}")[0]
+    value = wait_until(
+        lambda: server.value(name, **labels),
+        timeout,
+        what=f"{name}{labels}",
+        until=lambda v: v is not None and predicate(v),
+    )
+    assert value is not None  # until accepts no None
+    return value
 
 
 def test_sync_worker_listener_queues_busy_worker_and_exit_reasons(start_gunicorn, tmp_path):

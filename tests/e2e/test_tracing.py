@@ -26,7 +26,7 @@ def json_records(server) -> list[dict]:
 
 
 def wait_records(server, predicate, what: str) -> list[dict]:
-    return wait_until(lambda: [r for r in json_records(server) if predicate(r)] or None, 10, what=what)
+    return wait_until(lambda: [r for r in json_records(server) if predicate(r)], 10, what=what)
 
 
 WORKERS = {

@@ -159,10 +159,10 @@ def main(lock: str, rounds: int, log_path: str) -> int:
         pid = os.fork()
         if pid == 0:
             try:
-                code = child(counter, provider)
+                exit_code = child(counter, provider)
             except BaseException:  # noqa: BLE001 - the parent reads the exit status
-                code = 4
-            os._exit(code)
+                exit_code = 4
+            os._exit(exit_code)
         code = wait_child(pid)
         if code != 0:
             failures.append(f"round {number}: child {pid} " + ("hung" if code is None else f"exited {code}"))

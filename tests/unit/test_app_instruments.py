@@ -51,7 +51,9 @@ def _points(provider: AppMeterProvider) -> dict[tuple[str, Kind], dict[Any, Any]
 # ---------------------------------------------------------------- the same payload as the SDK
 
 
-INSTRUMENTS = [  # (kind, scope, name, unit, description, advisory boundaries)
+Scope = tuple[str, str, str]
+INSTRUMENTS: list[tuple[str, Scope, str, str, str] | tuple[str, Scope, str, str, str, tuple[float, ...]]] = [
+    # (kind, scope, name, unit, description[, advisory boundaries])
     ("counter", ("app", "1.0", ""), "app.requests", "{request}", "Requests."),
     ("counter", ("lib", "", "https://opentelemetry.io/schemas/1.21.0"), "Lib.Calls", "", ""),
     ("up_down_counter", ("app", "1.0", ""), "app.in_flight", "{request}", ""),

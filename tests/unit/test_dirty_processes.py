@@ -36,7 +36,7 @@ def channel(tmp_path):
 
 def limits_received(listener: socket.socket) -> list[int]:
     """The limits of every report waiting in the listener's backlog."""
-    received = []
+    received: list[int] = []
     listener.settimeout(0.05)
     while True:
         try:
@@ -47,7 +47,9 @@ def limits_received(listener: socket.socket) -> list[int]:
             [frame] = FrameDecoder(1 << 20).feed(conn.recv(65536))
         assert FrameKind.SNAPSHOT == frame.kind
         [points] = snapshot_from_payload(frame.payload).values()
-        received.append(points[()])
+        limit = points[()]
+        assert isinstance(limit, int)  # a gauge of gunicorn's num_workers
+        received.append(limit)
 
 
 def reporter(channel, num_workers, clock=None):

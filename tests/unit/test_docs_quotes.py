@@ -45,7 +45,10 @@ def _literal(node: ast.expr) -> str | None:
         return _CODE_PLACEHOLDER.sub(ANY, node.value)
     if isinstance(node, ast.JoinedStr):
         return "".join(
-            _CODE_PLACEHOLDER.sub(ANY, part.value) if isinstance(part, ast.Constant) else ANY for part in node.values
+            _CODE_PLACEHOLDER.sub(ANY, part.value)
+            if isinstance(part, ast.Constant) and isinstance(part.value, str)
+            else ANY
+            for part in node.values
         )
     return None
 

@@ -107,7 +107,7 @@ def payload_with(x: Any, meta: MetricMeta = LATENCY) -> dict[str, Any]:
     return payload
 
 
-GOOD = [0.5, T0, f"{TRACE:032x}", f"{SPAN:016x}", {}]
+GOOD: list[Any] = [0.5, T0, f"{TRACE:032x}", f"{SPAN:016x}", {}]  # one exemplar as the payload carries it (JSON)
 
 
 @pytest.mark.parametrize(
@@ -151,7 +151,9 @@ def test_sdk_exemplars_are_encoded_newest_per_bucket() -> None:
     context = trace.set_span_in_context(trace.NonRecordingSpan(SpanContext(TRACE, SPAN, False, TraceFlags(1))))
     counter.add(1, {"method": "GET"}, context=context)
     histogram.record(0.5, {"method": "GET"}, context=context)
-    decoded = snapshot_from_payload(json.loads(json.dumps(payload_from_metrics_data(reader.get_metrics_data()))))
+    data = reader.get_metrics_data()
+    assert data is not None
+    decoded = snapshot_from_payload(json.loads(json.dumps(payload_from_metrics_data(data))))
     found = {meta.name: exemplars_of(points)[GET] for meta, points in decoded.items()}
     assert [(1, TRACE, SPAN)] == [(e.value, e.trace_id, e.span_id) for e in found["orders"]]
     assert [(0.5, TRACE, SPAN)] == [(e.value, e.trace_id, e.span_id) for e in found["latency"]]

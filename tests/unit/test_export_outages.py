@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
-from opentelemetry.sdk._logs.export import LogRecordExportResult, SimpleLogRecordProcessor
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult, SimpleLogRecordProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_gunicorn import _otlp
@@ -109,7 +109,7 @@ def test_an_exporter_that_raises_is_a_failed_batch_not_a_dead_thread(logged: Rec
 
 
 def test_log_record_outages_are_logged_the_same_way(logged: Records) -> None:
-    class Failing:
+    class Failing(LogRecordExporter):
         def export(self, batch):
             return LogRecordExportResult.FAILURE
 
@@ -136,9 +136,10 @@ def test_the_real_sdk_exporter_to_a_closed_port_logs_once(root_records: Records)
     # 1.5 s: one retry (after about 1 s) per batch, so the SDK logs a retry line and a final failure for each
     exporter = _otlp.ObservedSpanExporter(OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=1.5))
     provider = TracerProvider()
-    spans = []
+    spans: list[ReadableSpan] = []
     for name in ("first", "second"):
         with provider.get_tracer("test").start_as_current_span(name) as span:
+            assert isinstance(span, ReadableSpan)  # the SDK's span; the API's tracer types it as trace.Span
             spans.append(span)
 
     exporter.export(spans[:1])
@@ -156,6 +157,7 @@ def test_console_spans_are_one_json_object_per_line() -> None:
     provider = TracerProvider()
     with provider.get_tracer("test").start_as_current_span("GET", attributes={"url.path": "/a\nb"}) as span:
         pass
+    assert isinstance(span, ReadableSpan)  # the SDK's span; the API's tracer types it as trace.Span
 
     text = one_line_span(span)
 
@@ -167,7 +169,7 @@ def test_console_spans_are_one_json_object_per_line() -> None:
 def test_console_log_records_are_one_json_object_per_line() -> None:
     captured: list[str] = []
 
-    class Capture:
+    class Capture(LogRecordExporter):
         def export(self, batch):
             captured.extend(one_line_record(record) for record in batch)
             return LogRecordExportResult.SUCCESS

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from otel_gunicorn._arbiter import otlp
-from otel_gunicorn._fork import ForkLock
 from otel_gunicorn._config import Config, ConfigError
+from otel_gunicorn._fork import ForkLock
 from tests.unit.records import Records
 
 TIMEOUT = "OTEL_GUNICORN_SHUTDOWN_TIMEOUT"
@@ -115,9 +115,9 @@ def test_stop_kills_an_exporter_process_still_busy_when_its_share_of_the_budget_
     process = feeder._process
     assert process is not None
 
-    started = time.monotonic()
+    began = time.monotonic()
     feeder.stop()
-    elapsed = time.monotonic() - started
+    elapsed = time.monotonic() - began
 
     assert (True, True) == (0.3 <= elapsed < 1.0, process.poll() is not None)
     warnings = [m for level, m in logged.messages if level == logging.WARNING]

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from otel_gunicorn._arbiter.lifecycle import DEAD_CONNECTION_GRACE, Actions, WorkerLifecycle
-from otel_gunicorn._arbiter.merge import SLOT_ATTRIBUTE, MergeStore
+from otel_gunicorn._arbiter.merge import MergeStore
+from otel_gunicorn._instruments import SLOT_ATTRIBUTE
 from otel_gunicorn._snapshot import Kind, MetricMeta
 from tests.unit.clock import Clock
 

@@ -26,7 +26,7 @@ from tests.unit.test_logs import gunicorn_cfg, json_lines, preserved_logging, ws
 
 
 @pytest.fixture(autouse=True)
-def _clean(monkeypatch) -> None:
+def _clean(monkeypatch) -> Iterator[None]:
     monkeypatch.delenv("OTEL_GUNICORN_LOG_FORMAT", raising=False)
     yield
     structlog.reset_defaults()

@@ -8,8 +8,9 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otel_gunicorn._arbiter.merge import SLOT_ATTRIBUTE, MergeStore
-from otel_gunicorn._snapshot import HistogramValue, Kind, MetricMeta, Snapshot, Value, fingerprint
+from otel_gunicorn._arbiter.merge import MergeStore
+from otel_gunicorn._instruments import SLOT_ATTRIBUTE
+from otel_gunicorn._snapshot import AttrKey, HistogramValue, Kind, MetricMeta, Snapshot, Value, fingerprint
 
 COUNTER = MetricMeta("app", "", "", "requests", "", "{request}", Kind.COUNTER)
 UPDOWN = MetricMeta("app", "", "", "active", "", "{request}", Kind.UPDOWNCOUNTER)
@@ -427,9 +428,9 @@ def test_counter_never_decreases_and_ends_at_the_sum_of_last_reports(
 
     for kind, which, increment in events:
         if kind == "new":
-            pid = len(last) + 1
-            last[pid] = 0
-            held.add(pid)
+            new = len(last) + 1
+            last[new] = 0
+            held.add(new)
         elif (pid := pick(which)) is None:
             pass
         elif kind == "report":
@@ -440,7 +441,9 @@ def test_counter_never_decreases_and_ends_at_the_sum_of_last_reports(
         else:
             held.discard(pid)
             store.retire(pid)
-        observed.append(store.merged().get(COUNTER, {}).get((), 0))
+        total = store.merged().get(COUNTER, {}).get((), 0)
+        assert not isinstance(total, HistogramValue)  # a counter's point is a number
+        observed.append(total)
 
     expected = float(sum(Fraction(v) for v in last.values()))
     final = store.merged().get(COUNTER, {}).get((), 0)
@@ -517,7 +520,9 @@ def exact_snapshots(draw: st.DrawFn) -> Snapshot:
     """Snapshots whose points may be equal by ``==`` but differ in type or order."""
     snapshot: Snapshot = {}
     for meta in draw(st.permutations([COUNTER, UPDOWN, GAUGE, HISTOGRAM]))[: draw(st.integers(0, 4))]:
-        keys = draw(st.lists(st.sampled_from([GET, (("method", 1),), (("method", True),), ()]), max_size=3))
+        keys: list[AttrKey] = draw(
+            st.lists(st.sampled_from([GET, (("method", 1),), (("method", True),), ()]), max_size=3)
+        )
         if meta.kind is Kind.HISTOGRAM:
             snapshot[meta] = {key: hist((1, 0, 0), draw(exact_values), 0.5, 0.5) for key in keys}
         else:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics import Counter, MeterProvider
+from opentelemetry.sdk.metrics.export import DataPointT, HistogramDataPoint, InMemoryMetricReader
 
 from otel_gunicorn import _otel_compat as compat
 
@@ -35,6 +35,13 @@ def test_only_the_compat_module_names_opentelemetry_private_names() -> None:
         if any(name in line for name in PRIVATE_NAMES + PRIVATE_MODULES)
     ]
     assert [] == offenders
+
+
+def data_points(reader: InMemoryMetricReader) -> list[DataPointT]:
+    """The points of the one metric the reader collects now."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    return list(data.resource_metrics[0].scope_metrics[0].metrics[0].data.data_points)
 
 
 def test_span_key_is_where_the_api_keeps_the_current_span() -> None:
@@ -59,7 +66,8 @@ def test_sdk_default_boundaries_are_the_histograms_default() -> None:
     reader = InMemoryMetricReader()
     meter = MeterProvider(metric_readers=[reader]).get_meter("pin")
     meter.create_histogram("h").record(1)
-    (point,) = reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics[0].data.data_points
+    (point,) = data_points(reader)
+    assert isinstance(point, HistogramDataPoint)
     assert compat.SDK_DEFAULT_BOUNDARIES == tuple(point.explicit_bounds)
 
 
@@ -69,9 +77,9 @@ def test_sdk_cardinality_limit_is_where_series_overflow() -> None:
     counter = MeterProvider(metric_readers=[reader]).get_meter("pin").create_counter("c")
     for index in range(compat.SDK_CARDINALITY_LIMIT + 5):
         counter.add(1, {"i": index})
-    points = reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics[0].data.data_points
+    points = data_points(reader)
     assert compat.SDK_CARDINALITY_LIMIT + 1 == len(points)
-    assert any(dict(p.attributes) == {"otel.metric.overflow": True} for p in points)
+    assert any(dict(p.attributes or {}) == {"otel.metric.overflow": True} for p in points)
 
 
 def test_advisory_boundaries_reads_what_the_histogram_was_created_with() -> None:
@@ -85,8 +93,9 @@ def test_advisory_boundaries_reads_what_the_histogram_was_created_with() -> None
 def test_measurement_cleans_attributes_as_the_sdk_does() -> None:
     """``Measurement(value, time, instrument, context, attributes)`` cleans attributes: a list becomes a tuple."""
     instrument = MeterProvider().get_meter("pin").create_counter("m")
+    assert isinstance(instrument, Counter)  # the SDK's counter, which Measurement takes; the API types it as its own
     measurement = compat.Measurement(0, 0, instrument, otel_context.Context(), {"k": [1, 2]})
-    assert {"k": (1, 2)} == dict(measurement.attributes)
+    assert {"k": (1, 2)} == dict(measurement.attributes or {})
 
 
 def test_api_gauge_is_what_create_gauge_returns() -> None:

@@ -54,7 +54,8 @@ def test_the_rule_unit_tests_pass(path):
 
 def alert_cases() -> tuple[set[str], set[str]]:
     """(alerts some test expects to fire, alerts some test expects to stay silent), over every test file."""
-    fires, silent = set(), set()
+    fires: set[str] = set()
+    silent: set[str] = set()
     for path in TEST_FILES:
         for test in yaml.safe_load(path.read_text())["tests"]:
             for case in test.get("alert_rule_test", []):

@@ -60,9 +60,16 @@ def meta(name: str, kind: Kind, *, unit: str = "", description: str = "") -> Met
     return MetricMeta(*SCOPE, name, description, unit, kind)
 
 
+def collected(reader: InMemoryMetricReader) -> MetricsData:
+    """What the reader collects now (the SDK returns None only for a reader no MeterProvider has registered)."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    return data
+
+
 def through_json(reader: InMemoryMetricReader) -> Snapshot:
     """Collect, encode as a worker does, send through JSON, validate as the arbiter does."""
-    payload = payload_from_metrics_data(reader.get_metrics_data())
+    payload = payload_from_metrics_data(collected(reader))
     return snapshot_from_payload(json.loads(json.dumps(payload)))
 
 
@@ -256,6 +263,7 @@ def test_histogram_with_infinite_min_max_is_accepted() -> None:
 
     actual = snapshot_from_payload(json.loads(json.dumps(payload)))[meta("h", Kind.HISTOGRAM, unit="s")][()]
 
+    assert isinstance(actual, HistogramValue)
     assert (math.inf, -math.inf) == (actual.min, actual.max)
 
 
@@ -281,7 +289,7 @@ C = ("metrics", 0)
 CP = (*C, "points", 0)
 HP = ("metrics", 3, "points", 0)
 
-MALFORMED = {
+MALFORMED: dict[str, object] = {
     "not-an-object": [1, 2],
     "null": None,
     "no-metrics": {},
@@ -461,7 +469,7 @@ def test_number_points_carry_attributes_value_and_times() -> None:
 
 def test_metadata_scope_and_resource_are_carried() -> None:
     """Name, unit, description, scope and resource appear in the SDK data."""
-    snapshot = {meta("c", Kind.COUNTER, unit="s", description="desc"): {(): 1}}
+    snapshot: Snapshot = {meta("c", Kind.COUNTER, unit="s", description="desc"): {(): 1}}
     data = metrics_data_from_snapshot(snapshot, RESOURCE, 1, 2)
     resource_metrics = data.resource_metrics[0]
     scope_metrics = resource_metrics.scope_metrics[0]
@@ -484,7 +492,7 @@ def test_metric_without_points_is_left_out() -> None:
 
 def test_metrics_are_grouped_by_scope() -> None:
     """Metrics of two scopes go into two ScopeMetrics."""
-    snapshot = {
+    snapshot: Snapshot = {
         MetricMeta("a", "", "", "x", "", "", Kind.COUNTER): {(): 1},
         MetricMeta("b", "", "", "y", "", "", Kind.COUNTER): {(): 1},
         MetricMeta("a", "", "", "z", "", "", Kind.GAUGE): {(): 1},
@@ -514,7 +522,7 @@ def test_full_circle_reproduces_the_payload(sdk: Sdk) -> None:
     sdk.meter.create_up_down_counter("u").add(-4)
     sdk.meter.create_histogram("h").record(12, {"k": 1})
     sdk.meter.create_observable_gauge("g", callbacks=[lambda _o: [Observation(9, {"b": False})]])
-    first = json.loads(json.dumps(payload_from_metrics_data(sdk.reader.get_metrics_data())))
+    first = json.loads(json.dumps(payload_from_metrics_data(collected(sdk.reader))))
 
     second = json.loads(
         json.dumps(payload_from_metrics_data(metrics_data_from_snapshot(snapshot_from_payload(first), RESOURCE, 1, 2)))

@@ -43,9 +43,11 @@ def header(
     return HEADER.pack(magic, version, kind, 0, length)
 
 
-def raw_frame(body: bytes, **fields: int) -> bytes:
+def raw_frame(
+    body: bytes, *, magic: bytes = MAGIC, version: int = WIRE_VERSION, kind: int = FrameKind.SNAPSHOT
+) -> bytes:
     """A frame with a hand-made body (not necessarily valid JSON)."""
-    return header(length=len(body), **fields) + body
+    return header(magic=magic, version=version, kind=kind, length=len(body)) + body
 
 
 @fast

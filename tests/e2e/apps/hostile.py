@@ -11,8 +11,10 @@ from otel_gunicorn import _handoff
 def _send(payload: bytes) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(2)
+    link = _handoff.inherited()
+    assert link is not None and link.channel_path is not None, "not a worker of an arbiter with metrics on"
     try:
-        sock.connect(_handoff.inherited().channel_path)
+        sock.connect(link.channel_path)
         sock.sendall(payload)
     finally:
         sock.close()
