@@ -404,7 +404,7 @@ def _timed_group(names: list[str], iterations: int, rounds: int) -> dict[str, fl
                     env=env,
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
-                    stderr=open(os.path.join(tmp, f"{name}.err"), "w"),  # noqa: SIM115 - closed with the child
+                    stderr=open(os.path.join(tmp, f"{name}.err"), "w"),
                     text=True,
                 )
             for _ in range(rounds):

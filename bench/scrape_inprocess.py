@@ -79,7 +79,7 @@ class Fleet:
         self.runtime = ArbiterRuntime(config, self.server)
         endpoint = self.runtime.endpoint
         assert endpoint is not None
-        self.app: Callable[..., Any] = getattr(endpoint, "app", None) or endpoint._served  # noqa: SLF001
+        self.app: Callable[..., Any] = getattr(endpoint, "app", None) or endpoint._served
         self._next_pid = 1000
         self._counters = max(0, (series - 4) // 4)
         self._requests: dict[int, int] = {}

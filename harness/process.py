@@ -66,7 +66,7 @@ class LoggedProcess:
         self.name = name
         self.command = list(command)
         self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "wb")
         try:
             self.process = subprocess.Popen(
                 self.command,

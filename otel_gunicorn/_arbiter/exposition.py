@@ -123,7 +123,7 @@ class MergedMetricsReader(PrometheusMetricReader):
     # MetricReader.collect is marked @final for typing, but the Python SDK implements no MetricProducer through
     # which foreign (here: merged) data could reach a reader; overriding collect is the one seam that keeps the
     # official exporter's naming and exposition intact.
-    def collect(self, timeout_millis: float = 10_000) -> None:  # type: ignore[misc]  # noqa: ARG002
+    def collect(self, timeout_millis: float = 10_000) -> None:  # type: ignore[misc]
         self._receive_metrics(self._produce())
 
 

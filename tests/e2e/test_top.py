@@ -150,7 +150,7 @@ def test_the_application_port_is_not_an_otel_gunicorn_endpoint(start_gunicorn):
 
 
 class _Other(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the http.server name
+    def do_GET(self) -> None:
         body = b'# TYPE other_total counter\nother_total{job="x"} 1\n'
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))

@@ -333,7 +333,7 @@ class CountingReader:
 
     def __init__(self, cache: ExpositionCache, monkeypatch: pytest.MonkeyPatch) -> None:
         self.metrics: list[str] = []
-        translate = cache._translate  # noqa: SLF001 - what is counted
+        translate = cache._translate
 
         def counting(snapshot: Snapshot) -> Any:
             self.metrics.extend(meta.name for meta in snapshot)
