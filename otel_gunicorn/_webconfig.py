@@ -3,7 +3,7 @@
 ``OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG`` names a file in the format Prometheus' own exporters take with
 ``--web.config.file`` (https://prometheus.io/docs/prometheus/latest/configuration/https/). Three steps, each usable
 alone: :func:`load_web_config` reads the file, :func:`parse_yaml` turns its text into plain Python data, and
-:func:`web_config_from_mapping` (the core) checks that data against :data:`SCHEMA`, one row per key, and builds the
+:func:`web_config_from_data` (the core) checks that data against :data:`SCHEMA`, one row per key, and builds the
 :class:`WebConfig`. The TLS server and the basic-auth middleware that use it live with the endpoint, in
 ``_arbiter/tls.py`` and ``_arbiter/basic_auth.py``.
 
@@ -169,7 +169,7 @@ def _bool(key: Key, value: Any) -> bool:
 
 def _users(key: Key, value: Any) -> dict[str, bytes]:
     users: dict[str, bytes] = {}
-    for name, hashed in _mapping(key.path, value, "a mapping of user name to bcrypt hash").items():
+    for name, hashed in _dict_at(key.path, value, "a mapping of user name to bcrypt hash").items():
         # YAML 1.1 reads `yes:`, `on:` or `1234:` as a bool or a number, which is not the name the scraper sends.
         if not isinstance(name, str) or not name:
             raise WebConfigError(key.path, name, "user names as non-empty strings (quote them in YAML)")
@@ -186,7 +186,7 @@ def _users(key: Key, value: Any) -> dict[str, bytes]:
 
 def _headers(key: Key, value: Any) -> dict[str, str]:
     headers: dict[str, str] = {}
-    for name, text in _mapping(key.path, value, "a mapping of header to value").items():
+    for name, text in _dict_at(key.path, value, "a mapping of header to value").items():
         if name not in EXTRA_HEADERS:
             raise WebConfigError(key.path, name, f"one of {', '.join(EXTRA_HEADERS)}")
         allowed = EXTRA_HEADERS[name]
@@ -252,7 +252,7 @@ def load_web_config(path: str) -> WebConfig:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
         raise WebConfigError("web-config file", path, f"a readable UTF-8 file ({reason})") from None
-    web = web_config_from_mapping(parse_yaml(text), os.path.dirname(os.path.abspath(path)))
+    web = web_config_from_data(parse_yaml(text), os.path.dirname(os.path.abspath(path)))
     if web.tls is None and not web.users:
         # Whoever set the variable wanted a secured endpoint: an empty file (or one with only headers) must not
         # quietly mean plain HTTP without authentication.
@@ -303,7 +303,7 @@ def _strict_loader() -> type:
     return StrictLoader
 
 
-def web_config_from_mapping(document: Any, base_dir: str) -> WebConfig:
+def web_config_from_data(document: Any, base_dir: str) -> WebConfig:
     """The :class:`WebConfig` a parsed web-config ``document`` describes, or :class:`WebConfigError`.
 
     Relative file paths are joined to ``base_dir`` and must name existing files. Unknown keys are errors, as with
@@ -333,7 +333,7 @@ def _walk(document: Any) -> dict[str, Any]:
 def _section(name: str, value: Any) -> dict[Any, Any]:
     """A section (``""``: the whole document) as a dict of known keys; refused and unknown keys are errors."""
     known = _KNOWN[name]
-    section = _mapping(name or "web-config", value, f"a mapping of {', '.join(known)}")
+    section = _dict_at(name or "web-config", value, f"a mapping of {', '.join(known)}")
     for key in section:
         path = f"{name}.{key}" if name else key
         if path in _REFUSED:
@@ -345,7 +345,7 @@ def _section(name: str, value: Any) -> dict[Any, Any]:
     return section
 
 
-def _mapping(path: str, value: Any, accepted: str) -> dict[Any, Any]:
+def _dict_at(path: str, value: Any, accepted: str) -> dict[Any, Any]:
     """``value`` if it is a mapping; ``None`` (an empty or absent section) is an empty one."""
     if value is None:
         return {}

@@ -138,7 +138,7 @@ class _FastInstrument:
             self.kind,
         )
 
-    def _not_a_mapping(self, attributes: Any) -> RawKey:
+    def _key_of_invalid(self, attributes: Any) -> RawKey:
         """The raw key of attributes that are no mapping: none, after the SDK's warning."""
         self._cleaned(attributes)
         return ()
@@ -228,7 +228,7 @@ class _Sum(_FastInstrument):
             try:
                 raw: RawKey = tuple(attributes.items())
             except AttributeError:
-                raw = self._not_a_mapping(attributes)
+                raw = self._key_of_invalid(attributes)
         else:
             raw = ()
         exemplar = None
@@ -309,7 +309,7 @@ class FastHistogram(_FastInstrument, APIHistogram):
             try:
                 raw: RawKey = tuple(attributes.items())
             except AttributeError:
-                raw = self._not_a_mapping(attributes)
+                raw = self._key_of_invalid(attributes)
         else:
             raw = ()
         exemplar = None
@@ -393,7 +393,7 @@ class FastGauge(_FastInstrument, APIGauge):
             try:
                 raw: RawKey = tuple(attributes.items())
             except AttributeError:
-                raw = self._not_a_mapping(attributes)
+                raw = self._key_of_invalid(attributes)
         else:
             raw = ()
         exemplar = None

@@ -37,7 +37,7 @@ from otel_gunicorn._webconfig import (
     WebConfigError,
     load_web_config,
     parse_yaml,
-    web_config_from_mapping,
+    web_config_from_data,
 )
 
 VARIABLE = "OTEL_GUNICORN_PROMETHEUS_WEB_CONFIG"
@@ -90,7 +90,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def parse(text: str, base_dir: str) -> WebConfig:
     """What the parsing core makes of a document ``text`` in ``base_dir`` (load_web_config adds the file checks)."""
-    return web_config_from_mapping(parse_yaml(text), base_dir)
+    return web_config_from_data(parse_yaml(text), base_dir)
 
 
 def tls_yaml(**keys: str) -> str:
@@ -336,20 +336,20 @@ def test_core_takes_parsed_data() -> None:
         "http_server_config": {"headers": {"X-Frame-Options": "deny"}},
     }
     expected = WebConfig(users={"alice": HASH}, headers={"X-Frame-Options": "deny"})
-    assert expected == web_config_from_mapping(data, "/")
+    assert expected == web_config_from_data(data, "/")
 
 
 @pytest.mark.parametrize("key", CHECKED, ids=[key.path for key in CHECKED])
 def test_null_is_the_default(key: Key) -> None:
     """Every key of the table set to null (left empty in YAML) asks for the same as leaving it out."""
-    assert WebConfig() == web_config_from_mapping(document(key, None), "/")
+    assert WebConfig() == web_config_from_data(document(key, None), "/")
 
 
 @pytest.mark.parametrize("key", CHECKED, ids=[key.path for key in CHECKED])
 def test_wrong_type_names_the_key(key: Key) -> None:
     """Every key of the table refuses a value of the wrong type with an error naming its dotted path."""
     with pytest.raises(WebConfigError) as info:
-        web_config_from_mapping(document(key, [1]), "/")
+        web_config_from_data(document(key, [1]), "/")
     assert key.path == info.value.key
 
 
@@ -357,7 +357,7 @@ def test_wrong_type_names_the_key(key: Key) -> None:
 def test_refused_keys_refused_by_name(key: Key) -> None:
     """Every key the table marks as refused is an error naming it and its hint, whatever its value."""
     with pytest.raises(WebConfigError) as info:
-        web_config_from_mapping(document(key, "anything"), "/")
+        web_config_from_data(document(key, "anything"), "/")
     message = str(info.value)
     assert (True, True) == (message.startswith(f"{key.path} is not supported by otel_gunicorn"), key.hint in message)
 
@@ -366,7 +366,7 @@ def test_refused_keys_refused_by_name(key: Key) -> None:
 def test_choices_come_from_the_table(key: Key) -> None:
     """A key with allowed values refuses another value, listing the table's values in order."""
     with pytest.raises(WebConfigError) as info:
-        web_config_from_mapping(document(key, "bogus"), "/")
+        web_config_from_data(document(key, "bogus"), "/")
     assert f"{key.path}='bogus' is not valid: expected one of {', '.join(key.allowed)}" == str(info.value)
 
 
@@ -374,14 +374,14 @@ def test_choices_come_from_the_table(key: Key) -> None:
 def test_unknown_key_lists_the_section(section: str) -> None:
     """An unknown key's error lists the section's supported keys, in table order."""
     with pytest.raises(WebConfigError) as info:
-        web_config_from_mapping({section: {"bogus": 1}}, "/")
+        web_config_from_data({section: {"bogus": 1}}, "/")
     names = ", ".join(key.name for key in CHECKED if key.section == section)
     assert f"{section}.bogus is not a known key: expected one of {names}" == str(info.value)
 
 
 def test_blank_client_auth_type_is_unset() -> None:
     """A blank client_auth_type asks for nothing, as in exporter-toolkit: alone, it does not turn TLS on."""
-    assert WebConfig() == web_config_from_mapping({"tls_server_config": {"client_auth_type": " "}}, "/")
+    assert WebConfig() == web_config_from_data({"tls_server_config": {"client_auth_type": " "}}, "/")
 
 
 def test_hooks_load_neither_bcrypt_nor_yaml() -> None:
