@@ -59,6 +59,8 @@ class Config:
     prometheus_web_config: WebConfig | None = None
     metrics_interval: float = 5.0
     max_frame_bytes: int = 16 * 1024 * 1024
+    #: most distinct ``http.route`` values per worker (``OTEL_GUNICORN_MAX_ROUTES``)
+    max_routes: int = 500
     channel_dir: str = dataclasses.field(default_factory=tempfile.gettempdir)
     log_format: str = "console"
     metric_export_interval: float = 60.0
@@ -120,6 +122,7 @@ class Config:
             max_frame_bytes=_int_in_range(
                 environ, env.OTEL_GUNICORN_MAX_FRAME_BYTES, defaults.max_frame_bytes, 1024, 256 * 1024 * 1024
             ),
+            max_routes=_int_in_range(environ, env.OTEL_GUNICORN_MAX_ROUTES, defaults.max_routes, 1, 100_000),
             channel_dir=_directory(environ, env.OTEL_GUNICORN_CHANNEL_DIR, defaults.channel_dir),
             log_format=log_format(environ),
             metric_export_interval=_standard_millis(environ, env.OTEL_METRIC_EXPORT_INTERVAL, 60_000) / 1000,

@@ -104,6 +104,13 @@ OTEL_GUNICORN_METRICS_INTERVAL = "OTEL_GUNICORN_METRICS_INTERVAL"
 Default ``5``. A metric recorded in a worker reaches the endpoint within one interval; a worker killed with
 SIGKILL loses at most its last interval."""
 
+OTEL_GUNICORN_MAX_ROUTES = "OTEL_GUNICORN_MAX_ROUTES"
+"""Most distinct ``http.route`` values (an integer, 1 to 100000) a worker records on ``http.server.request.duration``
+and its request spans. Default ``500``. Routes are the framework's templates (``/items/<int:item_id>``, never the
+raw path), so an application has as many as it declares; past the bound, new routes are recorded as
+``http.route="_OTHER"``, counted by ``otel_gunicorn.http.route.overflow`` and logged once per worker. The bound is
+kept by each worker: workers serving different routes past it can together show a few more."""
+
 OTEL_GUNICORN_MAX_FRAME_BYTES = "OTEL_GUNICORN_MAX_FRAME_BYTES"
 """Largest report (bytes, 1024 to 268435456) the arbiter accepts from one worker. Default ``16777216`` (16 MiB).
 A larger report is dropped and counted; raise this only for applications with a very large number of series."""

@@ -19,6 +19,7 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import (
     HTTP_REQUEST_METHOD,
     HTTP_RESPONSE_STATUS_CODE,
+    HTTP_ROUTE,
 )
 from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION, NETWORK_TRANSPORT
 from opentelemetry.semconv.attributes.url_attributes import URL_SCHEME
@@ -274,11 +275,14 @@ REQUEST_DURATION = Instrument(
     "Time from the start of a request until its response was complete, streamed bodies included. A failed "
     "request carries error.type: its status code for a 5xx, timeout for a request cut off by a --timeout abort, "
     "or the class of the exception that cut it off (the status is then the one the client got, usually the 500 "
-    "of gunicorn's error page).",
-    (HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, URL_SCHEME, NETWORK_PROTOCOL_VERSION, ERROR_TYPE),
+    "of gunicorn's error page). http.route is the framework's route template (Flask's url_rule, Django's "
+    "resolver_match.route, Starlette's and FastAPI's route path, or the otel_gunicorn.route environ/scope key), "
+    "absent when no route matched (a 404).",
+    (HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, URL_SCHEME, NETWORK_PROTOCOL_VERSION, ERROR_TYPE),
     "worker",
     REQUEST_CLASSES,
-    'Latency SLOs; the error ratio counts series with error_type!="" (every 5xx, timeouts, exceptions).',
+    'Latency SLOs; the error ratio counts series with error_type!="" (every 5xx, timeouts, exceptions); by '
+    "http_route: which route is slow, failing, or takes the workers' time.",
 )
 QUEUE_DURATION = Instrument(
     "gunicorn.request.queue.duration",
@@ -299,6 +303,17 @@ QUEUE_HEADER_INVALID = Instrument(
     "worker",
     REQUEST_CLASSES,
     "A rising rate means the proxy's header format or clock is off.",
+)
+ROUTES_OVERFLOW = Instrument(
+    "otel_gunicorn.http.route.overflow",
+    "{request}",
+    Kind.COUNTER,
+    "Requests recorded with http.route=_OTHER because their worker had already seen OTEL_GUNICORN_MAX_ROUTES "
+    "distinct routes.",
+    (),
+    "worker",
+    REQUEST_CLASSES,
+    "Above zero: the application has more routes than the bound (raise it), or its routes are not templates.",
 )
 # ---------------------------------------------------------------- dirty workers (gunicorn >= 25 with dirty_apps)
 
@@ -475,6 +490,7 @@ ALL = (
     REQUEST_DURATION,
     QUEUE_DURATION,
     QUEUE_HEADER_INVALID,
+    ROUTES_OVERFLOW,
     DIRTY_WORKER_COUNT,
     DIRTY_WORKER_LIMIT,
     DIRTY_WORKER_EXITS,

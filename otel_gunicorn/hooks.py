@@ -119,7 +119,7 @@ def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
     """Worker, after the response (streamed body included) is sent: record the request's duration."""
     if _CHAIN.active:
         _CHAIN.ours_called("post_request")
-    _WORKER.request_finished(req, resp)
+    _WORKER.request_finished(req, environ, resp)
 
 
 def worker_abort(worker: Any) -> None:

@@ -33,7 +33,7 @@ class WorkerState:
     #: what ``hooks.pre_request`` / ``hooks.post_request`` call: the observer's own bound methods once the runtime
     #: measures requests through the hooks, so a request pays no function layer of ours in between
     request_started: Callable[[Any], None] = not_measured
-    request_finished: Callable[[Any, Any], None] = not_measured
+    request_finished: Callable[[Any, Any, Any], None] = not_measured
 
     def reset(self) -> None:
         """Back to a process no hook has run in."""

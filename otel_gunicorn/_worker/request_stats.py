@@ -103,6 +103,8 @@ class RequestStats:
         #: whether an application wrapper feeds these statistics (set by ``app_boundary.install``): the only way
         #: requests reach them in a worker class that calls no request hooks
         self.wrapped = False
+        #: the request core's bound on ``http.route`` values (set by it), whose folded requests are reported here
+        self.route_bound: Any = None
 
     def known_key(self, key: AttrKey) -> None:
         """``key`` will be used by requests registered in :attr:`in_flight`: report it from now on, 0 when idle."""
@@ -213,4 +215,7 @@ class RequestStats:
                 snapshot[inst.QUEUE_DURATION.meta] = {(): self._queue.value(self._queue.bounds)}
             if self._invalid_headers:
                 snapshot[inst.QUEUE_HEADER_INVALID.meta] = {(): self._invalid_headers}
+            folded = getattr(self.route_bound, "folded", 0)
+            if folded:
+                snapshot[inst.ROUTES_OVERFLOW.meta] = {(): folded}
             return snapshot

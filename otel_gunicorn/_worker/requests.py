@@ -29,7 +29,11 @@ from typing import Any
 
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE
+from opentelemetry.semconv.attributes.http_attributes import (
+    HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE,
+    HTTP_ROUTE,
+)
 from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
 from opentelemetry.semconv.attributes.url_attributes import URL_SCHEME
 
@@ -40,14 +44,18 @@ from otel_gunicorn._responses import status_code
 from otel_gunicorn._snapshot import AttrKey
 from otel_gunicorn._worker.queue_time import InvalidHeader, scan_asgi_headers, scan_headers, wait_seconds
 from otel_gunicorn._worker.request_stats import RequestStats
+from otel_gunicorn._worker.routes import RouteBound, captured_asgi_route, wsgi_route
 from otel_gunicorn._worker.tracing import GUNICORN_REQUEST, GunicornRequest, RequestTracing, SpanSource
 
 _log = logging.getLogger("otel_gunicorn")
 
 #: methods semantic conventions name; anything else is reported as _OTHER to keep cardinality bounded
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
-#: bound on cached attribute keys (a client could send any status-producing request; the cache must not grow)
-_MAX_CACHED_KEYS = 512
+#: bound on cached attribute keys (a client could send any status-producing request; the cache must not grow); room
+#: for every route of an application at the default ``OTEL_GUNICORN_MAX_ROUTES`` with a few statuses each
+_MAX_CACHED_KEYS = 4096
+#: ``OTEL_GUNICORN_MAX_ROUTES``' default, for an observer built without a bound of its own (tests, benchmarks)
+DEFAULT_MAX_ROUTES = 500
 
 #: ``error.type`` of a request cut off because the arbiter aborted its worker for missing ``--timeout``
 TIMEOUT_ERROR = "timeout"
@@ -103,8 +111,16 @@ class RequestObserver:
     its end takes the statistics' lock, once.
     """
 
-    def __init__(self, stats: RequestStats | None, slot: int | None, tracing: RequestTracing) -> None:
+    def __init__(
+        self, stats: RequestStats | None, slot: int | None, tracing: RequestTracing, routes: RouteBound | None = None
+    ) -> None:
         self._stats = stats
+        #: distinct ``http.route`` values, bounded (``OTEL_GUNICORN_MAX_ROUTES``)
+        self.routes = routes if routes is not None else RouteBound(DEFAULT_MAX_ROUTES)
+        if stats is not None:
+            stats.route_bound = self.routes
+        #: gunicorn's asgi worker: ``post_request`` gets no scope; the route comes from ``routes.ASGIRouteCapture``
+        self.captured_routes = False
         self._slot = slot
         self._tracing = tracing
         self._traced = tracing.enabled
@@ -158,26 +174,35 @@ class RequestObserver:
             stats.invalid_header()
 
     def end(
-        self, entry: InFlight, status: int | None, version: object, scheme: object, error: str | None = None
+        self,
+        entry: InFlight,
+        status: int | None,
+        version: object,
+        scheme: object,
+        error: str | None = None,
+        route: str | None = None,
     ) -> bool:
         """The response is done (body sent): record the duration and end the span. ``version`` as the path has it:
         gunicorn's ``(1, 1)``, WSGI's ``"HTTP/1.1"`` or ASGI's ``"1.1"``; ``error`` the ``error.type`` of a request
-        that ended in an error other than its status (a 5xx status is one by itself); the context stays attached.
-        Returns False, recording nothing, for a request that has ended already."""
+        that ended in an error other than its status (a 5xx status is one by itself); ``route`` its ``http.route``
+        template (None: no route matched); the context stays attached. Returns False, recording nothing, for a
+        request that has ended already."""
         started, _active_key, method, span, _token, request = entry
         elapsed = _perf_counter() - started
         if error is None and status is not None and status >= 500:
             error = str(status)  # semantic conventions: a server's 5xx is an error, typed by its status code
+        if route is not None:
+            route = self.routes(route)
         stats = self._stats
         if stats is not None:
-            identity = (method, status, version, scheme, error)
+            identity = (method, status, version, scheme, error, route)
             duration_key = self._duration_keys.get(identity) or self._duration_key(identity)
             if not stats.closed(id(request), duration_key, elapsed):
                 return False
         elif self._in_flight.pop(id(request), None) is None:
             return False
         if span is not None:
-            self._tracing.end(span, status, error)
+            self._tracing.end(span, status, error, route, method)
         return True
 
     def detach(self, entry: InFlight) -> None:
@@ -185,11 +210,17 @@ class RequestObserver:
         _detach(entry[4], self._tracing)
 
     def end_and_detach(
-        self, entry: InFlight, status: int | None, version: object, scheme: object, error: str | None = None
+        self,
+        entry: InFlight,
+        status: int | None,
+        version: object,
+        scheme: object,
+        error: str | None = None,
+        route: str | None = None,
     ) -> None:
         """:meth:`end`, then :meth:`detach` even if that raised: one call where both happen at once."""
         try:
-            self.end(entry, status, version, scheme, error)
+            self.end(entry, status, version, scheme, error, route)
         finally:
             _detach(entry[4], self._tracing)
 
@@ -211,8 +242,9 @@ class RequestObserver:
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._errors.log(logging.WARNING, "pre", "otel_gunicorn: pre_request telemetry failed: %r", exc)
 
-    def finished(self, req: Any, resp: Any) -> None:
-        """``post_request``: the request is done, body sent; record its duration and end its span.
+    def finished(self, req: Any, environ: Any, resp: Any) -> None:
+        """``post_request``: the request is done, body sent; record its duration and end its span, with the route
+        the application left in ``environ`` (WSGI) or in the capture (gunicorn's asgi worker).
 
         gunicorn calls ``post_request`` from a ``finally``, so an exception cutting the request off — the
         application's, or the ``SystemExit`` of a worker aborted for ``--timeout`` — is still in flight here: it
@@ -234,7 +266,13 @@ class RequestObserver:
                     # No status line left yet: gunicorn answers with its own 500 page after post_request, unless
                     # the connection itself failed.
                     status = None if isinstance(exc, OSError) else 500
-            self.end_and_detach(entry, status, getattr(req, "version", None), getattr(req, "scheme", None), error)
+            if self.captured_routes:
+                route = captured_asgi_route()
+            else:
+                route = wsgi_route(environ) if environ.__class__ is dict else None
+            self.end_and_detach(
+                entry, status, getattr(req, "version", None), getattr(req, "scheme", None), error, route
+            )
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._errors.log(logging.WARNING, "post", "otel_gunicorn: post_request telemetry failed: %r", exc)
 
@@ -265,11 +303,13 @@ class RequestObserver:
 
     def _duration_key(self, identity: tuple[Any, ...]) -> AttrKey:
         """``http.server.request.duration`` attributes, in sorted order."""
-        method, status, version, scheme, error = identity
+        method, status, version, scheme, error, route = identity
         key: list[tuple[str, Any]] = [(ERROR_TYPE, error)] if error is not None else []
         key.append((HTTP_REQUEST_METHOD, method))
         if status is not None:
             key.append((HTTP_RESPONSE_STATUS_CODE, status))
+        if route is not None:
+            key.append((HTTP_ROUTE, route))
         protocol = protocol_version(version)
         if protocol is not None:
             key.append((NETWORK_PROTOCOL_VERSION, protocol))

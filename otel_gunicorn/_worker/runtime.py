@@ -28,7 +28,7 @@ from opentelemetry.sdk.resources import PROCESS_PID, Resource
 
 from otel_gunicorn import _environment as env
 from otel_gunicorn import _handoff
-from otel_gunicorn._worker import app_boundary, server_gauges
+from otel_gunicorn._worker import app_boundary, routes, server_gauges
 from otel_gunicorn._worker.log_export import build_log_export
 from otel_gunicorn._worker.process_state import WORKER
 from otel_gunicorn._worker.reporter import ChannelExporter, reporting_meter
@@ -56,7 +56,13 @@ class WorkerRuntime:
         self.request_stats: RequestStats | None = None
         if arbiter.channel_path is not None:  # None: OTEL_METRICS_EXPORTER=none, spans and logs only
             self._start_metrics(worker, arbiter, state)
-        observer = RequestObserver(self.request_stats, _handoff.slot_of(worker), RequestTracing(self.tracer_provider))
+        observer = RequestObserver(
+            self.request_stats,
+            _handoff.slot_of(worker),
+            RequestTracing(self.tracer_provider),
+            routes.RouteBound(arbiter.config.max_routes),
+        )
+        _route_sources(worker, observer, state)
         # Never both for one request: the hooks feed the observer only where gunicorn calls them; elsewhere the
         # application is wrapped and the hook functions below find no observer.
         self.requests = observer if state.requests_via_hooks else None
@@ -127,6 +133,21 @@ def _all_within(flushes: dict[str, Callable[[], object]], deadline: float) -> li
     for thread in threads.values():
         thread.join(_left(deadline))
     return [what for what, thread in threads.items() if thread.is_alive()]
+
+
+def _route_sources(worker: Any, observer: RequestObserver, state: WorkerStateReader) -> None:
+    """Where the application needs help to tell its route: Django's handler leaves it in the environ; gunicorn's
+    asgi worker gets the scope's route captured for ``post_request``."""
+    try:
+        if state.requests_via_hooks and state.asgi_via_hooks:
+            app = getattr(worker, "wsgi", None)
+            if app is not None:
+                worker.wsgi = routes.ASGIRouteCapture(app)
+                observer.captured_routes = True
+        else:
+            routes.install(getattr(worker, "wsgi", None))
+    except Exception:  # noqa: BLE001 - a worker that cannot read routes must still serve: requests without route
+        _log.warning("otel_gunicorn: worker %d cannot read its application's routes", os.getpid(), exc_info=True)
 
 
 def _wrap_application(worker: Any, observer: RequestObserver, state: WorkerStateReader) -> None:

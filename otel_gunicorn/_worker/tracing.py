@@ -28,7 +28,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE
+from opentelemetry.semconv.attributes.http_attributes import (
+    HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE,
+    HTTP_ROUTE,
+)
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_QUERY, URL_SCHEME
 from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_ORIGINAL
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -156,10 +160,19 @@ class RequestTracing:
         return span, context.attach(ctx)
 
     @staticmethod
-    def end(span: trace.Span | None, status: int | None, error: str | None = None) -> None:
-        """End the span with the response status and, for a failed request (a 5xx, an exception, a ``--timeout``
-        abort), its ``error.type`` and an error status."""
+    def end(
+        span: trace.Span | None,
+        status: int | None,
+        error: str | None = None,
+        route: str | None = None,
+        method: str | None = None,
+    ) -> None:
+        """End the span with the response status, its route (``http.route``; the name becomes ``METHOD route``) and,
+        for a failed request (a 5xx, an exception, a ``--timeout`` abort), its ``error.type`` and an error status."""
         if span is not None:
+            if route is not None:
+                span.set_attribute(HTTP_ROUTE, route)
+                span.update_name(f"{method} {route}" if method is not None else route)
             if status is not None:
                 span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
             if error is not None:

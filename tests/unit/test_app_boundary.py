@@ -148,7 +148,7 @@ def serve_asgi(app: Any, the_scope: dict[str, Any]) -> None:
 def through_hooks(obs: RequestObserver, status: int = 201) -> None:
     req = gunicorn_request()
     obs.started(req)
-    obs.finished(req, SimpleNamespace(status_code=status))
+    obs.finished(req, {}, SimpleNamespace(status_code=status))
 
 
 def histogram(value: Value) -> HistogramValue:
@@ -202,7 +202,7 @@ def test_unknown_methods_are_folded_into_other_on_every_path():
     def hooks(obs: RequestObserver) -> None:
         req = gunicorn_request("BREW")
         obs.started(req)
-        obs.finished(req, None)
+        obs.finished(req, {}, None)
 
     for run in (
         hooks,

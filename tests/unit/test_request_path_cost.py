@@ -60,8 +60,8 @@ def test_requests_in_flight_are_counted_from_the_registry_and_their_key_stays_at
     observer.started(first)
     observer.started(second)
     assert ({GET: 2}, 2) == (stats.snapshot()[inst.ACTIVE_REQUESTS.meta], len(stats.in_flight))
-    observer.finished(first, Resp())
-    observer.finished(second, Resp())
+    observer.finished(first, {}, Resp())
+    observer.finished(second, {}, Resp())
     assert ({GET: 0}, {}) == (stats.snapshot()[inst.ACTIVE_REQUESTS.meta], stats.in_flight)
 
 
@@ -95,7 +95,7 @@ def test_a_request_finished_while_abandoned_is_recorded_once():
     for req in reqs:
         observer.started(req)
     observer.abort()
-    finishing = threading.Thread(target=lambda: [observer.finished(req, Resp()) for req in reqs])
+    finishing = threading.Thread(target=lambda: [observer.finished(req, {}, Resp()) for req in reqs])
     finishing.start()
     abandoned = observer.abandon_in_flight()
     finishing.join()
@@ -121,7 +121,7 @@ def test_without_metrics_the_core_keeps_its_own_registry():
     finished, running = Req(), Req()
     observer.started(finished)
     observer.started(running)
-    observer.finished(finished, Resp())
+    observer.finished(finished, {}, Resp())
     observer.abort()
     assert 1 == observer.abandon_in_flight()
 
@@ -166,7 +166,7 @@ def test_a_spanless_request_has_ids_while_it_runs_and_none_after():
         before = _request_ids.current_ids()
         observer.started(req)
         during = _request_ids.current_ids()
-        observer.finished(req, Resp())
+        observer.finished(req, {}, Resp())
         return before, during, _request_ids.current_ids()
 
     before, during, after = contextvars.Context().run(serve)  # a thread's fresh context, as a worker thread has
@@ -179,7 +179,7 @@ def test_a_request_ended_in_another_context_forgets_its_ids_there():
     observer = _observer(stats)
     req = Req()
     observer.started(req)
-    contextvars.copy_context().run(observer.finished, req, Resp())
+    contextvars.copy_context().run(observer.finished, req, {}, Resp())
     _request_ids.end(_request_ids.begin())  # this context's own mark still works
     assert 1 == sum(p.count for p in stats.snapshot()[inst.REQUEST_DURATION.meta].values())
 
@@ -267,7 +267,7 @@ def test_the_asgi_workers_request_is_read_through_its_bytes():
     observer = _observer(stats)
     req = ByteHeadersReq([(b"host", b"x"), (b"x-request-start", b"t=1")])
     observer.started(req)
-    observer.finished(req, None)
+    observer.finished(req, {}, None)
     assert not req.headers_read
     assert {(): 1} == stats.snapshot()[inst.QUEUE_HEADER_INVALID.meta], "t=1 was found (and is decades old)"
 
@@ -284,7 +284,7 @@ def test_the_asgi_workers_request_continues_the_callers_trace():
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     req = ByteHeadersReq([(b"traceparent", parent.encode()), (b"user-agent", b"curl/8")])
     observer.started(req)
-    observer.finished(req, None)
+    observer.finished(req, {}, None)
     [span] = exporter.get_finished_spans()
     assert not req.headers_read
     assert (0x0AF7651916CD43DD8448EB211C80319C, "curl/8", "/items") == (

@@ -74,7 +74,7 @@ def test_observer_records_semantic_convention_attributes():
     assert {(("gunicorn.worker.slot", 3), ("http.request.method", "GET")): 1} == stats.snapshot()[
         inst.ACTIVE_REQUESTS.meta
     ]
-    observer.finished(req, Resp())
+    observer.finished(req, {}, Resp())
     expected_key = (
         ("http.request.method", "GET"),
         ("http.response.status_code", 200),
@@ -107,7 +107,7 @@ def test_a_request_without_attributes_is_counted_as_other():
     observer = RequestObserver(stats, None, RequestTracing(None))
     req = object()
     observer.started(req)
-    observer.finished(req, None)
+    observer.finished(req, {}, None)
     snapshot = stats.snapshot()
     other = (("http.request.method", "_OTHER"),)
     assert ({other: 0}, [other]) == (snapshot[inst.ACTIVE_REQUESTS.meta], list(snapshot[inst.REQUEST_DURATION.meta]))
@@ -119,7 +119,7 @@ def test_an_unreadable_request_is_logged_and_not_counted(logged):
     observer = RequestObserver(stats, 0, RequestTracing(None))
     req = Unreadable()
     observer.started(req)
-    observer.finished(req, Resp())
+    observer.finished(req, {}, Resp())
     expected = [(logging.WARNING, "otel_gunicorn: pre_request telemetry failed: RuntimeError('cannot read method')")]
     assert (expected, {}) == (logged.messages, stats.snapshot())
 
@@ -127,7 +127,7 @@ def test_an_unreadable_request_is_logged_and_not_counted(logged):
 def test_finishing_a_request_never_started_records_nothing(logged):
     """post_request for a request pre_request never saw (or could not read) records and logs nothing."""
     stats = RequestStats(BOUNDS)
-    RequestObserver(stats, 0, RequestTracing(None)).finished(Req(), Resp())
+    RequestObserver(stats, 0, RequestTracing(None)).finished(Req(), {}, Resp())
     assert ([], {}) == (logged.messages, stats.snapshot())
 
 
@@ -152,7 +152,7 @@ def test_an_exception_cutting_a_request_off_becomes_its_error_type():
     try:
         raise KeyError("app bug")
     except KeyError:
-        observer.finished(req, Resp())
+        observer.finished(req, {}, Resp())
     [key] = _duration_keys(stats)
     assert "KeyError" == key["error.type"] and 500 == key["http.response.status_code"]
 
@@ -166,7 +166,7 @@ def test_a_timeout_abort_keeps_the_status_the_client_already_got():
     try:
         raise SystemExit(1)
     except SystemExit:
-        observer.finished(req, SentResp())
+        observer.finished(req, {}, SentResp())
     [key] = _duration_keys(stats)
     assert "timeout" == key["error.type"] and 200 == key["http.response.status_code"]
 
@@ -192,6 +192,6 @@ def test_a_request_that_completed_has_no_error_type_and_a_5xx_has_its_status():
         observer.started(req)
         resp = Resp()
         resp.status_code = status
-        observer.finished(req, resp)
+        observer.finished(req, {}, resp)
     errors = {key["http.response.status_code"]: key.get("error.type") for key in _duration_keys(stats)}
     assert {200: None, 503: "503"} == errors

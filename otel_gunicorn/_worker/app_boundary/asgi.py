@@ -35,6 +35,7 @@ from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_OR
 from otel_gunicorn._worker.app_boundary.middleware import OBSERVED, BoundaryMiddleware
 from otel_gunicorn._worker.queue_time import scan_asgi_headers
 from otel_gunicorn._worker.requests import BYTE_HEADERS_GETTER, InFlight
+from otel_gunicorn._worker.routes import asgi_route
 
 __all__ = ["OBSERVED", "ASGIRequests"]
 
@@ -110,7 +111,7 @@ class ASGIRequests(BoundaryMiddleware):
             scope[OBSERVED] = True
             has_traceparent, queue_start = scan_asgi_headers(scope.get("headers"))
             entry = self.observer.begin(scope.get("method"), has_traceparent, queue_start, scope, SCOPE)
-            return _Exchange(self, entry, send, scope.get("http_version"), scope.get("scheme"))
+            return _Exchange(self, entry, send, scope)
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self.log_error("start", exc)
             return None
@@ -119,15 +120,14 @@ class ASGIRequests(BoundaryMiddleware):
 class _Exchange:
     """One HTTP request: its ``send`` stand-in sees the status and the end of the response."""
 
-    __slots__ = ("_owner", "_entry", "_done", "_send", "_version", "_scheme", "_status")
+    __slots__ = ("_owner", "_entry", "_done", "_send", "_scope", "_status")
 
-    def __init__(self, owner: ASGIRequests, entry: InFlight, send: Send, version: Any, scheme: Any) -> None:
+    def __init__(self, owner: ASGIRequests, entry: InFlight, send: Send, scope: Scope) -> None:
         self._owner = owner
         self._entry = entry
         self._done = False
         self._send = send
-        self._version = version
-        self._scheme = scheme
+        self._scope = scope  # read at the end: the router has put the matched route there by then
         self._status: Any = None
 
     def send(self, message: Message) -> Awaitable[None]:
@@ -176,6 +176,9 @@ class _Exchange:
             return
         self._done = True
         try:
-            self._owner.observer.end(self._entry, self._status, self._version, self._scheme)
+            scope = self._scope
+            self._owner.observer.end(
+                self._entry, self._status, scope.get("http_version"), scope.get("scheme"), None, asgi_route(scope)
+            )
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._owner.log_error("end", exc)

@@ -35,6 +35,7 @@ from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_OR
 
 from otel_gunicorn._worker.app_boundary.middleware import OBSERVED, BoundaryMiddleware
 from otel_gunicorn._worker.requests import InFlight
+from otel_gunicorn._worker.routes import wsgi_route
 
 __all__ = ["OBSERVED", "WSGIRequests"]
 
@@ -116,7 +117,7 @@ class WSGIRequests(BoundaryMiddleware):
                 environ.get("REQUEST_METHOD"), "HTTP_TRACEPARENT" in environ, queue_start, environ, ENVIRON
             )
             version, scheme = environ.get("SERVER_PROTOCOL"), environ.get("wsgi.url_scheme")
-            return _Exchange(self, entry, start_response, version, scheme)
+            return _Exchange(self, entry, start_response, version, scheme, environ)
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self.log_error("start", exc)
             return None
@@ -126,12 +127,19 @@ class _Exchange:
     """One request: stands in for the server's ``start_response`` (to see the status) and for the application's
     iterable (to see the end): one slotted object per request plays both parts."""
 
-    __slots__ = ("_owner", "_entry", "_start_response", "_version", "_scheme", "_status", "_result")
+    __slots__ = ("_owner", "_entry", "_start_response", "_version", "_scheme", "_status", "_result", "_environ")
 
     def __init__(
-        self, owner: WSGIRequests, entry: InFlight, start_response: Callable[..., Any], version: Any, scheme: Any
+        self,
+        owner: WSGIRequests,
+        entry: InFlight,
+        start_response: Callable[..., Any],
+        version: Any,
+        scheme: Any,
+        environ: Any,
     ) -> None:
         self._owner = owner
+        self._environ = environ
         self._entry: InFlight | None = entry
         self._start_response = start_response
         self._version = version
@@ -202,7 +210,8 @@ class _Exchange:
             code = _STATUS_CODES.get(status) if status.__class__ is str else None  # _status_code(), cached part
             if code is None:
                 code = _status_code(status)
-            self._owner.observer.end_and_detach(entry, code, self._version, self._scheme)
+            route = wsgi_route(self._environ)
+            self._owner.observer.end_and_detach(entry, code, self._version, self._scheme, None, route)
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._owner.log_error("end", exc)
 

@@ -50,6 +50,9 @@ class WorkerStateReader:
     requests_via_hooks: bool = True
     """Whether gunicorn calls ``pre_request``/``post_request`` for the requests this worker class serves."""
 
+    asgi_via_hooks: bool = False
+    """Whether those hooks serve an ASGI application (``post_request`` then gets no scope to read the route from)."""
+
     def __init__(self, worker: Any) -> None:
         self._worker = worker
 

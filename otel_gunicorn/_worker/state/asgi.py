@@ -43,6 +43,7 @@ class ASGIReader(WorkerStateReader):
     """
 
     requests_via_hooks = True
+    asgi_via_hooks = True
 
     @absent_on_error
     def active_connections(self) -> int | None:
