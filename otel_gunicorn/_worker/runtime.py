@@ -140,9 +140,11 @@ def _route_sources(worker: Any, observer: RequestObserver, state: WorkerStateRea
     asgi worker gets the scope's route captured for ``post_request``."""
     try:
         if state.requests_via_hooks and state.asgi_via_hooks:
-            app = getattr(worker, "wsgi", None)
+            # gunicorn's asgi worker serves worker.asgi (set in load_wsgi, before post_worker_init)
+            name = "asgi" if getattr(worker, "asgi", None) is not None else "wsgi"
+            app = getattr(worker, name, None)
             if app is not None:
-                worker.wsgi = routes.ASGIRouteCapture(app)
+                setattr(worker, name, routes.ASGIRouteCapture(app))
                 observer.captured_routes = True
         else:
             routes.install(getattr(worker, "wsgi", None))

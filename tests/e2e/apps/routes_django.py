@@ -1,0 +1,34 @@
+"""A Django application configured in code (no settings module): ``items/<int:item_id>``, ``health``, ``ready``."""
+
+from django.conf import settings
+from django.http import HttpResponse
+from django.urls import path
+
+settings.configure(
+    DEBUG=False,
+    ALLOWED_HOSTS=["*"],
+    ROOT_URLCONF=__name__,
+    SECRET_KEY="routes-test-only",
+    MIDDLEWARE=[],
+    INSTALLED_APPS=[],
+    USE_TZ=True,
+)
+
+
+def item(_request: object, item_id: int) -> HttpResponse:
+    return HttpResponse(f"{item_id}\n")
+
+
+def health(_request: object) -> HttpResponse:
+    return HttpResponse("ok\n")
+
+
+urlpatterns = [
+    path("items/<int:item_id>", item),
+    path("health", health),
+    path("ready", health),
+]
+
+from django.core.wsgi import get_wsgi_application  # noqa: E402 - after settings.configure
+
+application = get_wsgi_application()
