@@ -44,7 +44,7 @@ from otel_gunicorn._responses import status_code
 from otel_gunicorn._snapshot import AttrKey
 from otel_gunicorn._worker.queue_time import InvalidHeader, scan_asgi_headers, scan_headers, wait_seconds
 from otel_gunicorn._worker.request_stats import RequestStats
-from otel_gunicorn._worker.routes import RouteBound, captured_asgi_route, wsgi_route
+from otel_gunicorn._worker.routes import ROUTE_KEY, RouteBound, captured_asgi_route
 from otel_gunicorn._worker.tracing import GUNICORN_REQUEST, GunicornRequest, RequestTracing, SpanSource
 
 _log = logging.getLogger("otel_gunicorn")
@@ -266,10 +266,15 @@ class RequestObserver:
                     # No status line left yet: gunicorn answers with its own 500 page after post_request, unless
                     # the connection itself failed.
                     status = None if isinstance(exc, OSError) else 500
+            # read here, not through routes.wsgi_route: no function layer on every request; RouteBound (only for a
+            # request with a route) turns a value that is no str into None
             if self.captured_routes:
                 route = captured_asgi_route()
             else:
-                route = wsgi_route(environ) if environ.__class__ is dict else None
+                try:  # a dict, or None from gunicorn's asgi worker; anything else has no route
+                    route = environ.get(ROUTE_KEY) if environ is not None else None
+                except AttributeError:
+                    route = None
             self.end_and_detach(
                 entry, status, getattr(req, "version", None), getattr(req, "scheme", None), error, route
             )

@@ -233,7 +233,11 @@ class RouteBound:
         self._warned = False
         self._lock = threading.Lock()  # new routes only: a known one never takes it
 
-    def __call__(self, route: str) -> str:
+    def __call__(self, route: object) -> str | None:
+        """``route`` as the request path has it (None, not counted, for anything but a str: the manual key can hold
+        anything), or :data:`OVERFLOW_ROUTE`."""
+        if route.__class__ is not str:
+            return None
         return self._known.get(route) or self._new(route)
 
     def _new(self, route: str) -> str:

@@ -35,7 +35,7 @@ from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_OR
 from otel_gunicorn._worker.app_boundary.middleware import OBSERVED, BoundaryMiddleware
 from otel_gunicorn._worker.queue_time import scan_asgi_headers
 from otel_gunicorn._worker.requests import BYTE_HEADERS_GETTER, InFlight
-from otel_gunicorn._worker.routes import asgi_route
+from otel_gunicorn._worker.routes import ROUTE_KEY, asgi_route
 
 __all__ = ["OBSERVED", "ASGIRequests"]
 
@@ -177,8 +177,11 @@ class _Exchange:
         self._done = True
         try:
             scope = self._scope
+            route = scope.get(ROUTE_KEY)  # the manual key; the observer's RouteBound drops a non-str
+            if route is None and ("route" in scope or "endpoint" in scope):  # a router's: routes.asgi_route
+                route = asgi_route(scope)
             self._owner.observer.end(
-                self._entry, self._status, scope.get("http_version"), scope.get("scheme"), None, asgi_route(scope)
+                self._entry, self._status, scope.get("http_version"), scope.get("scheme"), None, route
             )
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._owner.log_error("end", exc)

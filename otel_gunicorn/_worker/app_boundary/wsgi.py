@@ -35,7 +35,7 @@ from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_OR
 
 from otel_gunicorn._worker.app_boundary.middleware import OBSERVED, BoundaryMiddleware
 from otel_gunicorn._worker.requests import InFlight
-from otel_gunicorn._worker.routes import wsgi_route
+from otel_gunicorn._worker.routes import ROUTE_KEY
 
 __all__ = ["OBSERVED", "WSGIRequests"]
 
@@ -210,7 +210,8 @@ class _Exchange:
             code = _STATUS_CODES.get(status) if status.__class__ is str else None  # _status_code(), cached part
             if code is None:
                 code = _status_code(status)
-            route = wsgi_route(self._environ)
+            # routes.wsgi_route's lookup, without its function layer; the observer's RouteBound drops a non-str
+            route = self._environ.get(ROUTE_KEY)
             self._owner.observer.end_and_detach(entry, code, self._version, self._scheme, None, route)
         except Exception as exc:  # noqa: BLE001 - never break a request for telemetry
             self._owner.log_error("end", exc)
