@@ -118,7 +118,7 @@ def _span_exporter(config: Config) -> SpanExporter:
     """``console``: one span per line on stdout; ``otlp``: the SDK's exporter, its outages logged once."""
     if config.traces_exporter == "console":
         return ConsoleSpanExporter(formatter=one_line_span)
-    return _otlp.span_exporter(config.otlp_protocol("traces"))
+    return _otlp.span_exporter(config.otlp_protocol("traces"), config.otlp_endpoint("traces"))
 
 
 def one_line_span(span: ReadableSpan) -> str:

@@ -37,7 +37,12 @@ def start(
         app, args=["-w", "2", *args], env=settings, instrument=list(flags), probe=False, wait_metrics=False, **kwargs
     )
     # Not the harness's endpoint wait: the distro's own Prometheus server answers on the port until the take-over.
-    wait_until(lambda: server.booted() == 2 and proc.accept_queue(server.port) is not None, 30, what="2 workers")
+    wait_until(
+        lambda: (server.booted(), proc.accept_queue(server.port)),
+        30,
+        what="2 workers booted, the application port listening",
+        until=lambda state: state[0] == 2 and state[1] is not None,
+    )
     return server
 
 
@@ -76,7 +81,12 @@ def test_one_prometheus_endpoint_merges_the_app_and_its_instrumentation(start_gu
     server = start(start_gunicorn, app, {"OTEL_METRICS_EXPORTER": "prometheus", **env})
     load(server)
     server.wait_value("app_hits_total", REQUESTS)
-    wait_until(lambda: instrumentation_count(server, scope) == REQUESTS, 5, what=f"{scope} count == {REQUESTS}")
+    wait_until(
+        lambda: instrumentation_count(server, scope),
+        5,
+        what=f"{scope} count == {REQUESTS}",
+        until=lambda count: count == REQUESTS,
+    )
     assert server.value("gunicorn_workers") is not None
     assert {server.pid} == proc.listeners(server.metrics_port)
     assert_clean(server)
@@ -104,7 +114,12 @@ def test_one_otlp_stream_and_one_server_span_per_request(start_gunicorn, start_r
     assert 1 == len({p.resource.get("service.instance.id") for p in points})
     assert not [p for p in collector.points("app.hits") if "telemetry.auto.version" in p.resource]
     # one series (GET / 200): its newest point is the count over both workers
-    wait_until(lambda: collector.last_value("http.server.duration") == REQUESTS, 5, what="Flask's request count")
+    wait_until(
+        lambda: collector.last_value("http.server.duration"),
+        5,
+        what="Flask's request count",
+        until=lambda count: count == REQUESTS,
+    )
 
     records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     app_trace_ids = [r.get("trace_id") for r in records if r.get("event") == "hello from the app"]
@@ -124,7 +139,9 @@ def test_one_otlp_stream_and_one_server_span_per_request(start_gunicorn, start_r
     def app_records() -> list:
         return [r for r in collector.log_records() if "hello from the app" in r.body]
 
-    wait_until(lambda: len(app_records()) >= REQUESTS, 10, what="every app log record at the collector")
+    wait_until(
+        app_records, 10, what="every app log record at the collector", until=lambda found: len(found) >= REQUESTS
+    )
     time.sleep(0.5)  # a record exported twice would arrive in the same batch or the next one (200 ms)
     exported = app_records()
     assert sorted(app_trace_ids) == sorted(r.trace_id for r in exported)
@@ -151,9 +168,14 @@ def test_preloaded_or_recycled_workers_stay_exact(start_gunicorn, flags, recycle
     server = start(start_gunicorn, "flask_counting:app", {"OTEL_METRICS_EXPORTER": "prometheus"}, args=flags)
     load(server)
     server.wait_value("app_hits_total", REQUESTS)
-    wait_until(lambda: instrumentation_count(server, FLASK_SCOPE) == REQUESTS, 5, what=f"Flask's count == {REQUESTS}")
+    wait_until(
+        lambda: instrumentation_count(server, FLASK_SCOPE),
+        5,
+        what=f"Flask's count == {REQUESTS}",
+        until=lambda count: count == REQUESTS,
+    )
     if recycled:
-        wait_until(lambda: len(server.worker_pids()) == 2, 15, what="2 workers after the recycling")
+        wait_until(server.worker_pids, 15, what="2 workers after the recycling", until=lambda pids: len(pids) == 2)
         exits = server.booted() - 2
         assert exits >= 60 // (2 * 7)
         server.wait_value("gunicorn_worker_exits_total", exits)
