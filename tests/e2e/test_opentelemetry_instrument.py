@@ -10,6 +10,7 @@ the test's.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -205,3 +206,57 @@ def test_structlog_events_through_the_distros_log_handler_are_exported_cleanly(s
     expected = {"order": "42", "price": "9.5", "express": "true", "tags": "Str(a), Str(b)", "customer": "customer 7"}
     assert [expected] * 5 == own
     assert ("Invalid type" in server.log(), "Invalid type" in collector.log()) == (False, False)
+
+
+FASTAPI_REQUESTS = 20
+
+
+def scope_count(exposition, scope: str) -> float:
+    """``http.server.request.duration``'s count of one instrumentation scope, summed over its series."""
+    samples = exposition.samples("http_server_request_duration_seconds_count")
+    return sum(s.value for s in samples if s.labels.get("otel_scope_name") == scope)
+
+
+@pytest.mark.parametrize("worker", ["uvicorn_worker.UvicornWorker", "asgi"])
+def test_fastapi_native_telemetry_is_merged_and_joins_the_server_span(start_gunicorn, start_rotel, worker):
+    """FastAPI 0.165+ records ``http.server.request.duration`` (scope ``fastapi``, with ``http.route``) and a SERVER
+    span of its own through the global providers: at the one endpoint its count is exact beside otel_gunicorn's, in
+    one valid family (promtool), and each request is one trace with exactly one SERVER span."""
+    collector = start_rotel()
+    env = {**collector.export_env("traces"), "OTEL_METRICS_EXPORTER": "prometheus"}
+    server = start(start_gunicorn, "fastapi_counting:app", env, args=("-k", worker))
+    paths = [f"/items/{i}" for i in range(FASTAPI_REQUESTS)]
+    assert [200] * FASTAPI_REQUESTS == [server.get(path)[0] for path in paths]
+    server.wait_value("app_hits_total", FASTAPI_REQUESTS)
+    exposition = wait_until(
+        server.scrape,
+        5,
+        what=f"{FASTAPI_REQUESTS} requests in both scopes",
+        until=lambda e: (scope_count(e, "fastapi"), scope_count(e, "otel_gunicorn")) == (FASTAPI_REQUESTS,) * 2,
+    )
+    assert {"/items/{item_id}"} == {
+        s.labels.get("http_route")
+        for s in exposition.samples("http_server_request_duration_seconds_count")
+        if s.labels.get("otel_scope_name") == "fastapi"
+    }
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"], input=server.scrape_text(), capture_output=True, text=True, check=False
+    )
+    assert [] == [line for line in checked.stderr.splitlines() if "no help text" not in line]
+
+    def by_trace() -> dict[str, list]:
+        found: dict[str, list] = {}
+        for span in collector.spans():
+            if span.kind:
+                found.setdefault(span.trace_id, []).append(span)
+        return found
+
+    traces = wait_until(
+        by_trace,
+        15,
+        what="every request's spans",
+        until=lambda t: sum(len(s) for s in t.values()) >= 2 * FASTAPI_REQUESTS,
+    )
+    servers = [[s for s in spans if s.kind == "SPAN_KIND_SERVER"] for spans in traces.values()]
+    assert (FASTAPI_REQUESTS, {1}) == (len(traces), {len(s) for s in servers})
+    assert_clean(server)
