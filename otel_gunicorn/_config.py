@@ -79,10 +79,25 @@ class Config:
     exemplar_filter: str = "trace_based"
     #: where the arbiter pushes the merged metrics over OTLP (:func:`otlp_metrics_endpoint`)
     otlp_metrics_endpoint: str = "http://localhost:4318/v1/metrics"
+    #: where the workers export their spans and log records over OTLP (:func:`otlp_endpoint`; the arbiter says
+    #: what it corrected, once: ``_arbiter/exports.py``)
+    otlp_traces_endpoint: str = "http://localhost:4318/v1/traces"
+    otlp_logs_endpoint: str = "http://localhost:4318/v1/logs"
+    #: ``(signal, message)`` for each correction :func:`otlp_endpoint` made (the metrics' only when they are pushed:
+    #: those are logged by :meth:`from_env` itself, the others by the arbiter, ``_arbiter/exports.py``)
+    otlp_endpoint_notes: tuple[tuple[str, str], ...] = ()
 
     def otlp_protocol(self, signal: str) -> str:
         """``http/protobuf`` or ``grpc`` for ``signal`` (metrics, traces or logs)."""
         return dict(self.otlp_protocols)[signal]
+
+    def otlp_endpoint(self, signal: str) -> str:
+        """The URL the OTLP exporter of ``signal`` (metrics, traces or logs) sends to."""
+        return {
+            "metrics": self.otlp_metrics_endpoint,
+            "traces": self.otlp_traces_endpoint,
+            "logs": self.otlp_logs_endpoint,
+        }[signal]
 
     @property
     def push_exit_timeout(self) -> float:
@@ -112,6 +127,8 @@ class Config:
         enabled = not _standard_bool(environ, env.OTEL_SDK_DISABLED, default=False)
         exporters = _metrics_exporters(environ)
         protocols = tuple((signal, _otlp_protocol(environ, signal)) for signal in ("metrics", "traces", "logs"))
+        traces_url, traces_notes = otlp_endpoint(environ, "traces", dict(protocols)["traces"])
+        logs_url, logs_notes = otlp_endpoint(environ, "logs", dict(protocols)["logs"])
         return cls(
             enabled=enabled,
             metrics_exporters=exporters,
@@ -135,6 +152,13 @@ class Config:
             shutdown_timeout=_seconds(environ, env.OTEL_GUNICORN_SHUTDOWN_TIMEOUT, defaults.shutdown_timeout),
             exemplar_filter=_standard_choice(environ, env.OTEL_METRICS_EXEMPLAR_FILTER, EXEMPLAR_FILTERS),
             otlp_metrics_endpoint=_otlp_metrics_endpoint(environ, exporters, dict(protocols)["metrics"]),
+            otlp_traces_endpoint=traces_url,
+            otlp_logs_endpoint=logs_url,
+            otlp_endpoint_notes=tuple(
+                [("metrics", note) for note in _otlp_metrics_notes(environ, exporters, dict(protocols)["metrics"])]
+                + [("traces", note) for note in traces_notes]
+                + [("logs", note) for note in logs_notes]
+            ),
         )
 
 
@@ -275,21 +299,27 @@ _SIGNAL_PATH = re.compile(r"/v1/(metrics|traces|logs)/*$")
 
 
 def otlp_metrics_endpoint(environ: Mapping[str, str], protocol: str) -> tuple[str, list[str]]:
-    """The URL the OTLP metrics exporter sends to, by the specification's rules, and what had to be corrected.
+    """:func:`otlp_endpoint` for the metrics."""
+    return otlp_endpoint(environ, "metrics", protocol)
 
-    ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is used as it is; ``OTEL_EXPORTER_OTLP_ENDPOINT`` is a base URL, to which
-    http/protobuf adds ``/v1/metrics`` (grpc takes it as it is). Corrected, one message each: no scheme with
+
+def otlp_endpoint(environ: Mapping[str, str], signal: str, protocol: str) -> tuple[str, list[str]]:
+    """The URL the OTLP exporter of ``signal`` (metrics, traces or logs) sends to, by the specification's rules, and
+    what had to be corrected.
+
+    ``OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT`` is used as it is; ``OTEL_EXPORTER_OTLP_ENDPOINT`` is a base URL, to
+    which http/protobuf adds ``/v1/<signal>`` (grpc takes it as it is). Corrected, one message each: no scheme with
     http/protobuf (``http://`` added; grpc accepts ``host:port``, TLS then as ``OTEL_EXPORTER_OTLP_INSECURE`` says),
-    and a base URL that already ends in a signal's path (removed, else the push would go to
+    and a base URL that already ends in a signal's path (removed, else the export would go to
     ``/v1/metrics/v1/metrics``)."""
     notes: list[str] = []
-    specific = environ.get(env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, "").strip()
+    specific_name = f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"
+    specific = environ.get(specific_name, "").strip()
     base = environ.get(env.OTEL_EXPORTER_OTLP_ENDPOINT, "").strip()
-    name, value = (
-        (env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, specific) if specific else (env.OTEL_EXPORTER_OTLP_ENDPOINT, base)
-    )
+    name, value = (specific_name, specific) if specific else (env.OTEL_EXPORTER_OTLP_ENDPOINT, base)
+    path = f"/v1/{signal}"
     if not value:
-        return ("http://localhost:4317" if protocol == "grpc" else "http://localhost:4318/v1/metrics"), notes
+        return ("http://localhost:4317" if protocol == "grpc" else f"http://localhost:4318{path}"), notes
     url = value
     if protocol != "grpc" and "://" not in url:
         url = f"http://{url}"
@@ -298,10 +328,10 @@ def otlp_metrics_endpoint(environ: Mapping[str, str], protocol: str) -> tuple[st
         stripped = _SIGNAL_PATH.sub("", url)
         if stripped != url:
             notes.append(
-                f"{name}={value!r} is a base URL, to which the exporter adds /v1/metrics: using {stripped}/v1/metrics "
-                f"(for a full URL, set {env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT})"
+                f"{name}={value!r} is a base URL, to which the exporter adds {path}: using {stripped}{path} "
+                f"(for a full URL, set {specific_name})"
             )
-        url = f"{stripped.rstrip('/')}/v1/metrics"
+        url = f"{stripped.rstrip('/')}{path}"
     return url, notes
 
 
@@ -312,6 +342,10 @@ def _otlp_metrics_endpoint(environ: Mapping[str, str], exporters: frozenset[str]
     for note in notes:
         _log.warning("otel_gunicorn: %s", note)
     return url
+
+
+def _otlp_metrics_notes(environ: Mapping[str, str], exporters: frozenset[str], protocol: str) -> list[str]:
+    return otlp_metrics_endpoint(environ, protocol)[1] if "otlp" in exporters else []
 
 
 def _standard_millis(environ: Mapping[str, str], name: str, default: int) -> int:

@@ -57,15 +57,25 @@ take precedence. Endpoint, headers, timeout, compression and certificate come fr
 OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 """Standard. The collector's base URL for every OTLP signal, e.g. ``http://collector:4318`` (http/protobuf, to which
 the exporter adds ``/v1/metrics``, ``/v1/traces``, ``/v1/logs``) or ``http://collector:4317`` (grpc). The arbiter
-logs where it pushes the merged metrics. A value that cannot be right is corrected with one warning: without a
-scheme (``localhost:4318``) ``http://`` is added for http/protobuf; a base URL ending in ``/v1/metrics`` (or
-``/v1/traces``, ``/v1/logs``) loses that path, which the exporter adds itself. Default ``http://localhost:4318``
-(http/protobuf), ``http://localhost:4317`` (grpc)."""
+logs where it pushes the merged metrics, and where the workers export their spans and log records. A value that
+cannot be right is corrected with one warning: without a scheme (``localhost:4318``) ``http://`` is added for
+http/protobuf; a base URL ending in ``/v1/metrics`` (or ``/v1/traces``, ``/v1/logs``) loses that path, which the
+exporter adds itself. Default ``http://localhost:4318`` (http/protobuf), ``http://localhost:4317`` (grpc)."""
 
 OTEL_EXPORTER_OTLP_METRICS_ENDPOINT = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
 """Standard. The full URL the merged metrics are pushed to, used as it is (http/protobuf: with its path, e.g.
 ``http://collector:4318/v1/metrics``); takes precedence over ``OTEL_EXPORTER_OTLP_ENDPOINT``. Without a scheme,
 ``http://`` is added for http/protobuf, with one warning."""
+
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+"""Standard. The full URL the workers' spans are exported to (``OTEL_TRACES_EXPORTER=otlp``), used as it is
+(http/protobuf: with its path, e.g. ``http://collector:4318/v1/traces``); takes precedence over
+``OTEL_EXPORTER_OTLP_ENDPOINT``. Without a scheme, ``http://`` is added for http/protobuf, with one warning."""
+
+OTEL_EXPORTER_OTLP_LOGS_ENDPOINT = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"
+"""Standard. The full URL the workers' log records are exported to (``OTEL_LOGS_EXPORTER=otlp``), used as it is
+(http/protobuf: with its path, e.g. ``http://collector:4318/v1/logs``); takes precedence over
+``OTEL_EXPORTER_OTLP_ENDPOINT``. Without a scheme, ``http://`` is added for http/protobuf, with one warning."""
 
 OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
 """Standard. Temporality of the merged metrics pushed over OTLP (``OTEL_METRICS_EXPORTER=otlp``; the Prometheus

@@ -39,18 +39,21 @@ ATTEMPT_LOGGERS = (
 )
 
 
-def span_exporter(protocol: str) -> ObservedSpanExporter:
-    """The SDK's OTLP span exporter for ``protocol``, its outages logged once."""
+def span_exporter(protocol: str, endpoint: str | None = None) -> ObservedSpanExporter:
+    """The SDK's OTLP span exporter for ``protocol``, its outages logged once; ``endpoint``: the URL (the one the
+    arbiter resolved and logged, ``Config.otlp_traces_endpoint``), else the exporter reads the variables itself."""
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
-    return ObservedSpanExporter(OTLPSpanExporter())
+    return ObservedSpanExporter(OTLPSpanExporter(endpoint=endpoint))
 
 
-def log_exporter(protocol: str) -> ObservedLogExporter:
-    """The SDK's OTLP log record exporter for ``protocol``, its outages logged once."""
-    return ObservedLogExporter(otlp_log_exporter_class(protocol)())
+def log_exporter(protocol: str, endpoint: str | None = None) -> ObservedLogExporter:
+    """The SDK's OTLP log record exporter for ``protocol``, its outages logged once; ``endpoint`` as for
+    :func:`span_exporter` (``Config.otlp_logs_endpoint``)."""
+    exporter_class: Callable[..., LogRecordExporter] = otlp_log_exporter_class(protocol)  # both take endpoint=
+    return ObservedLogExporter(exporter_class(endpoint=endpoint))
 
 
 def metric_exporter(protocol: str) -> Any:

@@ -30,6 +30,7 @@ from typing import Any
 
 from otel_gunicorn import _handoff
 from otel_gunicorn._arbiter import autoinstrument as _autoinstrument
+from otel_gunicorn._arbiter import exports as _exports
 from otel_gunicorn._arbiter import runtime as _arbiter
 from otel_gunicorn._gunicorn_log import forward_to_gunicorn
 from otel_gunicorn._hook_chain import HookChain
@@ -208,7 +209,9 @@ def _starting(server: Any) -> None:
         return
     _arbiter.STATE.started = True
     forward_to_gunicorn()
-    _autoinstrument.report(_arbiter.check_config())
+    config = _arbiter.check_config()
+    _autoinstrument.report(config)
+    _exports.report(config)
     _arbiter.prepare_dirty(server)
 
 

@@ -42,6 +42,13 @@ IN_FLIGHT = prometheus_name(catalogue.ACTIVE_REQUESTS)
 DURATION = prometheus_name(catalogue.REQUEST_DURATION)
 QUEUE_TIME = prometheus_name(catalogue.QUEUE_DURATION)
 
+#: the label the official exporter gives every series for its instrumentation scope
+SCOPE = "otel_scope_name"
+#: our families whose semantic-convention names other instrumentations record too — Flask's, Django's and FastAPI's
+#: own telemetry land in the same family under their scope, and summing the family would count each request twice:
+#: every selector of them is narrowed to our scope
+SHARED_FAMILIES = (DURATION, IN_FLIGHT)
+
 LISTENER = label(catalogue.LISTENER_QUEUED, catalogue.LISTENER_ATTRIBUTE)
 WORKER_STATE = label(catalogue.WORKER_COUNT, "gunicorn.worker.state")
 THREAD_STATE = label(catalogue.THREADS, "gunicorn.thread.state")
@@ -64,8 +71,9 @@ def match(name: str, regex: str) -> str:
 
 
 def series(metric: str, where: Sequence[str] = (), *matchers: str) -> str:
-    """``metric{matchers...}``: one selector."""
-    found = [*where, *matchers]
+    """``metric{matchers...}``: one selector (of our scope only, for a family others share)."""
+    ours = [eq(SCOPE, catalogue.SCOPE_NAME)] if metric.startswith(SHARED_FAMILIES) else []
+    found = [*where, *ours, *matchers]
     return f"{metric}{{{', '.join(found)}}}" if found else metric
 
 

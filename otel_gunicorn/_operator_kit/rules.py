@@ -212,7 +212,7 @@ def recording_rules() -> list[dict[str, str]]:
         f"job:{THREADS}_busy:ratio": busy_thread_ratio(by, none),
         f"job:{QUEUED}_per_limit:max": listener_fill(by, none),
         f"job:{THREAD_QUEUE}:sum": aggregate("sum", by, THREAD_QUEUE),
-        f"job:{IN_FLIGHT}:sum": aggregate("sum", by, IN_FLIGHT),
+        f"job:{IN_FLIGHT}:sum": aggregate("sum", by, series(IN_FLIGHT)),
         f"job:{DURATION}_count:rate{w}": request_rate(by, none, w),
         f"job:{DURATION}_count_errors:ratio_rate{w}": error_ratio(by, none, w),
         f"job:{DURATION}:p50_rate{w}": quantile(0.5, DURATION, by, none, w),

@@ -104,7 +104,7 @@ def _log_exporter(config: Config) -> LogRecordExporter:
     """``console``: one record per line on stdout; ``otlp``: the SDK's exporter, its outages logged once."""
     if config.logs_exporter == "console":
         return ConsoleLogRecordExporter(formatter=one_line_record)
-    return _otlp.log_exporter(config.otlp_protocol("logs"))
+    return _otlp.log_exporter(config.otlp_protocol("logs"), config.otlp_endpoint("logs"))
 
 
 def one_line_record(record: ReadableLogRecord) -> str:

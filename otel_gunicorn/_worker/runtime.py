@@ -35,7 +35,7 @@ from otel_gunicorn._worker.reporter import ChannelExporter, reporting_meter
 from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.requests import RequestObserver
 from otel_gunicorn._worker.state import WorkerStateReader, state_reader
-from otel_gunicorn._worker.tracing import RequestTracing, build_tracer_provider
+from otel_gunicorn._worker.tracing import RequestTracing, app_makes_server_spans, build_tracer_provider
 
 _log = logging.getLogger("otel_gunicorn")
 
@@ -56,10 +56,14 @@ class WorkerRuntime:
         self.request_stats: RequestStats | None = None
         if arbiter.channel_path is not None:  # None: OTEL_METRICS_EXPORTER=none, spans and logs only
             self._start_metrics(worker, arbiter, state)
+        # The application loaded (worker.wsgi; gunicorn's asgi worker keeps it in worker.asgi): one that makes its
+        # own server spans gets none of ours (FastAPI).
+        app = getattr(worker, "asgi", None) or getattr(worker, "wsgi", None)
+        spans = None if app_makes_server_spans(app) else self.tracer_provider
         observer = RequestObserver(
             self.request_stats,
             _handoff.slot_of(worker),
-            RequestTracing(self.tracer_provider),
+            RequestTracing(spans),
             routes.RouteBound(arbiter.config.max_routes),
         )
         _route_sources(worker, observer, state)

@@ -14,11 +14,14 @@ WSGI environ / ASGI scope where the application is wrapped instead (:mod:`otel_g
 of those is read through a :class:`SpanSource`, so every path yields the same name, attributes and parent.
 
 If the application is also wrapped by opentelemetry-instrumentation-wsgi, that middleware sees our span as the
-active server span and records an internal child span instead of a second server span.
+active server span and records an internal child span instead of a second server span. FastAPI's native telemetry
+(0.165+) does not look at the current span: for such an application the server span is FastAPI's
+(:func:`app_makes_server_spans`).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Protocol
 
 from opentelemetry import context, propagate, trace
@@ -118,11 +121,27 @@ def build_tracer_provider(config: Config, resource: Resource) -> TracerProvider 
     return provider
 
 
+def app_makes_server_spans(app: Any) -> bool:
+    """Whether ``app`` makes a SERVER span of its own for each request, whatever span is current: a FastAPI
+    application (0.165+) with its native telemetry's tracing on, the default (``FastAPI(telemetry={"tracing":
+    False})`` turns it off). Its span takes its parent from the request's headers, never from the current context,
+    so beside ours each request would be two traces with a SERVER span each; otel_gunicorn then leaves the span to
+    it (it carries ``http.route``; its operation spans are its children), and measures the request as before.
+
+    Reads FastAPI's ``_telemetry`` (the ``TelemetryConfig`` its constructor keeps, fastapi/applications.py)
+    defensively: anything unexpected means no."""
+    fastapi = sys.modules.get("fastapi")
+    if fastapi is None or not isinstance(app, getattr(fastapi, "FastAPI", ())):
+        return False
+    config = getattr(app, "_telemetry", None)
+    return isinstance(config, dict) and config.get("tracing") is True
+
+
 def _span_exporter(config: Config) -> SpanExporter:
     """``console``: one span per line on stdout; ``otlp``: the SDK's exporter, its outages logged once."""
     if config.traces_exporter == "console":
         return ConsoleSpanExporter(formatter=one_line_span)
-    return _otlp.span_exporter(config.otlp_protocol("traces"))
+    return _otlp.span_exporter(config.otlp_protocol("traces"), config.otlp_endpoint("traces"))
 
 
 def one_line_span(span: ReadableSpan) -> str:

@@ -10,6 +10,7 @@ the test's.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -37,7 +38,12 @@ def start(
         app, args=["-w", "2", *args], env=settings, instrument=list(flags), probe=False, wait_metrics=False, **kwargs
     )
     # Not the harness's endpoint wait: the distro's own Prometheus server answers on the port until the take-over.
-    wait_until(lambda: server.booted() == 2 and proc.accept_queue(server.port) is not None, 30, what="2 workers")
+    wait_until(
+        lambda: (server.booted(), proc.accept_queue(server.port)),
+        30,
+        what="2 workers booted, the application port listening",
+        until=lambda state: state[0] == 2 and state[1] is not None,
+    )
     return server
 
 
@@ -76,7 +82,12 @@ def test_one_prometheus_endpoint_merges_the_app_and_its_instrumentation(start_gu
     server = start(start_gunicorn, app, {"OTEL_METRICS_EXPORTER": "prometheus", **env})
     load(server)
     server.wait_value("app_hits_total", REQUESTS)
-    wait_until(lambda: instrumentation_count(server, scope) == REQUESTS, 5, what=f"{scope} count == {REQUESTS}")
+    wait_until(
+        lambda: instrumentation_count(server, scope),
+        5,
+        what=f"{scope} count == {REQUESTS}",
+        until=lambda count: count == REQUESTS,
+    )
     assert server.value("gunicorn_workers") is not None
     assert {server.pid} == proc.listeners(server.metrics_port)
     assert_clean(server)
@@ -104,7 +115,12 @@ def test_one_otlp_stream_and_one_server_span_per_request(start_gunicorn, start_r
     assert 1 == len({p.resource.get("service.instance.id") for p in points})
     assert not [p for p in collector.points("app.hits") if "telemetry.auto.version" in p.resource]
     # one series (GET / 200): its newest point is the count over both workers
-    wait_until(lambda: collector.last_value("http.server.duration") == REQUESTS, 5, what="Flask's request count")
+    wait_until(
+        lambda: collector.last_value("http.server.duration"),
+        5,
+        what="Flask's request count",
+        until=lambda count: count == REQUESTS,
+    )
 
     records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     app_trace_ids = [r.get("trace_id") for r in records if r.get("event") == "hello from the app"]
@@ -124,7 +140,9 @@ def test_one_otlp_stream_and_one_server_span_per_request(start_gunicorn, start_r
     def app_records() -> list:
         return [r for r in collector.log_records() if "hello from the app" in r.body]
 
-    wait_until(lambda: len(app_records()) >= REQUESTS, 10, what="every app log record at the collector")
+    wait_until(
+        app_records, 10, what="every app log record at the collector", until=lambda found: len(found) >= REQUESTS
+    )
     time.sleep(0.5)  # a record exported twice would arrive in the same batch or the next one (200 ms)
     exported = app_records()
     assert sorted(app_trace_ids) == sorted(r.trace_id for r in exported)
@@ -151,9 +169,14 @@ def test_preloaded_or_recycled_workers_stay_exact(start_gunicorn, flags, recycle
     server = start(start_gunicorn, "flask_counting:app", {"OTEL_METRICS_EXPORTER": "prometheus"}, args=flags)
     load(server)
     server.wait_value("app_hits_total", REQUESTS)
-    wait_until(lambda: instrumentation_count(server, FLASK_SCOPE) == REQUESTS, 5, what=f"Flask's count == {REQUESTS}")
+    wait_until(
+        lambda: instrumentation_count(server, FLASK_SCOPE),
+        5,
+        what=f"Flask's count == {REQUESTS}",
+        until=lambda count: count == REQUESTS,
+    )
     if recycled:
-        wait_until(lambda: len(server.worker_pids()) == 2, 15, what="2 workers after the recycling")
+        wait_until(server.worker_pids, 15, what="2 workers after the recycling", until=lambda pids: len(pids) == 2)
         exits = server.booted() - 2
         assert exits >= 60 // (2 * 7)
         server.wait_value("gunicorn_worker_exits_total", exits)
@@ -183,3 +206,57 @@ def test_structlog_events_through_the_distros_log_handler_are_exported_cleanly(s
     expected = {"order": "42", "price": "9.5", "express": "true", "tags": "Str(a), Str(b)", "customer": "customer 7"}
     assert [expected] * 5 == own
     assert ("Invalid type" in server.log(), "Invalid type" in collector.log()) == (False, False)
+
+
+FASTAPI_REQUESTS = 20
+
+
+def scope_count(exposition, scope: str) -> float:
+    """``http.server.request.duration``'s count of one instrumentation scope, summed over its series."""
+    samples = exposition.samples("http_server_request_duration_seconds_count")
+    return sum(s.value for s in samples if s.labels.get("otel_scope_name") == scope)
+
+
+@pytest.mark.parametrize("worker", ["uvicorn_worker.UvicornWorker", "asgi"])
+def test_fastapi_native_telemetry_is_merged_and_joins_the_server_span(start_gunicorn, start_rotel, worker):
+    """FastAPI 0.165+ records ``http.server.request.duration`` (scope ``fastapi``, with ``http.route``) and a SERVER
+    span of its own through the global providers: at the one endpoint its count is exact beside otel_gunicorn's, in
+    one valid family (promtool), and each request is one trace with exactly one SERVER span."""
+    collector = start_rotel()
+    env = {**collector.export_env("traces"), "OTEL_METRICS_EXPORTER": "prometheus"}
+    server = start(start_gunicorn, "fastapi_counting:app", env, args=("-k", worker))
+    paths = [f"/items/{i}" for i in range(FASTAPI_REQUESTS)]
+    assert [200] * FASTAPI_REQUESTS == [server.get(path)[0] for path in paths]
+    server.wait_value("app_hits_total", FASTAPI_REQUESTS)
+    exposition = wait_until(
+        server.scrape,
+        5,
+        what=f"{FASTAPI_REQUESTS} requests in both scopes",
+        until=lambda e: (scope_count(e, "fastapi"), scope_count(e, "otel_gunicorn")) == (FASTAPI_REQUESTS,) * 2,
+    )
+    assert {"/items/{item_id}"} == {
+        s.labels.get("http_route")
+        for s in exposition.samples("http_server_request_duration_seconds_count")
+        if s.labels.get("otel_scope_name") == "fastapi"
+    }
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"], input=server.scrape_text(), capture_output=True, text=True, check=False
+    )
+    assert [] == [line for line in checked.stderr.splitlines() if "no help text" not in line]
+
+    def by_trace() -> dict[str, list]:
+        found: dict[str, list] = {}
+        for span in collector.spans():
+            if span.kind:
+                found.setdefault(span.trace_id, []).append(span)
+        return found
+
+    traces = wait_until(
+        by_trace,
+        15,
+        what="every request's spans",
+        until=lambda t: sum(len(s) for s in t.values()) >= 2 * FASTAPI_REQUESTS,
+    )
+    servers = [[s for s in spans if s.kind == "SPAN_KIND_SERVER"] for spans in traces.values()]
+    assert (FASTAPI_REQUESTS, {1}) == (len(traces), {len(s) for s in servers})
+    assert_clean(server)

@@ -26,7 +26,7 @@ def test_a_malformed_resource_attributes_is_reported_once_per_server(start_gunic
         collector = start_rotel()
         env.update(collector.export_env("metrics"))
     server = start_gunicorn("counting:app", args=["-w", "2"], env=env, wait_metrics=exporter == "prometheus")
-    wait_until(lambda: server.booted() == 2, 15, what="2 workers")
+    wait_until(server.booted, 15, what="2 workers", until=lambda booted: booted == 2)
     assert [200] * 4 == server.load(4)
     if exporter == "otlp":
         points = wait_until(lambda: collector.points("app.requests"), 15, what="a push of the merged metrics")
@@ -44,7 +44,7 @@ def test_a_metrics_port_taken_by_the_arbiter_itself_is_said_once_without_retryin
     process and its pid and says no retry can free the port; nothing retries (requests are still served)."""
     server = start_gunicorn("counting:app", config="python:taking_the_metrics_port", wait_metrics=False)
     expected = f"is taken by this very process (pid {server.pid}, the gunicorn arbiter)"
-    wait_until(lambda: expected in server.log(), 10, what="the error naming the arbiter")
+    wait_until(server.log, 10, what="the error naming the arbiter", until=lambda log: expected in log)
     time.sleep(1.5)  # a retry would come within a second
     log = server.log()
     assert (1, 0, 200) == (log.count("no Prometheus endpoint"), log.count("retrying"), server.get()[0])
@@ -61,10 +61,45 @@ def test_a_metrics_port_held_by_another_process_names_it(start_gunicorn, tmp_pat
         ]
     )
     try:
-        wait_until(lambda: proc.accept_queue(port) is not None, 10, what="the holder to listen")
+        wait_until(
+            lambda: proc.accept_queue(port), 10, what="the holder to listen", until=lambda queue: queue is not None
+        )
         server = start_gunicorn("counting:app", env={"OTEL_EXPORTER_PROMETHEUS_PORT": str(port)}, wait_metrics=False)
-        wait_until(lambda: "retrying in the background" in server.log(), 10, what="the warning")
+        wait_until(server.log, 10, what="the warning", until=lambda log: "retrying in the background" in log)
         assert f"held by pid {holder.pid} (python" in server.log()
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_base_endpoint_without_scheme_and_with_a_signal_path_still_delivers_spans_and_logs(
+    start_gunicorn, start_rotel
+):
+    """``OTEL_EXPORTER_OTLP_ENDPOINT=127.0.0.1:PORT/v1/traces`` (no scheme, a signal's path in the base URL) with
+    spans and logs exported from two workers: both reach the collector at ``/v1/traces`` and ``/v1/logs``; the
+    arbiter says each correction once in the whole output, and where each signal goes."""
+    collector = start_rotel()
+    base = f"{net.LOOPBACK}:{collector.http_port}/v1/traces"
+    env = {**collector.export_env("traces", "logs"), "OTEL_EXPORTER_OTLP_ENDPOINT": base}
+    server = start_gunicorn("logging_app:app", args=["-w", "2"], env=env)
+    wait_until(server.booted, 15, what="2 workers", until=lambda booted: booted == 2)
+    assert [200] * 6 == server.load(6)
+    wait_until(
+        lambda: [s for s in collector.spans() if s.kind],
+        15,
+        what="the spans at the collector",
+        until=lambda spans: len(spans) >= 6,
+    )
+    wait_until(collector.log_records, 15, what="log records at the collector")
+    server.stop()
+    log = server.log()
+    assert (1, 1, 1) == (
+        log.count(f"OTEL_EXPORTER_OTLP_ENDPOINT='{base}' has no scheme"),
+        log.count("is a base URL, to which the exporter adds /v1/traces"),
+        log.count("is a base URL, to which the exporter adds /v1/logs"),
+    )
+    http = f"http://{net.LOOPBACK}:{collector.http_port}"
+    assert (1, 1) == (
+        log.count(f"the workers export their spans to {http}/v1/traces (OTLP http/protobuf)"),
+        log.count(f"the workers export their log records to {http}/v1/logs (OTLP http/protobuf)"),
+    )
