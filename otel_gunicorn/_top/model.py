@@ -33,6 +33,7 @@ WORKERS = "gunicorn_workers"
 WORKER_LIMIT = "gunicorn_worker_limit"
 EXITS = "gunicorn_worker_exits_total"
 DURATION = "http_server_request_duration_seconds"
+REPORTS = "otel_gunicorn_channel_reports_total"
 
 # Prometheus label names (the exporter turns the attributes' dots into underscores)
 SCOPE_LABEL = "otel_scope_name"
@@ -42,6 +43,7 @@ TRANSPORT = "network_transport"
 THREAD_STATE = "gunicorn_thread_state"
 WORKER_STATE = "gunicorn_worker_state"
 EXIT_REASON = "gunicorn_worker_exit_reason"
+OUTCOME = "outcome"
 
 #: the families that carry one series per worker slot and make a row of the worker table
 PER_SLOT = (ACTIVE_REQUESTS, ACTIVE_CONNECTIONS, CONNECTION_LIMIT, THREADS, THREAD_LIMIT, POOL_QUEUE, HEARTBEAT_AGE)
@@ -101,6 +103,8 @@ class Scrape:
     worker_limit: float | None
     duration: Histogram | None
     exits: Mapping[str, float] | None
+    #: worker reports the arbiter accepted since it started: each one may move every counter and histogram
+    reports: float | None = None
 
 
 class Series:
@@ -163,6 +167,7 @@ def parse(text: str) -> Scrape:
         worker_limit=series.total(WORKER_LIMIT),
         duration=histogram(series, DURATION),
         exits=series.by(EXITS, EXIT_REASON),
+        reports=series.total(REPORTS, **{OUTCOME: "accepted"}),
     )
 
 

@@ -5,31 +5,64 @@ no I/O. The endpoint's counters and histograms are cumulative since the arbiter 
 two refreshes; a value that went down means the arbiter restarted (a counter reset), and the new value is the
 increase, as Prometheus' ``increase()`` treats it. Percentiles use Prometheus' ``histogram_quantile`` estimate
 (linear interpolation inside the bucket), so ``top`` and a dashboard agree on the same buckets.
+
+The endpoint's values move only when a worker reports (every ``OTEL_GUNICORN_METRICS_INTERVAL``, 5 s by default),
+not at each refresh: differencing two refreshes 1 s apart reads 0 four times and then five seconds' worth of
+requests over one. So rates and latencies are taken over a :class:`Window` of whole reports: from one refresh that
+saw a new report to a later one, with at least one report per worker in between (the arbiter's accepted-reports
+counter tells when reports arrive, even on an idle server). Each worker's counters then moved by whole report
+intervals, and the rate is the true one however the refreshes and the reports interleave.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from otel_gunicorn._top.model import Histogram, Scrape
 
 QUANTILES = (0.5, 0.9, 0.99)
+#: without the reports counter (an older endpoint), a window spans at least this many seconds of value changes
+FALLBACK_SPAN = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """A scrape and the (monotonic) time it was taken."""
+
+    scrape: Scrape
+    at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """Two refreshes that each saw a new report, with at least one report of every worker from one to the other."""
+
+    start: Sample
+    end: Sample
+
+    @property
+    def seconds(self) -> float:
+        return self.end.at - self.start.at
 
 
 @dataclasses.dataclass(frozen=True)
 class Rates:
     """The derived numbers of one frame; ``None`` where they cannot be known (yet)."""
 
-    #: requests per second since the previous refresh; None on the first frame or without request metrics
+    #: requests per second over the window; None before a window of whole reports, or without request metrics
     request_rate: float | None
     #: quantile -> seconds; None without request metrics, a None value when the window had no request
     latency: Mapping[float, float | None] | None
-    #: the latency is over everything since the server started (first frame), not the last interval
+    #: the latency is over everything since the server started (no window yet), not over the window
     cumulative: bool
     #: exit reason -> exits since ``top`` started; None when the endpoint has no exit counter
     exits_since_start: Mapping[str, float] | None
+    #: seconds the rate and latency span; None before there is a window
+    window: float | None = None
+    #: seconds from the window's end (the latest report seen) to this frame
+    window_age: float | None = None
 
 
 def quantile(q: float, histogram: Histogram) -> float | None:
@@ -75,19 +108,63 @@ def counter_increase(previous: float, current: float) -> float:
     return current if current < previous else current - previous
 
 
-def compare(current: Scrape, previous: Scrape | None, elapsed: float, first: Scrape) -> Rates:
-    """The frame's derived numbers: against ``previous`` (None on the first frame) and against ``first``."""
-    window = None
-    if previous is not None and previous.duration is not None and current.duration is not None:
-        window = increase(previous.duration, current.duration)
-    rate = None if window is None or elapsed <= 0 else window.count / elapsed
-    shown = window if window is not None else current.duration
+def _progress(scrape: Scrape) -> float | None:
+    """What moves with every report: the accepted-reports counter, else the request count."""
+    if scrape.reports is not None:
+        return scrape.reports
+    return None if scrape.duration is None else scrape.duration.count
+
+
+def _workers(scrape: Scrape) -> int:
+    if scrape.slots:
+        return len(scrape.slots)
+    return max(1, int(scrape.worker_limit or 1))
+
+
+def report_window(history: Sequence[Sample]) -> Window | None:
+    """The latest window of whole reports in ``history`` (oldest first); None until there is one.
+
+    Its end is the latest refresh that saw something new; its start the latest earlier such refresh that leaves at
+    least one report per worker between the two (or, without the reports counter, ``FALLBACK_SPAN`` seconds).
+    A counter that went down (the arbiter restarted) cuts the history there.
+    """
+    changes: list[Sample] = []
+    for before, after in zip(history, history[1:]):
+        old, new = _progress(before.scrape), _progress(after.scrape)
+        if old is None or new is None:
+            continue
+        if new < old:
+            changes = []  # a reset: nothing before it compares
+        elif new > old:
+            changes.append(after)
+    if len(changes) < 2:
+        return None
+    end = changes[-1]
+    needed, by_reports = _workers(end.scrape), end.scrape.reports is not None
+    for start in reversed(changes[:-1]):
+        reports = (end.scrape.reports or 0.0) - (start.scrape.reports or 0.0)
+        if (reports >= needed) if by_reports else (end.at - start.at >= FALLBACK_SPAN):
+            return Window(start, end)
+    return None
+
+
+def compare(history: Sequence[Sample], first: Scrape) -> Rates:
+    """The frame of the latest sample in ``history`` (oldest first): rates over its window, exits since ``first``."""
+    current = history[-1]
+    window = report_window(history)
+    seen = None
+    if window is not None and window.start.scrape.duration is not None and window.end.scrape.duration is not None:
+        seen = increase(window.start.scrape.duration, window.end.scrape.duration)
+    rate = None if seen is None or window is None else seen.count / window.seconds
+    shown = seen if seen is not None else current.scrape.duration
     latency = None if shown is None else {q: quantile(q, shown) for q in QUANTILES}
     return Rates(
         request_rate=rate,
         latency=latency,
-        cumulative=window is None and shown is not None,
-        exits_since_start=exits_since(first.exits, current.exits),
+        cumulative=seen is None and shown is not None,
+        exits_since_start=exits_since(first.exits, current.scrape.exits),
+        window=None if window is None else window.seconds,
+        window_age=None if window is None else current.at - window.end.at,
     )
 
 

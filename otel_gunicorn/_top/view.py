@@ -73,18 +73,27 @@ def summary(frame: Frame) -> Text:
     text.append("otel-gunicorn top ", style="bold")
     text.append(f"{frame.url}  {frame.taken_at:%H:%M:%S}\n")
     text.append("workers busy ").append(ratio(scrape.workers_busy, scrape.worker_limit), style="bold")
-    if frame.rates.request_rate is not None:
+    if rates.request_rate is not None:
         text.append("   requests ").append(f"{rates.request_rate:.1f}/s", style="bold")
     else:
         text.append(f"   requests {ABSENT}/s")
-        text.append(" (needs two refreshes)" if scrape.duration is not None else "", style="dim")
+        text.append(" (waiting for every worker to report twice)" if scrape.duration is not None else "", style="dim")
     text.append("\nlatency ")
     if rates.latency is None:
         text.append(ABSENT)
-        return text
-    text.append("  ".join(f"p{q * 100:g} {seconds(v)}" for q, v in rates.latency.items()), style="bold")
-    window = "since the server started" if rates.cumulative else f"last {frame.interval or 0:g} s"
-    return text.append(f" ({window})", style="dim")
+    else:
+        text.append("  ".join(f"p{q * 100:g} {seconds(v)}" for q, v in rates.latency.items()), style="bold")
+        text.append(" (since the server started)" if rates.cumulative else "", style="dim")
+    if rates.window is not None:
+        text.append(f"\nover {window_text(rates)}", style="dim")
+    return text
+
+
+def window_text(rates: Rates) -> str:
+    """The window rates and latencies span, and how long ago it ended (the latest report seen)."""
+    age = rates.window_age or 0.0
+    ended = "up to now" if age < 0.5 else f"up to {age:.0f} s ago"
+    return f"the last {rates.window:.1f} s of worker reports, {ended}"
 
 
 def _table(title: str, headers: Iterable[str], left: int = 1) -> Table:

@@ -21,6 +21,7 @@ from rich.console import Console
 from otel_gunicorn import _instruments
 from otel_gunicorn.__main__ import main
 from otel_gunicorn._top import cli, errors, model, rates, scrape, view
+from otel_gunicorn._top import watch as watch_module
 from otel_gunicorn._top.model import Histogram, Scrape
 from otel_gunicorn._top.watch import Watch
 
@@ -271,33 +272,90 @@ def test_increase_after_a_reset_is_the_current_histogram():
     assert now == rates.increase(before, now)
 
 
+def samples(*points: tuple[float, float, tuple[float, ...]]) -> tuple[rates.Sample, ...]:
+    """Samples of ``(time, reports, per-bucket counts)`` with bounds (0.1, 0.2); two worker slots."""
+    slots = tuple(model.SlotRow(str(i), 0.0, None, None, None, None, None, None) for i in range(2))
+    return tuple(
+        rates.Sample(Scrape(slots, (), None, None, histogram((0.1, 0.2), counts), None, reports), at)
+        for at, reports, counts in points
+    )
+
+
 def test_first_frame_has_no_rate_and_cumulative_latency():
-    """Without a previous scrape: no request rate, latency over everything since the server started."""
-    current = scrape_with(histogram((0.1, 0.2), (0, 10, 0)))
-    derived = rates.compare(current, None, 0.0, current)
+    """Without a window of whole reports: no request rate, latency over everything since the server started."""
+    history = samples((0.0, 4, (0, 10, 0)))
+    derived = rates.compare(history, history[0].scrape)
     assert (None, True, pytest.approx(0.15)) == (derived.request_rate, derived.cumulative, derived.latency[0.5])
 
 
-def test_later_frames_use_the_increase_between_refreshes():
-    """Twenty new requests in 2 s, all in (0, 0.1]: 10/s and a median of 0.05 s, not cumulative."""
-    before = scrape_with(histogram((0.1, 0.2), (0, 10, 0)))
-    after = scrape_with(histogram((0.1, 0.2), (20, 10, 0)))
-    derived = rates.compare(after, before, 2.0, before)
-    assert (10.0, False, pytest.approx(0.05)) == (derived.request_rate, derived.cumulative, derived.latency[0.5])
+def test_rates_span_two_refreshes_that_saw_a_report_of_every_worker():
+    """Reports seen at 1 s and 6 s (two each, two workers): twenty requests, all in (0, 0.1], are 4/s over 5 s."""
+    history = samples((0.0, 2, (0, 10, 0)), (1.0, 4, (0, 10, 0)), (6.0, 6, (20, 10, 0)), (7.0, 6, (20, 10, 0)))
+    derived = rates.compare(history, history[0].scrape)
+    assert (4.0, False, pytest.approx(0.05), 5.0, 1.0) == (
+        derived.request_rate,
+        derived.cumulative,
+        derived.latency[0.5],
+        derived.window,
+        derived.window_age,
+    )
 
 
-def test_a_quiet_interval_has_a_zero_rate_and_no_latency():
-    """No request between refreshes: rate 0 and no percentile (not the old ones)."""
-    same = scrape_with(histogram((0.1,), (3, 0)))
-    derived = rates.compare(same, same, 1.0, same)
+def test_one_worker_reporting_is_not_yet_a_window():
+    """With two workers, one new report between two refreshes does not span every worker: no rate yet."""
+    history = samples((0.0, 2, (0, 0, 0)), (1.0, 3, (5, 0, 0)), (2.0, 4, (9, 0, 0)))
+    assert (None, None) == (rates.report_window(history), rates.compare(history, history[0].scrape).request_rate)
+
+
+def test_a_quiet_window_has_a_zero_rate_and_no_latency():
+    """Reports but no request in the window: rate 0 and no percentile (not the old ones)."""
+    history = samples((0.0, 0, (3, 0, 0)), (1.0, 2, (3, 0, 0)), (6.0, 4, (3, 0, 0)))
+    derived = rates.compare(history, history[0].scrape)
     assert (0.0, {0.5: None, 0.9: None, 0.99: None}) == (derived.request_rate, derived.latency)
+
+
+def test_a_reset_of_the_reports_counter_starts_the_window_over():
+    """The arbiter restarted (reports went down): nothing before it makes a window."""
+    history = samples((0.0, 2, (0, 0, 0)), (5.0, 4, (9, 0, 0)), (6.0, 1, (1, 0, 0)), (7.0, 2, (2, 0, 0)))
+    assert rates.report_window(history) is None
+
+
+def test_without_the_reports_counter_the_window_spans_request_count_changes():
+    """An endpoint without the reports counter: changes of the request count at least 5 s apart."""
+    at = [rates.Sample(scrape_with(histogram((0.1,), (n, 0))), t) for t, n in ((0, 0), (1, 10), (3, 20), (6, 60))]
+    window = rates.report_window(at)
+    assert (1, 6) == (window.start.at, window.end.at)
 
 
 def test_without_request_metrics_rate_and_latency_are_none():
     """A worker class without request metrics: rate and latency unknown."""
-    empty = scrape_with()
-    derived = rates.compare(empty, empty, 1.0, empty)
+    history = (rates.Sample(scrape_with(), 0.0), rates.Sample(scrape_with(), 1.0))
+    derived = rates.compare(history, history[0].scrape)
     assert (None, None, False) == (derived.request_rate, derived.latency, derived.cumulative)
+
+
+def steady_traffic(phases: tuple[float, ...], period: float, rate: float, at: float) -> Scrape:
+    """What the endpoint shows at ``at`` when each worker (first report at its phase, then every ``period``) serves
+    ``rate / workers`` requests a second: the counts as of each worker's latest report, and the reports so far."""
+    slots = tuple(model.SlotRow(str(i), 0.0, None, None, None, None, None, None) for i in range(len(phases)))
+    requests = reports = 0.0
+    for phase in phases:
+        done = math.floor((at - phase) / period) + 1 if at >= phase else 0
+        reports += done
+        requests += rate / len(phases) * (phase + (done - 1) * period) if done else 0.0
+    return Scrape(slots, (), None, None, histogram((0.1,), (requests, 0)), None, reports)
+
+
+@pytest.mark.parametrize("phases", [(0.3,), (0.3, 2.7), (0.1, 1.4, 2.2, 4.9), (0.5, 0.6)])
+def test_steady_traffic_reads_true_on_every_refresh_at_the_default_intervals(phases):
+    """Workers report every 5 s, ``top`` refreshes every 1 s, 25 requests/s: after warm-up (every worker reported
+    twice, 11 s) every frame's rate is within 30 % of 25/s (not 0, 0, 0, 0, 125 as differencing refreshes reads)."""
+    watch = Watch("http://x/metrics", 1.0)
+    read = [
+        watch.observe(steady_traffic(phases, 5.0, 25.0, second + 0.05), second + 0.05, WALL).rates.request_rate
+        for second in range(60)
+    ]
+    assert all(r is not None and abs(r - 25.0) <= 0.3 * 25.0 for r in read[11:]), read
 
 
 def test_exits_since_start_of_top():
@@ -333,12 +391,21 @@ def test_a_failed_refresh_keeps_the_last_frame_with_the_error():
 
 
 def test_a_good_refresh_clears_the_error_and_rates_span_the_gap():
-    """The next good scrape has no error; its rate is over the time since the last good one."""
+    """The next good scrape has no error; its window spans the failed refresh."""
     watch = Watch("http://x/metrics", 1.0)
-    watch.observe(scrape_with(histogram((0.1,), (0, 0))), 10.0, WALL)
+    for at, reports, count in ((9.0, 0, 0), (10.0, 2, 0)):
+        watch.observe(Scrape((), (), None, None, histogram((0.1,), (count, 0)), None, reports), at, WALL)
     watch.failed("boom", WALL)
-    frame = watch.observe(scrape_with(histogram((0.1,), (8, 0))), 14.0, WALL)
-    assert (None, 2.0) == (frame.error, frame.rates.request_rate)
+    frame = watch.observe(Scrape((), (), None, None, histogram((0.1,), (8, 0)), None, 4), 14.0, WALL)
+    assert (None, 2.0, 4.0) == (frame.error, frame.rates.request_rate, frame.rates.window)
+
+
+def test_watch_forgets_scrapes_older_than_its_history():
+    """Only the last ``HISTORY`` seconds of scrapes are kept."""
+    watch = Watch("http://x/metrics", 1.0)
+    for at in range(0, 300, 10):
+        watch.observe(scrape_with(), float(at), WALL)
+    assert watch.history[0].at >= 290 - watch_module.HISTORY
 
 
 def test_render_shows_busy_and_idle_slots_and_absent_values_as_dashes():
@@ -350,9 +417,17 @@ def test_render_shows_busy_and_idle_slots_and_absent_values_as_dashes():
 
 
 def test_render_labels_the_first_frames_latency_as_cumulative():
-    """A single snapshot says its percentiles are since the server started and that the rate needs two refreshes."""
+    """A single snapshot says its percentiles are since the server started and that the rate needs reports."""
     text = rendered(Watch("http://127.0.0.1:9464/metrics", None).observe(model.parse(SYNC), 0.0, WALL))
-    assert ("since the server started" in text, "needs two refreshes" in text) == (True, True)
+    assert ("since the server started" in text, "waiting for every worker to report" in text) == (True, True)
+
+
+def test_render_says_the_window_of_rates_and_latency():
+    """A frame with a window says how long it is and how long ago the latest report was seen."""
+    watch = Watch("http://127.0.0.1:9464/metrics", 1.0)
+    for at in range(0, 15):
+        frame = watch.observe(steady_traffic((0.3, 2.7), 5.0, 25.0, at + 0.05), at + 0.05, WALL)
+    assert "over the last 5.0 s of worker reports, up to 1 s ago" in rendered(frame, width=120)
 
 
 def test_render_shows_the_error_of_a_failed_refresh():
