@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
-from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE
 
 from otel_gunicorn import _instruments as catalogue
 from otel_gunicorn._otel_compat import sanitize_attribute
@@ -41,6 +41,7 @@ THREAD_QUEUE = prometheus_name(catalogue.THREAD_QUEUE)
 IN_FLIGHT = prometheus_name(catalogue.ACTIVE_REQUESTS)
 DURATION = prometheus_name(catalogue.REQUEST_DURATION)
 QUEUE_TIME = prometheus_name(catalogue.QUEUE_DURATION)
+CAPACITY = prometheus_name(catalogue.SERVER_CAPACITY)
 
 #: the label the official exporter gives every series for its instrumentation scope
 SCOPE = "otel_scope_name"
@@ -56,6 +57,7 @@ REASON = label(catalogue.WORKER_EXITS, "gunicorn.worker.exit.reason")
 SLOT = label(catalogue.HEARTBEAT_AGE, catalogue.SLOT_ATTRIBUTE)
 STATUS = label(catalogue.REQUEST_DURATION, HTTP_RESPONSE_STATUS_CODE)
 ERROR = label(catalogue.REQUEST_DURATION, ERROR_TYPE)
+ROUTE = label(catalogue.REQUEST_DURATION, HTTP_ROUTE)
 
 # ---------------------------------------------------------------------------------------------------- PromQL builders
 # ``where`` is a list of label matchers every selector gets (the dashboard's $job/$instance, none in the rules),
@@ -99,6 +101,15 @@ def quantile(q: float, family: str, by: Sequence[str], where: Sequence[str], win
     """The ``q`` quantile of a histogram family over ``window``, estimated from its buckets."""
     buckets = aggregate("sum", ["le", *by], f"rate({series(family + '_bucket', where)}[{window}])")
     return f"histogram_quantile({q}, {buckets})"
+
+
+def capacity_share(by: Sequence[str], where: Sequence[str], window: str) -> str:
+    """Per route, the share of the capacity its requests take: seconds spent serving them per second (the requests
+    of that route running at once, on average) over ``gunicorn.server.capacity`` (the requests the server can run
+    at once). ``by`` must hold the labels that tell servers apart (the capacity is matched on them)."""
+    busy = aggregate("sum", [*by, ROUTE], f"rate({series(DURATION + '_sum', where)}[{window}])")
+    capacity = aggregate("sum", by, series(CAPACITY, where))
+    return f"{busy} / on ({', '.join(by)}) group_left () {capacity}"
 
 
 def busy_worker_ratio(by: Sequence[str], where: Sequence[str]) -> str:

@@ -30,6 +30,7 @@ from otel_gunicorn._operator_kit.promql import (
     QUEUE_TIME,
     QUEUED,
     REASON,
+    ROUTE,
     SLOT,
     THREAD_QUEUE,
     THREADS,
@@ -39,6 +40,7 @@ from otel_gunicorn._operator_kit.promql import (
     aggregate,
     busy_thread_ratio,
     busy_worker_ratio,
+    capacity_share,
     eq,
     error_ratio,
     exits,
@@ -219,6 +221,7 @@ def recording_rules() -> list[dict[str, str]]:
         f"job:{DURATION}:p99_rate{w}": quantile(0.99, DURATION, by, none, w),
         f"job:{QUEUE_TIME}:p99_rate{w}": quantile(0.99, QUEUE_TIME, by, none, w),
         f"job_{REASON}:{EXITS.removesuffix('_total')}:rate{w}": exits([*by, REASON], none, w, function="rate"),
+        f"job_{ROUTE}:{DURATION}_sum:capacity_share_rate{w}": capacity_share(by, none, w),
     }
     return [{"record": name, "expr": expr} for name, expr in recorded.items()]
 
