@@ -42,6 +42,7 @@ from otel_gunicorn._operator_kit.promql import (
     QUEUE_TIME,
     QUEUED,
     REASON,
+    ROUTE,
     SLOT,
     STATUS,
     THREAD_LIMIT,
@@ -53,6 +54,7 @@ from otel_gunicorn._operator_kit.promql import (
     WORKERS,
     aggregate,
     busy_worker_ratio,
+    capacity_share,
     eq,
     error_ratio,
     exits,
@@ -67,6 +69,8 @@ from otel_gunicorn._operator_kit.promql import (
 #: every panel query looks at the servers picked in the dashboard's $job and $instance variables
 PICKED = (match("job", "$job"), match("instance", "$instance"))
 RATE = "$__rate_interval"
+#: the Routes row shows the routes with the highest values, each panel its own (Prometheus' topk at every step)
+TOP_ROUTES = 10
 #: the application's own counters: series of an instrumentation scope other than ours
 APP_COUNTERS = series(
     "",
@@ -246,6 +250,48 @@ def _requests() -> list[dict[str, Any]]:
     ]
 
 
+def _routes() -> list[dict[str, Any]]:
+    """Which route: rate, errors, p99 and capacity share per ``http.route``, the ``TOP_ROUTES`` highest of each."""
+
+    def top(expr: str) -> Targets:
+        return [(f"topk({TOP_ROUTES}, {expr})", legend(ROUTE))]
+
+    half, per_route = GRID_WIDTH // 2, [ROUTE]
+    return [
+        timeseries(
+            "Requests per second by route",
+            f"Requests completed per second, by http.route (the {TOP_ROUTES} busiest; no route: a 404).",
+            top(request_rate(per_route, PICKED, RATE)),
+            "reqps",
+            width=half,
+        ),
+        timeseries(
+            "Error ratio by route",
+            f"Share of each route's requests that failed (error.type), the {TOP_ROUTES} highest.",
+            top(error_ratio(per_route, PICKED, RATE)),
+            "percentunit",
+            width=half,
+            threshold=ERROR_RATIO,
+        ),
+        timeseries(
+            "p99 latency by route",
+            f"99th percentile of the request duration per route, the {TOP_ROUTES} slowest.",
+            top(quantile(0.99, DURATION, per_route, PICKED, RATE)),
+            "s",
+            width=half,
+        ),
+        timeseries(
+            "Capacity share by route",
+            "Share of the picked servers' capacity (gunicorn.server.capacity: workers, gthread threads or event "
+            f"loops) each route's requests take: which route to optimise when utilisation is high. The {TOP_ROUTES} "
+            "largest; together they add up to about the busy part of the utilisation.",
+            top(capacity_share((), PICKED, RATE)),
+            "percentunit",
+            width=half,
+        ),
+    ]
+
+
 def _workers() -> list[dict[str, Any]]:
     return [
         timeseries(
@@ -310,6 +356,7 @@ def dashboard() -> dict[str, Any]:
         ("Saturation", _saturation()),
         ("Work in progress", _in_flight()),
         ("Requests", _requests()),
+        ("Routes", _routes()),
         ("Workers", _workers()),
         ("Application", _application()),
     ]
