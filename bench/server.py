@@ -136,11 +136,12 @@ class Server(LoggedProcess):
 
     def wait_ready(self, timeout: float = 60.0) -> Server:
         def ready() -> None:
-            wait_until(self._answers, timeout, what=f"{self.name} to answer")
+            wait_until(self._ready_status, timeout, what=f"{self.name} to answer", until=lambda status: status == 200)
             wait_until(
-                lambda: len(self.worker_pids()) == self.workers_expected,
+                self.worker_pids,
                 timeout,
                 what=f"{self.name}'s {self.workers_expected} workers",
+                until=lambda pids: len(pids) == self.workers_expected,
             )
             if self.metrics_port:
                 wait_until(lambda: fetch(self.metrics_port)[1], timeout, what=f"{self.name}'s metrics endpoint")
@@ -148,9 +149,9 @@ class Server(LoggedProcess):
         self.ready_or_stop(ready)
         return self
 
-    def _answers(self) -> bool:
+    def _ready_status(self) -> int:
         self.assert_running()
-        return self.get("/ready")[0] == 200
+        return self.get("/ready")[0]
 
     def get(self, path: str = "/", timeout: float = 10.0) -> tuple[int, bytes]:
         return net.get(self.port, path, timeout=timeout)

@@ -17,7 +17,7 @@ import rotel
 
 from harness import net
 from harness.process import LoggedProcess
-from harness.waiting import wait_until
+from harness.waiting import LogText, wait_until
 
 BINARY = Path(rotel.__file__).resolve().parent / "rotel-agent"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -166,11 +166,13 @@ class Rotel(LoggedProcess):
             # a collector revived on the same ports gets a log of its own
             workdir / f"rotel-{self.http_port}-{time.monotonic_ns()}.log",
         )
-        self.ready_or_stop(lambda: wait_until(self._started, 15, what="rotel"))
+        self.ready_or_stop(
+            lambda: wait_until(self._running_log, 15, what="rotel", until=lambda log: "Starting Rotel" in log)
+        )
 
-    def _started(self) -> bool:
+    def _running_log(self) -> LogText:
         self.assert_running()
-        return "Starting Rotel" in self.log()
+        return self.log()
 
     def endpoint(self, protocol: str) -> str:
         port = self.grpc_port if protocol == "grpc" else self.http_port

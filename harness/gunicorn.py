@@ -147,17 +147,22 @@ class Gunicorn(LoggedProcess):
 
         def ready() -> None:
             if probe:
-                wait_until(self._app_ready, timeout, what=f"{name} to answer")
+                wait_until(self._ready_status, timeout, what=f"{name} to answer", until=lambda status: status == 200)
             if workers:
-                wait_until(lambda: len(self.worker_pids()) == workers, timeout, what=f"{name}'s {workers} workers")
+                wait_until(
+                    self.worker_pids,
+                    timeout,
+                    what=f"{name}'s {workers} workers",
+                    until=lambda pids: len(pids) == workers,
+                )
             if wait_metrics:
                 wait_until(self.scrape_text, timeout, what=f"{name}'s metrics endpoint")
 
         self.ready_or_stop(ready)
 
-    def _app_ready(self) -> bool:
+    def _ready_status(self) -> int:
         self.assert_running()
-        return self.get("/ready")[0] == 200
+        return self.get("/ready")[0]
 
     # ---------------------------------------------------------------- traffic
 
@@ -193,9 +198,10 @@ class Gunicorn(LoggedProcess):
     def wait_value(self, name: str, expected: float, timeout: float | None = None, **labels: str) -> float:
         """Wait until :meth:`value` is ``expected`` (by default for two report intervals and 3 s); return it."""
         wait_until(
-            lambda: self.value(name, **labels) == expected,
+            lambda: self.value(name, **labels),
             timeout or 2 * self.interval + 3,
             what=f"{name}{labels} == {expected}",
+            until=lambda value: value == expected,
         )
         return expected
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from harness import proc
-from harness.waiting import wait_until
+from harness.waiting import LogText, wait_until
 
 #: how much of a log a failed start shows
 LOG_TAIL = 20_000
@@ -40,7 +40,7 @@ def stop_pid(pid: int, grace: float = 15.0) -> None:
         return
     os.kill(pid, signal.SIGTERM)
     try:
-        wait_until(lambda: not proc.alive(pid), grace, what=f"pid {pid} to exit")
+        wait_until(lambda: proc.alive(pid), grace, what=f"pid {pid} to exit", until=lambda alive: not alive)
     except AssertionError:
         workers = proc.children(pid)  # before the kill: afterwards they belong to init
         os.kill(pid, signal.SIGKILL)
@@ -99,11 +99,11 @@ class LoggedProcess:
             self.stop()
             raise
 
-    def log(self) -> str:
-        """Everything the process wrote so far (also after :meth:`stop`)."""
+    def log(self) -> LogText:
+        """Everything the process wrote so far (also after :meth:`stop`); a wait that gives up on it shows its tail."""
         if not self._log.closed:
             self._log.flush()
-        return self.log_path.read_text(errors="replace")
+        return LogText(self.log_path.read_text(errors="replace"))
 
     def stop(self) -> int | None:
         """TERM, then KILL after :attr:`grace` seconds; return the exit status. Safe to call twice."""

@@ -49,11 +49,15 @@ class Prometheus(LoggedProcess):
             ],
             workdir / f"prometheus-{self.port}.log",
         )
-        self.ready_or_stop(lambda: wait_until(self._ready, 30, what="prometheus to be ready"))
+        self.ready_or_stop(
+            lambda: wait_until(
+                self._ready_status, 30, what="prometheus to be ready", until=lambda status: status == 200
+            )
+        )
 
-    def _ready(self) -> bool:
+    def _ready_status(self) -> int:
         self.assert_running()
-        return net.get(self.port, "/-/ready", timeout=2)[0] == 200
+        return net.get(self.port, "/-/ready", timeout=2)[0]
 
     def query(self, promql: str) -> list[dict]:
         """The result vector of an instant PromQL query."""

@@ -46,6 +46,11 @@ class ChannelSink(Protocol):
         """The dirty arbiter gunicorn forked (None: none), whose children may connect as dirty workers."""
         ...
 
+    def reaped_awaiting(self, pid: int) -> bool:
+        """``pid`` is a worker of this arbiter that died and was reaped, and whose last connection may still be in the
+        listen backlog (its peer credentials name a process /proc no longer has)."""
+        ...
+
     def report(self, pid: int, snapshot: Snapshot) -> None: ...
     def goodbye(self, pid: int, reason: str) -> None: ...
     def disconnected(self, pid: int, running: bool) -> None: ...
@@ -198,6 +203,10 @@ class ChannelServer:
                 kind = peer.identify(creds.pid, os.getpid(), self._sink.dirty_arbiter_pid())
                 if kind is not None:
                     return creds.pid, kind
+                # A worker that connected just before it exited (max_requests recycling, a busy channel thread): its
+                # connection waited in the backlog while the arbiter reaped it, and its last report is in the socket.
+                if self._sink.reaped_awaiting(creds.pid):
+                    return creds.pid, peer.PeerKind.CHILD
                 why = f"pid {creds.pid} is not a worker of this arbiter"
         self._errors.log(logging.WARNING, "refused", "otel_gunicorn: refused a channel connection: %s", why)
         return None

@@ -20,8 +20,10 @@ The rules:
   ``timeout``; else a goodbye the worker sent from ``worker_exit`` says ``normal`` or ``error``; else the process was
   ``killed`` by a signal it could not handle (SIGKILL, the OOM killer, a crash);
 * **grace**: a reaped worker that never connected may still connect late (its only connection was in the listen
-  backlog when it was reaped): it is settled once ``grace`` seconds pass without a connection. A dead worker's
-  connection that stays open longer than ``grace`` (its fd leaked into a process it forked) is closed.
+  backlog when it was reaped; the channel accepts it though /proc no longer shows the process, because
+  :meth:`WorkerLifecycle.reaped_awaiting` says so): it is settled once ``grace`` seconds pass without a connection.
+  A dead worker's connection that stays open longer than ``grace`` (its fd leaked into a process it forked) is
+  closed.
 
 Hazards:
 
@@ -134,6 +136,12 @@ class WorkerLifecycle:
     def tracked_pids(self) -> frozenset[int]:
         """Pids with a record: connected at least once, or reaped, and not settled yet."""
         return frozenset(self._workers)
+
+    def reaped_awaiting(self, pid: int) -> bool:
+        """``pid`` was reaped (or given up on) and is not settled: a connection it opened before dying may still
+        arrive within the grace period, from a process /proc no longer shows."""
+        worker = self._workers.get(pid)
+        return worker is not None and worker.finished
 
     # ---------------------------------------------------------------- events
 

@@ -159,6 +159,10 @@ class ArbiterRuntime:
             self._apply(actions)
             return set(actions.close)
 
+    def reaped_awaiting(self, pid: int) -> bool:
+        with self.lock:
+            return self.lifecycle.reaped_awaiting(pid)
+
     def dirty_arbiter_pid(self) -> int | None:
         """gunicorn's current dirty arbiter (it sets the pid after the fork and resets it to 0 once reaped)."""
         pid = getattr(self._server, "dirty_arbiter_pid", None)

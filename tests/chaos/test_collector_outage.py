@@ -27,7 +27,10 @@ def test_collector_outage_mid_run(start_gunicorn, start_rotel, figures):
         first = wait_until(lambda: collector.last_value("app.requests"), 15, what="the first push")
         # steady state before the outage: a later push carries the traffic served since the first
         before_outage = wait_until(
-            lambda: (value := collector.last_value("app.requests")) > first and value, 15, what="a second push"
+            lambda: collector.last_value("app.requests"),
+            15,
+            what=f"a second push, above {first}",
+            until=lambda value: value is not None and value > first,
         )
         down_at = time.monotonic()
         collector.stop()
@@ -40,14 +43,18 @@ def test_collector_outage_mid_run(start_gunicorn, start_rotel, figures):
         first_push_after_s = time.monotonic() - up_at
         # traffic goes on after the outage: a later push carries requests served since the first one after it
         wait_until(
-            lambda: (revived.last_value("app.requests") or 0) > first_after, 15, what="a second push after the outage"
+            lambda: revived.last_value("app.requests"),
+            15,
+            what=f"a second push after the outage, above {first_after}",
+            until=lambda value: (value or 0) > first_after,
         )
         served = traffic.stop()
     stopped_at = time.monotonic()
     wait_until(
-        lambda: revived.last_value("app.requests") == served,
+        lambda: revived.last_value("app.requests"),
         ARRIVAL_BOUND_S,
         what=f"the collector to see {served}",
+        until=lambda value: value == served,
     )
     exact_after_s = time.monotonic() - stopped_at
 

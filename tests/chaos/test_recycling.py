@@ -50,7 +50,9 @@ def test_thousand_recycles(start_gunicorn, figures):
             main.join(BOUND_S + 10)
         elapsed = time.monotonic() - started
         ok, failures = WARM_UP + main.ok, main.failures
-        wait_until(lambda: requests_total(port) == ok, 15, what=f"app_requests_total == {ok}")
+        wait_until(
+            lambda: requests_total(port), 15, what=f"app_requests_total == {ok}", until=lambda total: total == ok
+        )
         scraper.pause()
         rss_end = settle(lambda: proc.rss_kib(master), samples=3)
         scrape_end_ms = median_scrape_ms(port)

@@ -39,7 +39,12 @@ def test_stuck_scraper_and_scrape_flood(start_gunicorn, figures):
             Traffic(server.port, max_requests=5_000, max_seconds=60, concurrency=2, delay=0.01) as traffic,
             Scraper(port) as scraper,
         ):
-            wait_until(lambda: traffic.ok and scraper.records, 10, what="traffic and the scraper to be under way")
+            wait_until(
+                lambda: (traffic.ok, len(scraper.records)),
+                10,
+                what="traffic and the scraper to be under way (requests served, scrapes made)",
+                until=lambda counts: all(counts),
+            )
             before = proc.children(master)
             gate = threading.Barrier(FLOOD + 2, timeout=10)
 
@@ -75,7 +80,12 @@ def test_stuck_scraper_and_scrape_flood(start_gunicorn, figures):
             during.append(dedicated)
             # the application still serves after the flood
             after_flood = traffic.ok
-            wait_until(lambda: traffic.ok > after_flood, 10, what="a request served after the flood")
+            wait_until(
+                lambda: traffic.ok,
+                10,
+                what=f"a request served after the flood, more than {after_flood}",
+                until=lambda ok: ok > after_flood,
+            )
             served = traffic.stop()
     finally:
         stuck.close()

@@ -51,12 +51,21 @@ def test_signal_storm(start_gunicorn, figures):
     port = server.metrics_port
     figures.update(seed=SEED, workers=WORKERS, interval_s=INTERVAL)
 
-    def workers_reporting(count: int) -> bool:
-        return len(proc.children(master)) == count and len(gauge_slots(port)) == count
+    def workers_reporting() -> tuple[int, int]:
+        """(live workers, workers whose pid gauge is scraped)"""
+        return len(proc.children(master)), len(gauge_slots(port))
+
+    def all_reporting(seen: tuple[int, int]) -> bool:
+        return seen == (WORKERS, WORKERS)
 
     with Traffic(server.port, max_requests=20_000, max_seconds=90, concurrency=2) as traffic, Scraper(port) as scraper:
-        wait_until(lambda: (requests_total(port) or 0) > 0, 10, what="the first requests to be reported")
-        wait_until(lambda: workers_reporting(WORKERS), 10, what=f"{WORKERS} workers reporting")
+        wait_until(
+            lambda: requests_total(port),
+            10,
+            what="the first requests to be reported",
+            until=lambda total: (total or 0) > 0,
+        )
+        wait_until(workers_reporting, 10, what=f"{WORKERS} workers reporting", until=all_reporting)
         scraper.pause()
         warm_threads, warm_fds = settle(lambda: proc.threads(master)), settle(lambda: proc.fds(master))
         scraper.resume()
@@ -79,9 +88,10 @@ def test_signal_storm(start_gunicorn, figures):
                 # total can be asserted exactly.
                 served = traffic.pause()
                 wait_until(
-                    lambda served=served: requests_total(port) == served,
+                    lambda: requests_total(port),
                     2 * INTERVAL + 5,
                     what=f"app_requests_total == {served} before kill -9",
+                    until=lambda total, served=served: total == served,
                 )
                 candidates = sorted(proc.children(master))
                 if candidates:
@@ -98,23 +108,28 @@ def test_signal_storm(start_gunicorn, figures):
             sig = signal.SIGTTIN if target < WORKERS else signal.SIGTTOU
             handled = handled_count(server, sig)
             os.kill(master, sig)
-            wait_until(lambda sig=sig, n=handled: handled_count(server, sig) > n, 10, what=f"{sig.name} handled")
+            wait_until(
+                lambda sig=sig: handled_count(server, sig),
+                10,
+                what=f"{sig.name} handled, more than {handled} times",
+                until=lambda count, n=handled: count > n,
+            )
             target += 1 if target < WORKERS else -1
 
         served = traffic.stop()
         final = wait_counter_settled(port, INTERVAL)
-        wait_until(lambda: workers_reporting(WORKERS), 20, what=f"{WORKERS} workers reporting after the storm")
+        wait_until(workers_reporting, 20, what=f"{WORKERS} workers reporting after the storm", until=all_reporting)
         scraper.pause()
         # The arbiter lets go of replaced workers' connections and threads soon after: wait for that (a leak never
         # comes back within bounds, and the asserts below show the numbers).
         with contextlib.suppress(AssertionError):
             wait_until(
-                lambda: (
-                    proc.threads(master) - warm_threads <= THREAD_GROWTH_BOUND
-                    and proc.fds(master) - warm_fds <= FD_GROWTH_BOUND
-                ),
+                lambda: (proc.threads(master), proc.fds(master)),
                 10,
-                what="the arbiter's threads and fds to come back",
+                what=f"the arbiter's threads and fds to come back near {warm_threads} and {warm_fds}",
+                until=lambda seen: (
+                    seen[0] - warm_threads <= THREAD_GROWTH_BOUND and seen[1] - warm_fds <= FD_GROWTH_BOUND
+                ),
             )
         end_threads, end_fds = settle(lambda: proc.threads(master)), settle(lambda: proc.fds(master))
         final = requests_total(port)

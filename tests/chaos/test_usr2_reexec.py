@@ -64,13 +64,20 @@ def test_usr2_reexec(start_gunicorn, tmp_path, figures, overlap):
             Traffic(server.port, max_requests=10_000, max_seconds=60, concurrency=2, delay=0.01) as traffic,
             Scraper(port) as scraper,
         ):
-            wait_until(lambda: scrape(port).master_pid == str(old), 10, what="the old master's endpoint")
+            wait_until(
+                lambda: scrape(port), 10, what="the old master's endpoint", until=lambda r: r.master_pid == str(old)
+            )
             usr2_at = time.monotonic()
             os.kill(old, signal.SIGUSR2)
             new = wait_until(lambda: read_pid(pidfile.with_name(pidfile.name + ".2")), 20, what="<pidfile>.2")
             assert new != old
             # The new master is up once its own workers run (they serve from the shared listeners).
-            wait_until(lambda: len(proc.children(new)) == WORKERS, 20, what="the new master's workers")
+            wait_until(
+                lambda: proc.children(new),
+                20,
+                what=f"the new master's {WORKERS} workers",
+                until=lambda workers: len(workers) == WORKERS,
+            )
             new_ready = time.monotonic() - usr2_at
             time.sleep(overlap)  # both masters side by side for a fixed time, as the variant says
             assert proc.alive(old), "the old master died on USR2"
@@ -80,16 +87,27 @@ def test_usr2_reexec(start_gunicorn, tmp_path, figures, overlap):
             server.process.wait(20)
             old_exited_at = time.monotonic()
             served_by_new = wait_until(
-                lambda: (r := scrape(port)).ok and r.master_pid == str(new) and r,
+                lambda: scrape(port),
                 HANDOVER_BOUND_S + 25,
                 interval=0.05,
                 what="the new master's endpoint",
+                until=lambda r: r.ok and r.master_pid == str(new),
             )
             handover = served_by_new.at + served_by_new.latency - old_exited_at
-            wait_until(lambda: read_pid(pidfile) == new, 10, what="the promoted master to own the pidfile")
+            wait_until(
+                lambda: read_pid(pidfile),
+                10,
+                what="the promoted master to own the pidfile",
+                until=lambda pid: pid == new,
+            )
             # traffic keeps flowing to the new master alone
             alone = traffic.ok
-            wait_until(lambda: traffic.ok >= alone + 20, 10, what="20 requests served by the new master alone")
+            wait_until(
+                lambda: traffic.ok,
+                10,
+                what=f"20 requests served by the new master alone, {alone + 20} in all",
+                until=lambda ok: ok >= alone + 20,
+            )
             assert proc.alive(new), "the new master died"
             served = traffic.stop()
             status, body = server.get("/")

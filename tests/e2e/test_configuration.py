@@ -140,7 +140,8 @@ def test_metrics_port_taken_keeps_the_application_serving(start_gunicorn):
     try:
         server = start_gunicorn(env={"OTEL_EXPORTER_PROMETHEUS_PORT": str(port)}, wait_metrics=False)
         assert [200] * 20 == server.load(20)
-        wait_until(lambda: f"cannot serve metrics on 127.0.0.1:{port}" in server.log(), 5, what="the port in the log")
+        said = f"cannot serve metrics on 127.0.0.1:{port}"
+        wait_until(server.log, 5, what=f"the port in the log: {said!r}", until=lambda log: said in log)
     finally:
         blocker.close()
     # the endpoint keeps retrying in the background and serves once the port is free
@@ -168,7 +169,7 @@ def test_a_metrics_host_that_can_never_work_is_one_error_not_endless_retries(sta
     the application serves."""
     collector = start_rotel()
     server = start_gunicorn(env={"OTEL_EXPORTER_PROMETHEUS_HOST": host, **pushing_to(collector)}, wait_metrics=False)
-    wait_until(lambda: said in server.log(), 10, what="the error in the log")
+    wait_until(server.log, 10, what=f"the error in the log: {said!r}", until=lambda log: said in log)
     assert [200] * 10 == server.load(10)
     # retries would be every 0.5-1 s: two more reports of the worker (every 0.5 s) give them time to show
     wait_reports(lambda: reports_pushed_to(collector), workers=1)
@@ -184,7 +185,7 @@ def test_a_metrics_port_that_is_gunicorns_own_is_one_error(start_gunicorn, start
     env = {"OTEL_EXPORTER_PROMETHEUS_PORT": str(port), **pushing_to(collector)}
     server = start_gunicorn(args=["-b", f"{net.LOOPBACK}:{port}"], env=env, wait_metrics=False)
     said = f"OTEL_EXPORTER_PROMETHEUS_PORT={port} is a port gunicorn itself listens on"
-    wait_until(lambda: said in server.log(), 10, what="the error in the log")
+    wait_until(server.log, 10, what=f"the error in the log: {said!r}", until=lambda log: said in log)
     assert [200] * 10 == server.load(10)
     # retries would be every 0.5-1 s: two more reports of the worker (every 0.5 s) give them time to show
     wait_reports(lambda: reports_pushed_to(collector), workers=1)
@@ -202,4 +203,6 @@ def test_an_unknown_propagator_is_one_warning_and_the_default_is_used(start_guni
     assert "Traceback" not in log
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     assert 200 == server.get("/", headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})[0]
-    wait_until(lambda: trace_id in server.log(), 10, what="a span continuing the caller's trace")
+    wait_until(
+        server.log, 10, what=f"a span continuing the caller's trace {trace_id}", until=lambda log: trace_id in log
+    )

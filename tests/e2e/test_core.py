@@ -34,7 +34,7 @@ def test_counter_and_histogram_are_exact_across_workers(start_gunicorn):
 def test_observable_gauge_has_one_series_per_worker_slot(start_gunicorn):
     """An app's observable gauge yields one series per live worker, labelled with slots 0, 1 and 2."""
     server = start_gunicorn(args=WORKERS)
-    slots = wait_until(lambda: gauge_slots(server) if len(gauge_slots(server)) == 3 else None, 10, what="3 gauges")
+    slots = wait_until(lambda: gauge_slots(server), 10, what="3 gauges", until=lambda slots: len(slots) == 3)
     assert {"0", "1", "2"} == set(slots)
     assert server.worker_pids() == set(slots.values())
 
@@ -45,7 +45,7 @@ def test_killed_worker_keeps_its_counts_and_frees_its_slot(start_gunicorn, prelo
     server = start_gunicorn(args=WORKERS + (["--preload"] if preload else []))
     assert [200] * 300 == server.load(300)
     server.wait_value("app_requests_total", 300)
-    slots = wait_until(lambda: gauge_slots(server) if len(gauge_slots(server)) == 3 else None, 10, what="3 gauges")
+    slots = wait_until(lambda: gauge_slots(server), 10, what="3 gauges", until=lambda slots: len(slots) == 3)
 
     seen: list[float] = []
     stop = threading.Event()
@@ -62,17 +62,22 @@ def test_killed_worker_keeps_its_counts_and_frees_its_slot(start_gunicorn, prelo
     try:
         victim_slot, victim_pid = sorted(slots.items())[1]
         os.kill(victim_pid, signal.SIGKILL)
-        wait_until(lambda: victim_pid not in gauge_slots(server).values(), 10, what="the dead worker's gauge to go")
-
-        def replaced() -> bool:
-            current = gauge_slots(server)
-            return len(current) == 3 and current[victim_slot] != victim_pid
-
-        wait_until(replaced, 15, what="the replacement worker to take the freed slot")
+        wait_until(
+            lambda: gauge_slots(server),
+            10,
+            what=f"the dead worker's gauge to go (pid {victim_pid})",
+            until=lambda slots: victim_pid not in slots.values(),
+        )
+        wait_until(
+            lambda: gauge_slots(server),
+            15,
+            what=f"the replacement worker to take the freed slot {victim_slot}",
+            until=lambda slots: len(slots) == 3 and slots[victim_slot] != victim_pid,
+        )
         assert {"0", "1", "2"} == set(gauge_slots(server))
         assert [200] * 100 == server.load(100)
         server.wait_value("app_requests_total", 400)
-        wait_until(lambda: seen and seen[-1] == 400, 5, what="the scraper to see 400")
+        wait_until(lambda: seen[-1:], 5, what="the scraper to see 400", until=lambda last: last == [400])
     finally:
         stop.set()
         scraper.join()
@@ -117,9 +122,9 @@ def test_prometheus_server_scrapes_the_exact_total(start_gunicorn, start_prometh
 
     def queried() -> float | None:
         result = prometheus.query('sum(app_requests_total{job="gunicorn"})')
-        return float(result[0]["value"][1]) if result and float(result[0]["value"][1]) == 300 else None
+        return float(result[0]["value"][1]) if result else None
 
-    assert 300 == wait_until(queried, 20, what="Prometheus to see 300")
+    assert 300 == wait_until(queried, 20, what="Prometheus to see 300", until=lambda total: total == 300)
     up = prometheus.query('up{job="gunicorn"}')
     assert ["1"] == [r["value"][1] for r in up]
     slots = prometheus.query('count(app_worker_pid{job="gunicorn"}) by (gunicorn_worker_slot)')
@@ -141,10 +146,15 @@ def test_hup_keeps_counts_and_endpoint(start_gunicorn):
     server.wait_value("app_requests_total", 60)
     old = server.worker_pids()
     server.signal(signal.SIGHUP)
-    wait_until(lambda: len(server.worker_pids()) == 3 and not (server.worker_pids() & old), 20, what="new workers")
+    wait_until(
+        server.worker_pids,
+        20,
+        what=f"3 new workers, none of {sorted(old)}",
+        until=lambda pids: len(pids) == 3 and not pids & old,
+    )
     server.load(40)
     server.wait_value("app_requests_total", 100)
-    slots = wait_until(lambda: gauge_slots(server) if len(gauge_slots(server)) == 3 else None, 10, what="3 gauges")
+    slots = wait_until(lambda: gauge_slots(server), 10, what="3 gauges", until=lambda slots: len(slots) == 3)
     # New workers fork while the old ones still serve, so slots stay within 2 x workers (docs/metrics.md).
     assert all(0 <= int(slot) < 6 for slot in slots), slots
     assert server.worker_pids() == set(slots.values())

@@ -45,7 +45,12 @@ def dirty_workers(server) -> set[int]:
 def start(start_gunicorn, *, args=(), env=None):
     """A server with two dirty workers, both of which have reported (both counted by the arbiter)."""
     server = start_gunicorn(APP, args=[*DIRTY, *args], env=env)
-    wait_until(lambda: server.value("gunicorn_dirty_workers") == 2, 15, what="two dirty workers reporting")
+    wait_until(
+        lambda: server.value("gunicorn_dirty_workers"),
+        15,
+        what="two dirty workers reporting",
+        until=lambda workers: workers == 2,
+    )
     return server
 
 
@@ -88,12 +93,24 @@ def test_dirty_counter_stays_exact_across_a_killed_dirty_worker(start_gunicorn):
 
     with Scraper(server, "app_dirty_calls_total") as scraper:
         os.kill(victim, signal.SIGKILL)
-        wait_until(lambda: server.value("gunicorn_dirty_worker_exits_total", **KILLED) == 1, 10, what="the exit")
-        replaced = wait_until(lambda: len(dirty_workers(server) - before) == 1, 15, what="a replacement")
-        wait_until(lambda: server.value("gunicorn_dirty_workers") == 2, 15, what="the replacement reporting")
+        wait_until(
+            lambda: server.value("gunicorn_dirty_worker_exits_total", **KILLED),
+            10,
+            what="the exit",
+            until=lambda killed: killed == 1,
+        )
+        replaced = wait_until(
+            lambda: dirty_workers(server) - before, 15, what="a replacement", until=lambda new: len(new) == 1
+        )
+        wait_until(
+            lambda: server.value("gunicorn_dirty_workers"),
+            15,
+            what="the replacement reporting",
+            until=lambda workers: workers == 2,
+        )
         assert [200] * 40 == server.load(40, path="/count")
         server.wait_value("app_dirty_calls_total", 80)
-        wait_until(lambda: scraper.seen and scraper.seen[-1] == 80, 5, what="the scraper to see 80")
+        wait_until(lambda: scraper.seen[-1:], 5, what="the scraper to see 80", until=lambda last: last == [80])
 
     assert replaced
     assert scraper.seen[0] == 40
@@ -108,9 +125,10 @@ def test_pool_metrics_while_a_call_is_held(start_gunicorn):
     held.start()
     try:
         busy = wait_until(
-            lambda: server.value("gunicorn_dirty_workers", gunicorn_dirty_worker_state="busy") == 1 and server.scrape(),
+            server.scrape,
             5,
             what="a busy dirty worker",
+            until=lambda scrape: scrape.value("gunicorn_dirty_workers", gunicorn_dirty_worker_state="busy") == 1,
         )
     finally:
         held.join()
@@ -118,7 +136,12 @@ def test_pool_metrics_while_a_call_is_held(start_gunicorn):
     assert 1 == busy.value("gunicorn_dirty_workers", gunicorn_dirty_worker_state="idle")
     assert 1 == busy.value("gunicorn_dirty_calls_active", gunicorn_dirty_action="hold")
 
-    wait_until(lambda: server.value("gunicorn_dirty_calls_active") == 0, 5, what="no call in flight")
+    wait_until(
+        lambda: server.value("gunicorn_dirty_calls_active"),
+        5,
+        what="no call in flight",
+        until=lambda active: active == 0,
+    )
     after = server.scrape()
     assert 1 == after.value("gunicorn_dirty_call_duration_seconds_count", **HOLD)
     assert 3.0 <= after.value("gunicorn_dirty_call_duration_seconds_sum", **HOLD) < 4.0
@@ -136,7 +159,7 @@ def exits(exposition) -> dict[str, float]:
 def test_dirty_gauges_have_their_own_slots(start_gunicorn):
     """A dirty app's gauge has one series per dirty worker, labelled 0 and 1 with the dirty slot, never the HTTP one."""
     server = start(start_gunicorn)
-    slots = wait_until(lambda: len(dirty_slots(server)) == 2 and dirty_slots(server), 10, what="two dirty gauges")
+    slots = wait_until(lambda: dirty_slots(server), 10, what="two dirty gauges", until=lambda slots: len(slots) == 2)
     assert {"0", "1"} == set(slots)
     assert dirty_workers(server) == set(slots.values())
     assert all("gunicorn_worker_slot" not in s.labels for s in server.samples("app_dirty_pid"))
@@ -155,14 +178,19 @@ def test_graceful_exit_sends_the_final_report(start_gunicorn):
     """With reports every 60 s, TERM to the dirty workers still brings every call in, each exit counted normal."""
     server = start_gunicorn(APP, args=DIRTY, env={"OTEL_GUNICORN_METRICS_INTERVAL": "60"})
     # a dirty worker reports once as it boots, so that it is known (connected) long before it exits
-    wait_until(lambda: server.value("gunicorn_dirty_workers") == 2, 10, what="two dirty workers' first reports")
+    wait_until(
+        lambda: server.value("gunicorn_dirty_workers"),
+        10,
+        what="two dirty workers' first reports",
+        until=lambda workers: workers == 2,
+    )
     assert [200] * 20 == server.load(20, path="/count")
     first = dirty_workers(server)
     for pid in first:
         os.kill(pid, signal.SIGTERM)
     assert 20 == server.wait_value("app_dirty_calls_total", 20, timeout=10)
-    wait_until(lambda: exits(server.scrape()).get("normal") == 2, 10, what="two normal exits")
-    wait_until(lambda: len(dirty_workers(server) - first) == 2, 15, what="two replacements")
+    wait_until(lambda: exits(server.scrape()), 10, what="two normal exits", until=lambda seen: seen.get("normal") == 2)
+    wait_until(lambda: dirty_workers(server) - first, 15, what="two replacements", until=lambda new: len(new) == 2)
 
 
 def test_an_aborted_dirty_worker_exits_on_timeout(start_gunicorn):
@@ -171,7 +199,7 @@ def test_an_aborted_dirty_worker_exits_on_timeout(start_gunicorn):
     assert [200] * 10 == server.load(10, path="/count")
     server.wait_value("app_dirty_calls_total", 10)
     os.kill(sorted(dirty_workers(server))[0], signal.SIGABRT)
-    wait_until(lambda: exits(server.scrape()).get("timeout") == 1, 10, what="a timeout exit")
+    wait_until(lambda: exits(server.scrape()), 10, what="a timeout exit", until=lambda seen: seen.get("timeout") == 1)
     assert (10, {"timeout": 1, "killed": 0, "error": 0, "normal": 0}) == (
         server.value("app_dirty_calls_total"),
         exits(server.scrape()),
@@ -225,10 +253,22 @@ def test_a_respawned_dirty_arbiter_holds_no_arbiter_socket_and_reports(start_gun
     first, orphans = dirty_arbiter(server), dirty_workers(server)
     try:
         os.kill(first, signal.SIGKILL)
-        second = wait_until(lambda: dirty_arbiter(server) != first and dirty_arbiter(server), 15, what="a new one")
-        wait_until(lambda: len(proc.children(second)) == 2, 15, what="its two dirty workers")
-        wait_until(lambda: exits(server.scrape()).get("killed") == 2, 10, what="the orphans counted as gone")
-        wait_until(lambda: server.value("gunicorn_dirty_workers") == 2, 10, what="the new dirty workers reporting")
+        second = wait_until(
+            lambda: dirty_arbiter(server), 15, what=f"a new one, not {first}", until=lambda pid: pid != first
+        )
+        wait_until(lambda: proc.children(second), 15, what="its two dirty workers", until=lambda pids: len(pids) == 2)
+        wait_until(
+            lambda: exits(server.scrape()),
+            10,
+            what="the orphans counted as gone",
+            until=lambda seen: seen.get("killed") == 2,
+        )
+        wait_until(
+            lambda: server.value("gunicorn_dirty_workers"),
+            10,
+            what="the new dirty workers reporting",
+            until=lambda workers: workers == 2,
+        )
         after = server.scrape()
         held = socket_inodes(second)
     finally:

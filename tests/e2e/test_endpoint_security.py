@@ -73,7 +73,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     server = Gunicorn(tmp_path, "counting:app", env={VARIABLE: str(web)}, wait_metrics=False, apps=APPS)
     try:
         endpoint = Secured(server, tmp_path / "web" / "server.crt")
-        wait_until(lambda: endpoint.authorised()[0] == 200, 20, what="the HTTPS metrics endpoint")
+        wait_until(endpoint.authorised, 20, what="the HTTPS metrics endpoint", until=lambda answer: answer[0] == 200)
         yield endpoint
     finally:
         server.stop()
@@ -83,7 +83,12 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 def test_authorised_scrape_gets_metrics(secured: Secured) -> None:
     """An HTTPS scrape with the right credentials gets 200 and the application's metrics."""
     secured.server.get("/")
-    wait_until(lambda: "app_requests_total" in secured.authorised()[1], 10, what="app_requests_total over HTTPS")
+    wait_until(
+        lambda: secured.authorised()[1],
+        10,
+        what="app_requests_total over HTTPS",
+        until=lambda text: "app_requests_total" in text,
+    )
     assert 200 == secured.authorised()[0]
 
 
@@ -115,14 +120,24 @@ def test_plain_http_gets_no_http_response(secured: Secured) -> None:
             conn.getresponse()
     finally:
         conn.close()
-    wait_until(lambda: handshakes_failed(secured) >= before + 1, 10, what="the failed handshake to be counted")
+    wait_until(
+        lambda: handshakes_failed(secured),
+        10,
+        what=f"the failed handshake to be counted, {before} before",
+        until=lambda failed: failed >= before + 1,
+    )
 
 
 def test_silent_client_does_not_stall_scrapes(secured: Secured) -> None:
     """A TCP client that connects and never sends does not keep an authorised scrape from succeeding within 5 s."""
     with socket.create_connection(("127.0.0.1", secured.port)) as _silent:
         # the server has accepted it (and waits for its handshake) once the listener's accept queue is empty
-        wait_until(lambda: proc.accept_queue(secured.port) == 0, 5, what="the server to accept the silent client")
+        wait_until(
+            lambda: proc.accept_queue(secured.port),
+            5,
+            what="the server to accept the silent client",
+            until=lambda queued: queued == 0,
+        )
         started = time.monotonic()
         status, _ = secured.authorised(timeout=5)
         assert (200, True) == (status, time.monotonic() - started < 5)

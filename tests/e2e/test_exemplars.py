@@ -69,12 +69,14 @@ def test_prometheus_stores_exemplars_from_every_worker(start_gunicorn, start_pro
     traffic, since = Traffic(server), time.time() - 5
     found: set[str] = set()
 
-    def from_several_workers() -> bool:
+    def workers_with_exemplars() -> set[int]:
         traffic.send()
         found.update(exemplar_trace_ids(prometheus, "http_server_request_duration_seconds_bucket", since))
-        return len(traffic.pids(found)) >= 2
+        return traffic.pids(found)
 
-    wait_until(from_several_workers, 60, what="exemplars from two workers in Prometheus")
+    wait_until(
+        workers_with_exemplars, 60, what="exemplars from two workers in Prometheus", until=lambda pids: len(pids) >= 2
+    )
     # every scrape of the OpenMetrics exposition, exemplars and all, went through
     assert {"1"} == {sample["value"][1] for sample in prometheus.query('up{job="gunicorn"}')}
     wait_until(
@@ -119,7 +121,7 @@ def test_promtool_accepts_both_expositions_with_exemplars(start_gunicorn, tmp_pa
         traffic.send()
         return set(_EXEMPLAR.findall(server.scrape_text(OPENMETRICS)))
 
-    wait_until(lambda: len(exposed()) >= 3, 30, what="exemplars in the OpenMetrics exposition")
+    wait_until(exposed, 30, what="3 exemplars in the OpenMetrics exposition", until=lambda ids: len(ids) >= 3)
     openmetrics, text = server.scrape_text(OPENMETRICS), server.scrape_text()
     traffic.pids(set(_EXEMPLAR.findall(openmetrics)))
     assert " # {" not in text
@@ -143,11 +145,16 @@ def test_otlp_delivers_the_exemplars(start_gunicorn, start_rotel):
     server = start_gunicorn(args=["-w", "3"], env=env, wait_metrics=False)
     traffic = Traffic(server)
 
-    def from_several_workers() -> bool:
+    def workers_with_exemplars() -> set[int]:
         traffic.send()
-        return len(traffic.pids(rotel_exemplar_trace_ids(collector))) >= 2
+        return traffic.pids(rotel_exemplar_trace_ids(collector))
 
-    wait_until(from_several_workers, 60, what="exemplars from two workers at the collector")
+    wait_until(
+        workers_with_exemplars,
+        60,
+        what="exemplars from two workers at the collector",
+        until=lambda pids: len(pids) >= 2,
+    )
 
 
 def test_always_off_shows_no_exemplar_anywhere(start_gunicorn, start_rotel):
@@ -164,7 +171,13 @@ def test_always_off_shows_no_exemplar_anywhere(start_gunicorn, start_rotel):
     for _ in range(3):
         traffic.send()
     server.wait_value("app_requests_total", len(traffic.pid_of))
-    wait_until(lambda: collector.last_value("app.requests") == len(traffic.pid_of), 20, what="the collector's total")
+    sent = len(traffic.pid_of)
+    wait_until(
+        lambda: collector.last_value("app.requests"),
+        20,
+        what=f"the collector's total, {sent}",
+        until=lambda total: total == sent,
+    )
     assert " # {" not in server.scrape_text(OPENMETRICS)
     assert " # {" not in server.scrape_text()
     assert "Exemplar" not in collector.log()

@@ -45,12 +45,15 @@ def test_forgotten_hooks_still_run_ours_and_are_named_once(tmp_path, start_gunic
     assert [200] * 20 == server.load(20)
     server.wait_value("app_requests_total", 20)
     # the harness's readiness probes are requests too
-    wait_until(lambda: (server.value(DURATION_COUNT) or 0) >= 20, 15, what="20 requests measured")
+    wait_until(
+        lambda: server.value(DURATION_COUNT), 15, what="20 requests measured", until=lambda count: (count or 0) >= 20
+    )
     # both workers report to the arbiter (each connects when it first reports)
     wait_until(
-        lambda: (server.value("otel_gunicorn_channel_connections_total", outcome="accepted") or 0) >= 2,
+        lambda: server.value("otel_gunicorn_channel_connections_total", outcome="accepted"),
         15,
         what="both workers connected",
+        until=lambda accepted: (accepted or 0) >= 2,
     )
     assert ["post_worker_init", "post_worker_init", "when_ready"] == sorted(marks.read_text().split())
     log = server.log()
@@ -69,10 +72,17 @@ def test_forgotten_hooks_stay_chained_after_hup(tmp_path, start_gunicorn):
     server = start_gunicorn(config=str(conf))
     before = server.worker_pids()
     server.signal(signal.SIGHUP)
-    wait_until(lambda: len(server.worker_pids()) == 2 and not server.worker_pids() & before, 20, what="new workers")
+    wait_until(
+        server.worker_pids,
+        20,
+        what=f"2 new workers, none of {sorted(before)}",
+        until=lambda pids: len(pids) == 2 and not pids & before,
+    )
     assert [200] * 20 == server.load(20)
     server.wait_value("app_requests_total", 20)
-    wait_until(lambda: (server.value(DURATION_COUNT) or 0) >= 20, 15, what="20 requests measured")
+    wait_until(
+        lambda: server.value(DURATION_COUNT), 15, what="20 requests measured", until=lambda count: (count or 0) >= 20
+    )
 
 
 def test_on_starting_and_when_ready_both_forgotten(tmp_path, start_gunicorn, run_gunicorn):

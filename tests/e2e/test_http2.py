@@ -117,7 +117,12 @@ def test_30_requests_over_h2c_are_counted_with_protocol_version_2(start_gunicorn
         answers = list(pool.map(lambda _i: curl_h2(server.port), range(30)))
     assert ["2 200"] * 30 == answers
     server.wait_value(COUNT, 30, network_protocol_version="2")
-    wait_until(lambda: server.value(COUNT, network_protocol_version="1.1") is not None, 5, what="the probe's count")
+    wait_until(
+        lambda: server.value(COUNT, network_protocol_version="1.1"),
+        5,
+        what="the probe's count",
+        until=lambda count: count is not None,
+    )
     # a late second count of any stream, or a stream counted as HTTP/1.1, would show by now
     assert 30 == server.value(COUNT, network_protocol_version="2")
     # the asgi worker hands post_request no response unless access logging is on: no status code then

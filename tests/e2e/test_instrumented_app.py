@@ -21,7 +21,10 @@ def test_no_second_server_span(start_gunicorn, start_rotel):
     server = start_gunicorn("instrumented:app", args=["-w", "1"], env=collector.export_env("traces"))
     assert 200 == server.get("/hello", headers={"traceparent": TRACEPARENT})[0]
     spans = wait_until(
-        lambda: (s := [s for s in collector.spans() if s.trace_id == TRACE_ID]) and len(s) >= 2 and s, 15, what="spans"
+        lambda: [s for s in collector.spans() if s.trace_id == TRACE_ID],
+        15,
+        what="2 spans of the trace",
+        until=lambda spans: len(spans) >= 2,
     )
     kinds = sorted(s.kind for s in spans)
     assert ["SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER"] == kinds
@@ -37,9 +40,10 @@ def test_same_metric_names_from_two_scopes_stay_one_valid_family(start_gunicorn,
     server = start_gunicorn("instrumented:app", args=["-w", "2"], env=env)
     assert [200] * 20 == server.load(20, path="/hello")
     wait_until(
-        lambda: len({s.labels.get("otel_scope_name") for s in server.samples("http_server_active_requests")}) == 2,
+        lambda: {s.labels.get("otel_scope_name") for s in server.samples("http_server_active_requests")},
         10,
         what="active requests from both scopes",
+        until=lambda scopes: len(scopes) == 2,
     )
     result = promtool_check(server.scrape_text())
     # The old-semconv instrumentation records http.server.duration in milliseconds, which promtool's linter flags;

@@ -104,19 +104,29 @@ def test_log_files_survive_usr1_rotation_and_hup(start_gunicorn, tmp_path):
     access.rename(tmp_path / "access.log.1")
     error.rename(tmp_path / "error.log.1")
     server.signal(signal.SIGUSR1)
-    wait_until(lambda: error.exists() and access.exists(), 10, what="USR1 to reopen both files")
+    wait_until(
+        lambda: (error.exists(), access.exists()),
+        10,
+        what="USR1 to reopen both files (error log, access log exist)",
+        until=all,
+    )
 
-    def rotated() -> bool:  # each worker reopens when it handles USR1: retry until the request lands in the new file
+    def rotated() -> list[str | None]:  # each worker reopens when it handles USR1: retry until the request lands there
         server.get("/rotated")
-        return any(r.get("path") == "/rotated" for r in file_records(access))
+        return [r.get("path") for r in file_records(access)]
 
-    wait_until(rotated, 10, what="an access record in the reopened file")
+    wait_until(
+        rotated, 10, what="an access record of /rotated in the reopened file", until=lambda paths: "/rotated" in paths
+    )
     assert "Handling signal: usr1" in [r["event"] for r in file_records(tmp_path / "error.log.1")]
 
     old_workers = server.worker_pids()
     server.signal(signal.SIGHUP)
     wait_until(
-        lambda: len(server.worker_pids()) == 2 and not server.worker_pids() & old_workers, 20, what="new workers"
+        server.worker_pids,
+        20,
+        what=f"2 new workers, none of {sorted(old_workers)}",
+        until=lambda pids: len(pids) == 2 and not pids & old_workers,
     )
     assert 200 == server.get("/after-hup")[0]
     after = wait_access_in(access, "/after-hup")
@@ -177,10 +187,17 @@ def test_statsd_keeps_sending_beside_the_structured_access_log(start_gunicorn, s
     server = start_gunicorn("logging_app:app", args=args, env=JSON)
     for _ in range(5):
         assert 200 == server.get("/hello")[0]
-    wait_until(lambda: access_paths(json_lines(server.log())).count("/hello") == 5, 10, what="5 access records")
+    wait_until(
+        lambda: access_paths(json_lines(server.log())),
+        10,
+        what="5 access records of /hello",
+        until=lambda paths: paths.count("/hello") == 5,
+    )
 
     # the readiness probes are requests too: at least our 5, and the three per-request metrics for each
-    wait_until(lambda: requests_seen(statsd_agent, "app.") >= 5, 10, what="the requests' statsd packets")
+    wait_until(
+        lambda: requests_seen(statsd_agent, "app."), 10, what="the requests' statsd packets", until=lambda n: n >= 5
+    )
     requests = statsd_agent.named("app.gunicorn.requests")
     assert {"app.gunicorn.requests:1|c|@1.0|#env:test"} == set(requests)
     durations = statsd_agent.named("app.gunicorn.request.duration")
@@ -200,7 +217,9 @@ def test_statsd_sends_what_plain_gunicorn_sends(start_gunicorn, statsd_agent):
         )
         for _ in range(5):
             assert 200 == server.get("/hello")[0]
-        wait_until(lambda: requests_seen(statsd_agent, "") >= 6, 10, what="the requests' statsd packets")
+        wait_until(
+            lambda: requests_seen(statsd_agent, ""), 10, what="the requests' statsd packets", until=lambda n: n >= 6
+        )
         server.stop()
         sent = {p.split("|", 1)[0].split(":", 1)[0] + "|" + p.split("|")[1] for p in statsd_agent.receive()}
         statsd_agent.packets.clear()
@@ -218,7 +237,12 @@ def test_env_flag_sets_the_log_format(start_gunicorn):
     """--env OTEL_GUNICORN_LOG_FORMAT=json (gunicorn sets it only after reading the configuration) gives JSON."""
     server = start_gunicorn("logging_app:app", args=["--access-logfile", "-", "--env", "OTEL_GUNICORN_LOG_FORMAT=json"])
     assert 200 == server.get("/hello")[0]
-    wait_until(lambda: "/hello" in access_paths(json_lines(server.log())), 10, what="the access record")
+    wait_until(
+        lambda: access_paths(json_lines(server.log())),
+        10,
+        what="the access record of /hello",
+        until=lambda paths: "/hello" in paths,
+    )
     records = json_lines(server.log())
     assert any(r["event"].startswith("Starting gunicorn") for r in records)
     assert any(r.get("logger") == "app" for r in records)
@@ -265,11 +289,13 @@ def test_every_line_is_json_with_the_exporter_process_failing(start_gunicorn):
 
 
 def test_sdk_warning_while_gunicorn_reads_its_configuration_is_json(start_gunicorn):
-    """The SDK logs a bad OTEL_RESOURCE_ATTRIBUTES as it is imported, before gunicorn configures logging: in JSON
-    mode that line is JSON too (it was the bare message)."""
+    """A bad OTEL_RESOURCE_ATTRIBUTES is found while gunicorn reads its configuration, before it configures logging
+    (the SDK logs it as it is imported; otel_gunicorn says it instead, once per server): in JSON mode that line is
+    JSON too (it was the bare message), and every other line as well."""
     server = start_gunicorn("logging_app:app", env={**JSON, "OTEL_RESOURCE_ATTRIBUTES": "bad"})
-    records = json_lines(server.log())
-    assert any(r.get("logger") == "opentelemetry.sdk.resources" and r["pid"] == server.pid for r in records)
+    records = json_lines(server.log())  # every line JSON
+    about = [r for r in records if "OTEL_RESOURCE_ATTRIBUTES" in str(r.get("event", ""))]
+    assert [server.pid] == [r["pid"] for r in about]
 
 
 # ---------------------------------------------------------------- worker classes that mirror gunicorn's access log
@@ -287,7 +313,12 @@ def test_uvicorn_worker_logs_requests_only_when_gunicorn_would(start_gunicorn, a
     for _ in range(3):
         assert 200 == server.get("/")[0]
     # the three requests are done and measured (the harness's readiness probe may or may not be in ``before``)
-    wait_until(lambda: (server.value(count) or 0) >= before + 3, 15, what="the requests in the merged count")
+    wait_until(
+        lambda: server.value(count),
+        15,
+        what=f"the requests in the merged count, {before} + 3",
+        until=lambda measured: (measured or 0) >= before + 3,
+    )
 
     def uvicorn_access_lines() -> list[str]:
         return [r["event"] for r in json_lines(server.log()) if r.get("logger") == "uvicorn.access"]

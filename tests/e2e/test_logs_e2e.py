@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from harness.waiting import wait_until
+from harness.waiting import LogText, wait_until
 from tests.e2e.json_log import json_lines
 
 pytestmark = pytest.mark.e2e
@@ -120,7 +120,10 @@ def test_logging_survives_hup_without_duplicates(start_gunicorn, conf):
 
     server.signal(signal.SIGHUP)
     wait_until(
-        lambda: len(server.worker_pids()) == 2 and not server.worker_pids() & old_workers, 20, what="new workers"
+        server.worker_pids,
+        20,
+        what=f"2 new workers, none of {sorted(old_workers)}",
+        until=lambda pids: len(pids) == 2 and not pids & old_workers,
     )
     assert 200 == server.get("/after")[0]
 
@@ -164,9 +167,19 @@ def test_a_failing_frames_secrets_reach_no_log_line(start_gunicorn, tmp_path, lo
     assert 502 == server.get("/caught", headers=headers)[0]
     assert 500 == server.get("/raise", headers=headers)[0]
 
-    wait_until(lambda: "Error handling request" in error_log.read_text(), 10, what="gunicorn's error record")
-    wait_until(lambda: "upstream call failed" in server.log(), 10, what="the application's error record")
-    wait_until(lambda: "/raise" in server.log(), 10, what="the access record of /raise")
+    wait_until(
+        lambda: LogText(error_log.read_text()),
+        10,
+        what="gunicorn's error record, 'Error handling request' in the error log",
+        until=lambda log: "Error handling request" in log,
+    )
+    wait_until(
+        server.log,
+        10,
+        what="the application's error record, 'upstream call failed'",
+        until=lambda log: "upstream call failed" in log,
+    )
+    wait_until(server.log, 10, what="the access record of /raise", until=lambda log: "/raise" in log)
     for where, text in (("stdout and stderr", server.log()), ("the error log", error_log.read_text())):
         assert "RuntimeError: upstream refused the credentials" in text, f"no traceback in {where}:\n{text}"
         assert "_call_upstream" in text, f"no frame in {where}:\n{text}"
@@ -188,11 +201,12 @@ def test_structlog_events_reach_the_collector_with_their_own_keys_and_no_warning
     server = start_gunicorn("structlog_app:app", args=["-w", "1"], env=collector.export_env("logs", protocol=protocol))
     assert [200] * 5 == server.load(5, concurrency=1)
 
-    def exported() -> list:
-        found = [r for r in collector.log_records() if r.body == "paid"]
-        return found if len(found) >= 5 else []
-
-    paid = wait_until(exported, 15, what="5 exported events")
+    paid = wait_until(
+        lambda: [r for r in collector.log_records() if r.body == "paid"],
+        15,
+        what="5 exported events",
+        until=lambda found: len(found) >= 5,
+    )
     for record in paid:
         assert ("app", "INFO") == (record.scope, record.severity)
         own = {k: v for k, v in record.attributes.items() if not k.startswith("code.")}

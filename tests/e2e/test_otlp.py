@@ -75,7 +75,12 @@ def test_collector_receives_exact_counts_under_one_resource(start_gunicorn, star
     collector = start_rotel()
     server = start_gunicorn(args=["-w", "3"], env=otlp_env(collector, protocol), wait_metrics=False)
     assert [200] * 200 == server.load(200)
-    wait_until(lambda: collector.last_value("app.requests") == 200, 15, what="the collector to see 200")
+    wait_until(
+        lambda: collector.last_value("app.requests"),
+        15,
+        what="the collector to see 200",
+        until=lambda total: total == 200,
+    )
     assert collector.points("gunicorn.listener.queued_connections"), "listener queue metric missing"
     points = collector.points("app.requests")
     assert {"shop"} == {p.resource["service.name"] for p in points}
@@ -91,7 +96,12 @@ def test_prometheus_and_otlp_together(start_gunicorn, start_rotel):
     )
     assert [200] * 50 == server.load(50)
     server.wait_value("app_requests_total", 50)
-    wait_until(lambda: collector.last_value("app.requests") == 50, 15, what="the collector to see 50")
+    wait_until(
+        lambda: collector.last_value("app.requests"),
+        15,
+        what="the collector to see 50",
+        until=lambda total: total == 50,
+    )
 
 
 def test_unreachable_collector_never_slows_requests(start_gunicorn, resetting):
@@ -108,7 +118,12 @@ def test_unreachable_collector_never_slows_requests(start_gunicorn, resetting):
     assert [200] * 300 == server.load(300)
     elapsed = time.monotonic() - started
     assert elapsed < 30, f"300 requests took {elapsed:.1f} s"
-    wait_until(lambda: "OTLP export failing" in server.log(), 15, what="the failing export to be logged")
+    wait_until(
+        server.log,
+        15,
+        what="the failing export to be logged: 'OTLP export failing'",
+        until=lambda log: "OTLP export failing" in log,
+    )
     # Hold the outage until two more exports were tried: the first of them failed (with all its retries) before the
     # second began, and must not have been logged again.
     failed = resetting.exports()
@@ -128,17 +143,37 @@ def test_export_resumes_after_a_collector_outage(start_gunicorn, start_rotel, pr
         args=["-w", "2"], env=otlp_env(collector, protocol, OTEL_EXPORTER_OTLP_TIMEOUT="2"), wait_metrics=False
     )
     assert [200] * 50 == server.load(50)
-    wait_until(lambda: collector.last_value("app.requests") == 50, 15, what="50 before the outage")
+    wait_until(
+        lambda: collector.last_value("app.requests"),
+        15,
+        what="50 before the outage",
+        until=lambda total: total == 50,
+    )
     assert 0 == server.log().count("OTLP export failing"), server.log()
     collector.stop()
     assert [200] * 50 == server.load(50)
     # The SDK exporter retries within OTEL_EXPORTER_OTLP_TIMEOUT (2 s), so a short outage may pass unnoticed: the
     # collector stays down until an export has failed for good, which every export does after at most 2 s + 1 s.
-    wait_until(lambda: "OTLP export failing" in server.log(), 20, what="the outage to be logged")
+    wait_until(
+        server.log,
+        20,
+        what="the outage to be logged: 'OTLP export failing'",
+        until=lambda log: "OTLP export failing" in log,
+    )
     revived = start_rotel(**ports)
     assert [200] * 50 == server.load(50)
-    wait_until(lambda: revived.last_value("app.requests") == 150, 40, what="150 after the outage")
-    wait_until(lambda: "OTLP export recovered" in server.log(), 10, what="the recovery to be logged")
+    wait_until(
+        lambda: revived.last_value("app.requests"),
+        40,
+        what="150 after the outage",
+        until=lambda total: total == 150,
+    )
+    wait_until(
+        server.log,
+        10,
+        what="the recovery to be logged: 'OTLP export recovered'",
+        until=lambda log: "OTLP export recovered" in log,
+    )
     log = server.log()
     assert (1, 1) == (log.count("OTLP export failing"), log.count("OTLP export recovered")), log
 
@@ -151,5 +186,10 @@ def test_grpc_export_survives_200_worker_recycles(start_gunicorn, start_rotel):
     )
     statuses = server.load(400, concurrency=2)
     assert [200] * 400 == statuses
-    wait_until(lambda: collector.last_value("app.requests") == 400, 30, what="the collector to see 400")
+    wait_until(
+        lambda: collector.last_value("app.requests"),
+        30,
+        what="the collector to see 400",
+        until=lambda total: total == 400,
+    )
     assert 190 <= server.log().count("Booting worker")

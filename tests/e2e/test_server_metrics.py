@@ -86,9 +86,10 @@ def test_sync_worker_listener_queues_busy_worker_and_exit_reasons(start_gunicorn
     # One scrape for the values that belong together: between two requests the worker is idle for an instant, and a
     # report taken then is correct too.
     busy = wait_until(
-        lambda: (s := server.scrape()).value("gunicorn_workers", gunicorn_worker_state="busy") == 1 and s,
+        server.scrape,
         10,
         what="a busy worker",
+        until=lambda scrape: scrape.value("gunicorn_workers", gunicorn_worker_state="busy") == 1,
     )
     assert (0, 1, 1) == (
         busy.value("gunicorn_workers", gunicorn_worker_state="idle"),
@@ -116,9 +117,10 @@ def test_gthread_thread_pool_and_connections(start_gunicorn):
     threads, statuses = fire(6, tcp(server))
     # all from one report: while the first two requests sleep, 2 threads are busy and the other 4 wait
     full = wait_until(
-        lambda: (s := server.scrape()).value("gunicorn_thread_pool_queue_length") in (3, 4) and s,
+        server.scrape,
         10,
-        what="the pool queue to fill",
+        what="the pool queue to fill, 3 or 4 queued",
+        until=lambda scrape: scrape.value("gunicorn_thread_pool_queue_length") in (3, 4),
     )
     assert 2 == full.value("gunicorn_thread_pool_threads", gunicorn_thread_state="busy")
     assert 2 == full.value("gunicorn_thread_pool_thread_limit")
@@ -148,7 +150,7 @@ def test_asgi_worker_in_flight_requests_and_connections(start_gunicorn):
     server = start_gunicorn("slow_asgi:app", args=["-k", "asgi", "-w", "1"])
     threads, statuses = fire(4, tcp(server))
     in_flight = wait_until(
-        lambda: (s := server.scrape()).value("http_server_active_requests") == 4 and s, 10, what="4 in flight"
+        server.scrape, 10, what="4 in flight", until=lambda scrape: scrape.value("http_server_active_requests") == 4
     )
     assert 4 <= in_flight.value("gunicorn_worker_active_connections")
     for thread in threads:
@@ -164,7 +166,7 @@ def test_reuse_port_workers_measure_their_own_listeners(start_gunicorn):
     def slots() -> set[str | None]:
         return {s.labels.get("gunicorn_worker_slot") for s in server.samples("gunicorn_listener_queued_connections")}
 
-    wait_until(lambda: slots() == {"0", "1"}, 10, what="both workers to report their listener")
+    wait_until(slots, 10, what="both workers to report their listener", until=lambda seen: seen == {"0", "1"})
     threads, statuses = fire(10, tcp(server))
     assert 4 <= reaches(server, "gunicorn_listener_queued_connections", lambda v: v >= 4)
     assert {"0", "1"} == slots()

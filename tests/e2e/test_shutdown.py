@@ -127,7 +127,12 @@ def test_an_outage_is_logged_once_per_worker_not_once_per_retry(start_gunicorn):
     for _ in range(4):
         assert [200] * 10 == server.load(10)
         time.sleep(1)
-    wait_until(lambda: server.log().count("OTLP log record export failing") == 2, 10, what="both workers' warnings")
+    wait_until(
+        server.log,
+        10,
+        what="both workers' warnings, 'OTLP log record export failing' twice",
+        until=lambda log: log.count("OTLP log record export failing") == 2,
+    )
 
     server.stop()
 

@@ -56,7 +56,7 @@ def test_request_span_continues_the_callers_trace_and_reaches_the_logs(start_gun
     )
     assert (TRACE_ID, app_line["span_id"]) == (access["trace_id"], access["span_id"])
 
-    spans = wait_until(lambda: [s for s in collector.spans() if s.trace_id == TRACE_ID] or None, 15, what="the span")
+    spans = wait_until(lambda: [s for s in collector.spans() if s.trace_id == TRACE_ID], 15, what="the span")
     [span] = spans
     assert (PARENT_ID, app_line["span_id"], "SPAN_KIND_SERVER") == (span.parent_id, span.span_id, span.kind)
     assert "200" in span.attributes.get("http.response.status_code", "")
@@ -89,7 +89,12 @@ def test_logs_exporter_sends_records_with_their_trace(start_gunicorn, start_rote
     collector = start_rotel()
     server = start_gunicorn("logging_app:app", args=["-w", "1"], env=collector.export_env("logs"))
     assert 200 == server.get("/hello", headers={"traceparent": TRACEPARENT})[0]
-    wait_until(lambda: "in.app" in (log := collector.log()) and TRACE_ID in log, 15, what="the log record")
+    wait_until(
+        collector.log,
+        15,
+        what=f"the log record, 'in.app' with trace {TRACE_ID}",
+        until=lambda log: "in.app" in log and TRACE_ID in log,
+    )
 
 
 def test_spans_still_flow_with_metrics_off(start_gunicorn, start_rotel):
@@ -98,5 +103,5 @@ def test_spans_still_flow_with_metrics_off(start_gunicorn, start_rotel):
     env = {**collector.export_env("traces"), "OTEL_METRICS_EXPORTER": "none"}
     server = start_gunicorn("logging_app:app", args=["-w", "1"], env=env, wait_metrics=False)
     assert 200 == server.get("/hello", headers={"traceparent": TRACEPARENT})[0]
-    [span] = wait_until(lambda: [s for s in collector.spans() if s.trace_id == TRACE_ID] or None, 15, what="the span")
+    [span] = wait_until(lambda: [s for s in collector.spans() if s.trace_id == TRACE_ID], 15, what="the span")
     assert (PARENT_ID, "SPAN_KIND_SERVER") == (span.parent_id, span.kind)

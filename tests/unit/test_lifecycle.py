@@ -151,6 +151,17 @@ def test_late_connection_after_reaping_keeps_the_goodbye():
     assert (NO_EXITS | {"normal": 1}, frozenset()) == (life.exits, life.tracked_pids)
 
 
+def test_a_reaped_worker_awaits_its_late_connection_until_settled():
+    """Reaped and unsettled, a worker's late connection is one to accept; never a pid that was not reaped, nor one
+    settled already (its totals retired: a connection now would count them twice)."""
+    life, clock = lifecycle()
+    life.reaped(13, aborted=False)
+    waiting = (life.reaped_awaiting(13), life.reaped_awaiting(14))
+    clock.now += DEAD_CONNECTION_GRACE + 0.1
+    life.sweep(set())
+    assert ((True, False), False) == (waiting, life.reaped_awaiting(13))
+
+
 def test_a_worker_that_never_connected_is_settled_after_the_grace():
     """No connection at all: counted as killed once the grace period has passed, and nothing is kept."""
     life, clock = lifecycle()
