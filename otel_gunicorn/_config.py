@@ -5,6 +5,9 @@ Two error rules (``docs/environment.md``):
 * our own ``OTEL_GUNICORN_*`` variables are ours to define strictly: a bad value raises :class:`ConfigError`, which
   the arbiter turns into one line on stderr and a non-zero exit *before any worker forks*;
 * standard ``OTEL_*`` variables follow the OpenTelemetry rule: warn once and use the default.
+
+One piece (~410 lines, most of them one small parser per variable): every variable is read here and nowhere else, so
+the reader checking what a value may be has one place to look.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ The rules for workers' lives live in :mod:`otel_gunicorn._arbiter.lifecycle` (pu
 Dirty workers (gunicorn >= 25 with ``dirty_apps``) report on the same channel and into the same merge store; their
 slots, lives and exits are kept apart in :mod:`otel_gunicorn._arbiter.dirty`. gunicorn forks the dirty arbiter
 before ``when_ready``, so :func:`prepare_dirty` (``on_starting``) reserves the channel's directory for them first.
+
+One piece (~410 lines): the composition root, the channel's sink and the hooks' entry points share the one lock and
+the one :data:`STATE`; split, each part would reach into the others' state.
 """
 
 from __future__ import annotations
