@@ -21,7 +21,7 @@ from otel_gunicorn._top.errors import USAGE, TopError
 from otel_gunicorn._top.model import parse
 from otel_gunicorn._top.options import PASSWORD_VARIABLE
 from otel_gunicorn._top.scrape import Endpoint, TlsOptions, endpoint, fetch
-from otel_gunicorn._top.view import Frame, render
+from otel_gunicorn._top.view import Frame, fit, render
 from otel_gunicorn._top.watch import Watch
 
 
@@ -86,7 +86,7 @@ def live(console: Console, target: Endpoint, interval: float) -> int:
     """The full-screen view until Ctrl-C; a failed refresh keeps the last frame and shows why."""
     watch = Watch(target.url, interval)
     frame = take(watch, target)
-    with Live(render(frame), console=console, screen=True, auto_refresh=False) as screen:
+    with Live(fit(frame, console), console=console, screen=True, auto_refresh=False) as screen:
         deadline = time.monotonic()
         while True:
             # a steady beat; a refresh slower than the interval delays the next one rather than piling up
@@ -96,4 +96,4 @@ def live(console: Console, target: Endpoint, interval: float) -> int:
                 frame = take(watch, target)
             except TopError as exc:
                 frame = watch.failed(exc.message, datetime.datetime.now()) or frame
-            screen.update(render(frame), refresh=True)
+            screen.update(fit(frame, console), refresh=True)

@@ -34,6 +34,7 @@ WORKER_LIMIT = "gunicorn_worker_limit"
 EXITS = "gunicorn_worker_exits_total"
 DURATION = "http_server_request_duration_seconds"
 REPORTS = "otel_gunicorn_channel_reports_total"
+CAPACITY = "gunicorn_server_capacity"
 
 # Prometheus label names (the exporter turns the attributes' dots into underscores)
 SCOPE_LABEL = "otel_scope_name"
@@ -44,6 +45,8 @@ THREAD_STATE = "gunicorn_thread_state"
 WORKER_STATE = "gunicorn_worker_state"
 EXIT_REASON = "gunicorn_worker_exit_reason"
 OUTCOME = "outcome"
+ROUTE = "http_route"
+ERROR_TYPE = "error_type"
 
 #: the families that carry one series per worker slot and make a row of the worker table
 PER_SLOT = (ACTIVE_REQUESTS, ACTIVE_CONNECTIONS, CONNECTION_LIMIT, THREADS, THREAD_LIMIT, POOL_QUEUE, HEARTBEAT_AGE)
@@ -94,6 +97,17 @@ class Histogram:
 
 
 @dataclasses.dataclass(frozen=True)
+class RouteSeries:
+    """One ``http_route``'s requests (``""``: no route matched), summed over its other labels."""
+
+    duration: Histogram
+    #: seconds spent serving them (the histogram's ``_sum``)
+    seconds: float
+    #: those that failed (``error_type`` set)
+    errors: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Scrape:
     """Everything ``top`` shows from one exposition."""
 
@@ -105,6 +119,10 @@ class Scrape:
     exits: Mapping[str, float] | None
     #: worker reports the arbiter accepted since it started: each one may move every counter and histogram
     reports: float | None = None
+    #: route -> its requests; empty without request metrics
+    routes: Mapping[str, RouteSeries] = dataclasses.field(default_factory=dict)
+    #: gunicorn.server.capacity: the requests the server can run at once
+    capacity: float | None = None
 
 
 class Series:
@@ -168,6 +186,8 @@ def parse(text: str) -> Scrape:
         duration=histogram(series, DURATION),
         exits=series.by(EXITS, EXIT_REASON),
         reports=series.total(REPORTS, **{OUTCOME: "accepted"}),
+        routes=route_series(series),
+        capacity=series.total(CAPACITY),
     )
 
 
@@ -220,3 +240,23 @@ def histogram(series: Series, name: str) -> Histogram | None:
         return None
     bounds = sorted(buckets, key=float)  # "+Inf" parses as inf, so it sorts last
     return Histogram(tuple(float(b) for b in bounds), tuple(buckets[b] for b in bounds))
+
+
+def route_series(series: Series) -> dict[str, RouteSeries]:
+    """The request-duration histogram, its sum and its failed requests per ``http_route``."""
+    buckets: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for labels, value in series.of(f"{DURATION}_bucket"):
+        buckets[labels.get(ROUTE, "")][labels.get("le", "+Inf")] += value
+    seconds: dict[str, float] = defaultdict(float)
+    for labels, value in series.of(f"{DURATION}_sum"):
+        seconds[labels.get(ROUTE, "")] += value
+    errors: dict[str, float] = defaultdict(float)
+    for labels, value in series.of(f"{DURATION}_count"):
+        if labels.get(ERROR_TYPE):
+            errors[labels.get(ROUTE, "")] += value
+    routes = {}
+    for route, by_bound in buckets.items():
+        bounds = sorted(by_bound, key=float)
+        duration = Histogram(tuple(float(b) for b in bounds), tuple(by_bound[b] for b in bounds))
+        routes[route] = RouteSeries(duration, seconds[route], errors[route])
+    return routes

@@ -20,9 +20,11 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
-from otel_gunicorn._top.model import Histogram, Scrape
+from otel_gunicorn._top.model import Histogram, RouteSeries, Scrape
 
 QUANTILES = (0.5, 0.9, 0.99)
+#: the routes table shows this many routes, those taking the largest share of the capacity (or the most requests)
+ROUTES_SHOWN = 10
 #: without the reports counter (an older endpoint), a window spans at least this many seconds of value changes
 FALLBACK_SPAN = 5.0
 
@@ -63,6 +65,20 @@ class Rates:
     window: float | None = None
     #: seconds from the window's end (the latest report seen) to this frame
     window_age: float | None = None
+    #: the routes table: over the window, or since the server started when there is no window yet
+    routes: tuple[RouteRow, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class RouteRow:
+    """One route's line: its requests, rate, p99, failed share and share of the capacity; None where unknown."""
+
+    route: str
+    requests: float
+    rate: float | None
+    p99: float | None
+    error_ratio: float | None
+    share: float | None
 
 
 def quantile(q: float, histogram: Histogram) -> float | None:
@@ -165,7 +181,36 @@ def compare(history: Sequence[Sample], first: Scrape) -> Rates:
         exits_since_start=exits_since(first.exits, current.scrape.exits),
         window=None if window is None else window.seconds,
         window_age=None if window is None else current.at - window.end.at,
+        routes=route_rows(current.scrape, window),
     )
+
+
+def _route_increase(before: RouteSeries | None, after: RouteSeries) -> RouteSeries:
+    if before is None:
+        return after
+    duration = increase(before.duration, after.duration)
+    if duration is after.duration:  # a reset: all of ``after`` is new
+        return after
+    return RouteSeries(duration, after.seconds - before.seconds, counter_increase(before.errors, after.errors))
+
+
+def route_rows(current: Scrape, window: Window | None) -> tuple[RouteRow, ...]:
+    """The ``ROUTES_SHOWN`` routes taking the most of the capacity over ``window`` (the most requests without one:
+    then totals since the server started, with no rate and no share); a route with no request there is left out."""
+    scrape = current if window is None else window.end.scrape
+    rows = []
+    for route, after in scrape.routes.items():
+        seen = after if window is None else _route_increase(window.start.scrape.routes.get(route), after)
+        count = seen.duration.count
+        if not count:
+            continue  # no request of that route in the window: the table lists the routes that are served
+        rate = None if window is None else count / window.seconds
+        busy = None if window is None else seen.seconds / window.seconds
+        share = None if busy is None or not scrape.capacity else busy / scrape.capacity
+        errors = seen.errors / count if count else None
+        rows.append(RouteRow(route, count, rate, quantile(0.99, seen.duration), errors, share))
+    rows.sort(key=lambda row: (-(row.share or 0.0), -row.requests, row.route))
+    return tuple(rows[:ROUTES_SHOWN])
 
 
 def exits_since(first: Mapping[str, float] | None, current: Mapping[str, float] | None) -> dict[str, float] | None:

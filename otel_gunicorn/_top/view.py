@@ -1,4 +1,4 @@
-"""Rendering one frame of ``otel-gunicorn top`` with rich: a summary line, then workers, listeners and exits.
+"""Rendering one frame of ``otel-gunicorn top`` with rich: a summary line, then workers, routes, listeners and exits.
 
 Runs in the operator's terminal. :func:`render` is a function of a :class:`Frame` only (no clock, no I/O), so the
 same renderable serves the live view and ``--once``; rich drops colours and styles by itself when stdout is not a
@@ -12,13 +12,13 @@ import datetime
 from collections.abc import Iterable
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from otel_gunicorn._top.model import ListenerRow, Scrape, SlotRow
-from otel_gunicorn._top.rates import Rates
+from otel_gunicorn._top.rates import Rates, RouteRow
 
 ABSENT = "—"
 
@@ -38,14 +38,30 @@ class Frame:
     failed_at: datetime.datetime | None = None
 
 
-def render(frame: Frame) -> RenderableType:
-    """The whole screen: summary, workers, listeners (when the endpoint shows any), exits, status; a blank line
-    between each."""
+def render(frame: Frame, routes_shown: int | None = None) -> RenderableType:
+    """The whole screen: summary, workers, routes (at most ``routes_shown`` of them; none: no table), listeners
+    (when the endpoint shows any), exits, status; a blank line between each."""
     parts: list[RenderableType] = [summary(frame), workers_table(frame.scrape.slots)]
+    shown = frame.rates.routes[:routes_shown]
+    if shown:
+        parts.append(routes_table(frame.rates, shown))
     if frame.scrape.listeners:
         parts.append(listeners_table(frame.scrape.listeners))
     parts += [exits_table(frame.scrape, frame.rates), status_line(frame)]
     return Group(parts[0], *(Padding(part, (1, 0, 0, 0)) for part in parts[1:]))
+
+
+def fit(frame: Frame, console: Console) -> RenderableType:
+    """:func:`render` for a screen of ``console.height`` lines: as many routes as leave room for everything else.
+
+    A live screen crops what does not fit at its bottom (the exits and the status line); routes are the part that
+    gives way, from the least busy, and the table goes when not even one fits.
+    """
+    options = console.options.update(height=None)
+    shown = len(frame.rates.routes)
+    while shown and len(console.render_lines(render(frame, shown), options, pad=False)) > console.height:
+        shown -= 1
+    return render(frame, shown)
 
 
 def number(value: float | None) -> str:
@@ -101,6 +117,31 @@ def _table(title: str, headers: Iterable[str], left: int = 1) -> Table:
     table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, show_edge=False)
     for index, header in enumerate(headers):
         table.add_column(header, justify="left" if index < left else "right")
+    return table
+
+
+def percent(value: float | None) -> str:
+    return ABSENT if value is None else f"{100 * value:.1f} %"
+
+
+def routes_table(rates: Rates, shown: tuple[RouteRow, ...]) -> Table:
+    """The busiest routes: by share of the capacity over the window; by requests since the server started before.
+    ``shown`` may leave some of ``rates.routes`` out (a short terminal): the title says how many."""
+    since = "the window above" if rates.window is not None else "since the server started"
+    more = len(rates.routes) - len(shown)
+    title = f"Routes ({since}{f'; {more} more, the terminal is too short' if more else ''})"
+    table = _table(title, ["route", "requests", "req/s", "p99", "errors", "share"])
+    table.columns[0].no_wrap, table.columns[0].overflow = True, "ellipsis"  # one line per route, fit() counts on it
+    for row in shown:
+        rate = ABSENT if row.rate is None else f"{row.rate:.1f}"
+        table.add_row(
+            row.route or "(no route)",
+            number(row.requests),
+            rate,
+            seconds(row.p99),
+            percent(row.error_ratio),
+            percent(row.share),
+        )
     return table
 
 

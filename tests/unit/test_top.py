@@ -2,7 +2,8 @@
 
 The fixtures under tests/fixtures/top/ are real scrapes of ``counting:app`` with 2 workers and requests held open:
 ``sync.txt`` (one request in slot 0) and ``gthread.txt`` (``--threads 2``, six requests: both pools full, two
-waiting in slot 1's queue).
+waiting in slot 1's queue). ``routes.txt``: tests/e2e/apps/routes_flask.py with 2 sync workers after 40 requests to
+``/items/<int:item_id>``, 10 to ``/health`` and 5 to unknown paths (404, no route).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from otel_gunicorn._top.watch import Watch
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "top"
 SYNC = (FIXTURES / "sync.txt").read_text()
 GTHREAD = (FIXTURES / "gthread.txt").read_text()
+ROUTES = (FIXTURES / "routes.txt").read_text()
 WALL = datetime.datetime(2025, 1, 1, 12, 0, 0)
 INF = math.inf
 
@@ -529,3 +531,79 @@ def test_without_rich_top_says_how_to_install_it_and_help_still_works() -> None:
         top.stdout,
     )
     assert 0 == helped.returncode and "--password-file" in helped.stdout
+
+
+# ---------------------------------------------------------------- routes
+
+
+def test_routes_are_read_per_template_with_the_404s_apart():
+    """The routes capture: 40 under the items template, 10 under health, 5 without a route; capacity 2 workers."""
+    scrape = model.parse(ROUTES)
+    counts = {route: series.duration.count for route, series in scrape.routes.items()}
+    assert ({"/items/<int:item_id>": 40.0, "/health": 10.0, "": 5.0}, 2.0) == (counts, scrape.capacity)
+
+
+def test_once_prints_the_routes_table_since_the_server_started():
+    """A single snapshot: each route's requests and p99 since the server started, no rate and no share yet."""
+    text = rendered(Watch("http://127.0.0.1:9464/metrics", None).observe(model.parse(ROUTES), 0.0, WALL), width=120)
+    rows = [line.split() for line in text.splitlines() if line.split()[:1] in (["/items/<int:item_id>"], ["(no"])]
+    assert "Routes (since the server started)" in text
+    assert [["/items/<int:item_id>", "40", "—", "8", "ms", "0.0", "%", "—"], ["(no", "route)", "5"]] == [
+        rows[0],
+        rows[1][:3],
+    ]
+
+
+def route_scrape(reports: float, items: float, items_seconds: float, failed: float) -> Scrape:
+    """Two workers' endpoint: ``items`` requests of /items (``failed`` of them failed) served in ``items_seconds``."""
+    routes = {"/items": model.RouteSeries(histogram((0.1,), (items, 0)), items_seconds, failed)}
+    return Scrape((), (), None, 4.0, histogram((0.1,), (items, 0)), None, reports, routes, 4.0)
+
+
+def test_routes_over_the_window_have_rate_errors_and_capacity_share():
+    """Over a 5 s window: 50 requests (10/s), 5 failed, 10 s of serving out of 4 x 5 s of capacity: a half."""
+    history = tuple(
+        rates.Sample(route_scrape(*values), at)
+        for at, values in ((0.0, (0, 0, 0, 0)), (1.0, (4, 10, 2, 0)), (6.0, (8, 60, 12, 5)))
+    )
+    row = rates.compare(history, history[0].scrape).routes[0]
+    assert ("/items", 50.0, 10.0, 0.1, 0.5) == (row.route, row.requests, row.rate, row.error_ratio, row.share)
+
+
+def test_the_routes_table_keeps_the_largest_shares():
+    """More routes than the table shows: the ones with the largest capacity share, largest first."""
+    routes = {
+        f"/r{i}": model.RouteSeries(histogram((0.1,), (1, 0)), float(i), 0.0) for i in range(rates.ROUTES_SHOWN + 5)
+    }
+    before = {route: model.RouteSeries(histogram((0.1,), (0, 0)), 0.0, 0.0) for route in routes}
+    start = rates.Sample(Scrape((), (), None, None, None, None, 0, before, 1.0), 0.0)
+    end = rates.Sample(Scrape((), (), None, None, None, None, 1, routes, 1.0), 1.0)
+    shown = [row.route for row in rates.route_rows(end.scrape, rates.Window(start, end))]
+    assert [f"/r{i}" for i in range(rates.ROUTES_SHOWN + 4, 4, -1)] == shown
+
+
+def test_a_route_without_requests_in_the_window_is_left_out():
+    """A route seen before but not served in the window has no row (nor has a server with no request yet)."""
+    history = tuple(
+        rates.Sample(route_scrape(*values), at) for at, values in ((0.0, (0, 5, 1, 0)), (1.0, (4, 5, 1, 0)))
+    )
+    assert ((), ()) == (
+        rates.route_rows(history[-1].scrape, rates.Window(*history)),
+        rates.route_rows(route_scrape(0, 0, 0, 0), None),
+    )
+
+
+@pytest.mark.parametrize(("height", "routes_left"), [(40, 3), (30, 1), (24, 0)])
+def test_a_short_terminal_drops_routes_before_the_status_line(height: int, routes_left: int) -> None:
+    """The live screen crops at the terminal's height: fit() gives way on routes (the least busy first), the table
+    goes when not even one fits, and the exits and status line stay on screen."""
+    frame = Watch("http://127.0.0.1:9464/metrics", 1.0).observe(model.parse(ROUTES), 0.0, WALL)
+    console = Console(width=120, height=height, record=True, file=io.StringIO())
+    console.print(view.fit(frame, console))
+    text = console.export_text()
+    left = [route for route in ("/items/<int:item_id>", "/health", "(no route)") if route in text]
+    assert (height >= len(text.splitlines()), left, "refreshing every 1 s" in text) == (
+        True,
+        ["/items/<int:item_id>", "/health", "(no route)"][:routes_left],
+        True,
+    )
