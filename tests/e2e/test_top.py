@@ -250,10 +250,20 @@ def test_insecure_skips_the_certificate_check(secured):
 
 
 class Tmux:
-    """A private tmux server (its own socket) running one command in a 120x40 pane."""
+    """A private tmux server (its own socket) running one command in a 120x40 pane.
+
+    The pane's command runs without LINES and COLUMNS: the test process can carry them in its C environment (set by
+    a library at 80x24, not in ``os.environ``), tmux passes them on, and rich takes them over the pane's real size,
+    so ``top`` would draw an 80x24 screen in the 120x40 pane.
+    """
 
     def __init__(self, tmp_path: Path) -> None:
         self.socket = str(tmp_path / "tmux.sock")
+
+    def start(self, command: str, width: int = 120, height: int = 40) -> None:
+        """Run ``command`` in session "top", then print its exit code and keep the pane open for a minute."""
+        shell = f"env -u LINES -u COLUMNS {command}; echo EXITED=$?; sleep 60"
+        self("new-session", "-d", "-s", "top", "-x", str(width), "-y", str(height), shell)
 
     def __call__(self, *args: str) -> str:
         return subprocess.run(
@@ -280,7 +290,7 @@ def test_live_view_in_tmux_shows_the_busy_slot_and_quits_on_ctrl_c(start_gunicor
     server = start_gunicorn(args=["-w", "2"], workers=2)
     hold(server, 15)
     command = " ".join([*COMMAND, "top", metrics_url(server)])
-    tmux("new-session", "-d", "-s", "top", "-x", "120", "-y", "40", f"{command}; echo EXITED=$?; sleep 60")
+    tmux.start(command)
 
     def busy_screen(screen: str) -> bool:
         # a whole frame, status line included: capture-pane may catch one half drawn
