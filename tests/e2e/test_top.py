@@ -9,9 +9,12 @@ is a bounded poll: workers report every 0.5 s, so what ``top`` shows lags the re
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import http.client
 import http.server
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -303,3 +306,73 @@ def test_live_view_in_tmux_shows_the_busy_slot_and_quits_on_ctrl_c(start_gunicor
     tmux("send-keys", "-t", "top", "C-c")
     after = wait_until(tmux.screen, 10, 0.2, "top to exit on Ctrl-C", until=lambda screen: "EXITED=" in screen)
     assert ("EXITED=0", False) == (after.strip().splitlines()[-1], "Traceback" in after), after
+
+
+# ---------------------------------------------------------------- the request rate under steady traffic
+
+TRAFFIC_RATE, TRAFFIC_SECONDS, TOLERANCE = 20.0, 28.0, 0.30
+
+
+@dataclasses.dataclass(frozen=True)
+class Refresh:
+    """One refresh of the live view: when (wall clock, whole seconds), requests/s, and its window."""
+
+    at: float
+    rate: float
+    window: float
+    age: float
+
+
+def refresh_of(screen: str) -> Refresh | None:
+    """The refresh a whole frame on ``screen`` shows (status line included); None before it has a window."""
+    header = re.search(r"otel-gunicorn top \S+\s+(\d\d):(\d\d):(\d\d)", screen)
+    rate = re.search(r"requests (\d+\.\d)/s", screen)
+    window = re.search(r"over the last (\d+\.\d) s of worker reports, up to (now|(\d+) s ago)", screen)
+    if not (header and rate and window and "refreshing every 1 s" in screen):
+        return None
+    today = datetime.datetime.now().replace(microsecond=0)
+    shown = today.replace(hour=int(header[1]), minute=int(header[2]), second=int(header[3]))
+    age = float(window[3] or 0)
+    return Refresh(shown.timestamp() + 0.5, float(rate[1]), float(window[1]), age)  # +0.5: the middle of the second
+
+
+def steady_traffic(server, done: list[float]) -> None:
+    """``TRAFFIC_RATE`` requests/s to ``/`` for ``TRAFFIC_SECONDS``, one at a time on a steady beat; each one's
+    completion time (wall clock) appended to ``done``."""
+    beat, deadline = time.monotonic(), time.monotonic() + TRAFFIC_SECONDS
+    while time.monotonic() < deadline:
+        server.get("/")
+        done.append(time.time())
+        beat += 1 / TRAFFIC_RATE
+        time.sleep(max(0.0, beat - time.monotonic()))
+
+
+def test_live_request_rate_is_within_30_percent_of_steady_traffic(start_gunicorn, tmux):
+    """At the default report interval (5 s), 20 requests/s for 28 s: after a warm-up (a report interval and a refresh
+    into the traffic), every refresh's requests/s is within 30 % of what the client completed over the window top
+    says it spans."""
+    server = start_gunicorn(args=["-w", "2"], env={"OTEL_GUNICORN_METRICS_INTERVAL": "5"}, workers=2)
+    done: list[float] = []
+    started = time.time()
+    client = threading.Thread(target=steady_traffic, args=(server, done), daemon=True)
+    client.start()
+    tmux.start(" ".join([*COMMAND, "top", metrics_url(server)]))
+    refreshes: dict[float, Refresh] = {}
+
+    def read() -> int:
+        refresh = refresh_of(tmux.screen())
+        if refresh is not None:
+            refreshes[refresh.at] = refresh
+        return len(done)
+
+    wait_until(read, TRAFFIC_SECONDS + 15, 0.25, "the steady traffic to end", until=lambda _: not client.is_alive())
+    stopped = done[-1]
+    checked = []
+    for _, refresh in sorted(refreshes.items()):
+        end = refresh.at - refresh.age
+        if end - refresh.window < started + 5 + 1 or end > stopped:
+            continue  # the window reaches before the traffic's first whole report interval, or after its end
+        true = sum(1 for t in done if end - refresh.window < t <= end) / refresh.window
+        checked.append((round(refresh.at - started, 1), refresh.rate, round(true, 1), refresh.window))
+    off = [row for row in checked if abs(row[1] - row[2]) > TOLERANCE * row[2]]
+    assert (True, []) == (len(checked) >= 8, off), f"(s into the traffic, shown, true, window): {checked}"
