@@ -8,6 +8,7 @@ See proc(5) for the fields.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -88,12 +89,21 @@ def accept_queue(port: int) -> int | None:
 
     For a listening socket ``/proc/net/tcp``'s rx_queue column is its accept queue length (proc(5)).
     """
+    for fields in _listening_rows(port):
+        return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def _listening_rows(port: int) -> Iterator[list[str]]:
+    """The ``/proc/net/tcp`` and ``tcp6`` rows, split in fields, of the sockets listening on ``port`` (any address).
+
+    The package reads the same tables (``otel_gunicorn/_probes/port_holders.py``); the harness keeps its own reader
+    because it never imports the package (see :mod:`harness`)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             if fields[3] == _LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return int(fields[4].split(":")[1], 16)
-    return None
+                yield fields
 
 
 def listen_overflows() -> int:
@@ -106,12 +116,7 @@ def listen_overflows() -> int:
 def listeners(port: int) -> set[int]:
     """The pids holding a TCP listening socket on ``port`` (any address): the sockets' inodes from ``/proc/net/tcp``
     and ``tcp6``, matched against every process's ``/proc/<pid>/fd`` (processes that exit meanwhile are skipped)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == _LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(f"socket:[{fields[9]}]")
+    inodes = {f"socket:[{fields[9]}]" for fields in _listening_rows(port)}
     holders = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
