@@ -8,7 +8,7 @@ series — ``promtool check metrics`` rejects a gauge called ``gunicorn_worker_c
 One table for both process sides: the worker builds its SDK instruments from it, the arbiter builds its merged
 points from it, and ``docs/metrics.md`` is generated from it (a test fails when they disagree).
 
-One piece (~490 lines, most of them the table itself): a catalogue read in one place is the point of having one.
+One piece (~700 lines, most of them the table itself): a catalogue read in one place is the point of having one.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from opentelemetry.semconv.attributes.url_attributes import URL_SCHEME
 from opentelemetry.semconv.metrics.http_metrics import HTTP_SERVER_REQUEST_DURATION
 
 from otel_gunicorn._otel_compat import map_unit, sanitize_full_name
-from otel_gunicorn._snapshot import Kind, MetricMeta
+from otel_gunicorn._snapshot import Kind, MetricMeta, Snapshot
 from otel_gunicorn._version import __version__
 
 SCOPE_NAME = "otel_gunicorn"
@@ -60,6 +60,9 @@ class Instrument:
     measured_in: str
     worker_classes: str
     meaning: str
+    #: the name the Prometheus endpoint maps instead of :attr:`name`, for a semantic-convention name the official
+    #: mapping would turn into one Prometheus reserves (a gauge ending in ``_count``); empty: :attr:`name`
+    prometheus_base: str = ""
 
     @property
     def meta(self) -> MetricMeta:
@@ -70,9 +73,9 @@ def prometheus_name(instrument: Instrument) -> str:
     """The name the official OTel→Prometheus mapping gives ``instrument`` (histograms: the family name).
 
     Uses the exporter's own mapping functions, so docs, dashboard, rules and ``otel-gunicorn top`` name every metric
-    exactly as the endpoint does.
+    exactly as the endpoint does (of :attr:`Instrument.prometheus_base` where one is set: :func:`for_prometheus`).
     """
-    name = sanitize_full_name(instrument.name)
+    name = sanitize_full_name(instrument.prometheus_base or instrument.name)
     unit = map_unit(instrument.unit)
     if unit and not name.endswith(unit):
         name += "_" + unit
@@ -470,6 +473,147 @@ ENDPOINT_FAMILIES_DROPPED = Instrument(
     "only the first is exposed and the log names it once a minute. Rename one of them.",
 )
 
+# ---------------------------------------------------------------- worker health: the process, read by the arbiter
+
+#: the worker's slot; the arbiter's own process series carry no slot at all, which is how they are told apart
+PROCESS_ATTRS = (SLOT_ATTRIBUTE,)
+#: incubating semantic-convention attributes (opentelemetry-semantic-conventions spells them in its ``_incubating``
+#: modules; tests/unit/test_process_health.py checks these spellings against the installed package)
+CPU_MODE_ATTRIBUTE = "cpu.mode"
+GC_GENERATION_ATTRIBUTE = "cpython.gc.generation"
+PROCESS_MEASURED_IN = "arbiter (from /proc, every report interval, for each worker and itself)"
+PROCESS_CLASSES = "all (Linux)"
+
+PROCESS_MEMORY_USAGE = Instrument(
+    "process.memory.usage",
+    "By",
+    Kind.UPDOWNCOUNTER,
+    "Resident memory of the worker holding the slot (VmRSS in /proc/<pid>/status: the pages in RAM, those shared "
+    "with the arbiter and the other workers included); without a slot, the arbiter's own.",
+    PROCESS_ATTRS,
+    PROCESS_MEASURED_IN,
+    PROCESS_CLASSES,
+    "What max_requests is for: a slot whose memory climbs from one recycle to the next, or a worker that grows "
+    'steadily, leaks (docs/usage.md, "Tuning max_requests from these numbers"). Pages shared copy-on-write with the '
+    "arbiter count in every worker, so the sum over the slots overstates what the server takes.",
+)
+PROCESS_MEMORY_VIRTUAL = Instrument(
+    "process.memory.virtual",
+    "By",
+    Kind.UPDOWNCOUNTER,
+    "Size of the address space of the worker holding the slot (VmSize); without a slot, the arbiter's.",
+    PROCESS_ATTRS,
+    PROCESS_MEASURED_IN,
+    PROCESS_CLASSES,
+    "Mostly reserved rather than used (thread stacks, allocator arenas): watch its trend, not its size; the resident "
+    "memory is what runs out.",
+)
+PROCESS_CPU_TIME = Instrument(
+    "process.cpu.time",
+    "s",
+    Kind.COUNTER,
+    "CPU time by mode (user, system) of the workers that held the slot, summed: a replaced worker's final time is "
+    "kept, so the series only grows. Read from /proc every report interval; a worker's final time is the kernel's "
+    "account of the reaped process (which includes the processes it waited for). Without a slot, the arbiter's own.",
+    (CPU_MODE_ATTRIBUTE, SLOT_ATTRIBUTE),
+    PROCESS_MEASURED_IN,
+    PROCESS_CLASSES,
+    "rate() is the share of a core the slot uses: near 1 for a sync worker means CPU-bound requests, and a worker at "
+    "1 whose requests do not finish is spinning. System time well above user time points at I/O or memory pressure.",
+)
+PROCESS_THREADS = Instrument(
+    "process.thread.count",
+    "{thread}",
+    Kind.UPDOWNCOUNTER,
+    "Threads of the worker holding the slot; without a slot, the arbiter's.",
+    PROCESS_ATTRS,
+    PROCESS_MEASURED_IN,
+    PROCESS_CLASSES,
+    "gthread: --threads plus a few of the worker's own. A count that only grows means the application starts "
+    "threads it never ends.",
+    prometheus_base="process.threads",
+)
+PROCESS_DESCRIPTORS = Instrument(
+    "process.unix.file_descriptor.count",
+    "{file_descriptor}",
+    Kind.UPDOWNCOUNTER,
+    "Open file descriptors of the worker holding the slot (absent where /proc does not let the arbiter count them, "
+    "e.g. workers of another user); without a slot, the arbiter's.",
+    PROCESS_ATTRS,
+    PROCESS_MEASURED_IN,
+    PROCESS_CLASSES,
+    "A steady climb is a leak (files, sockets, connections never closed); at the limit (ulimit -n) the worker can "
+    "no longer accept or open anything.",
+    prometheus_base="process.unix.file_descriptors",
+)
+PROCESS_READS = Instrument(
+    "otel_gunicorn.process.reads",
+    "{read}",
+    Kind.COUNTER,
+    "Reads of a process's /proc files by the arbiter (each worker and itself, every report interval), by outcome "
+    "(failed: the process had just exited, or its files could not be read).",
+    ("outcome",),
+    "arbiter",
+    PROCESS_CLASSES,
+    "A few failed reads while workers are replaced are normal; a steady failed rate means /proc is closed to the "
+    "arbiter (hidepid, another user's workers) and the process metrics are absent.",
+)
+
+# ---------------------------------------------------------------- worker health: the garbage collector, in workers
+
+#: from 100 µs (a young generation) to a second (a full collection of a large heap)
+GC_PAUSE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+GC_MEASURED_IN = "worker (gc.callbacks, from its first report on)"
+GC_CLASSES = "all (CPython; HTTP workers, not dirty workers)"
+
+GC_COLLECTIONS = Instrument(
+    "cpython.gc.collections",
+    "{collection}",
+    Kind.COUNTER,
+    "Collections of each generation by the workers that held the slot.",
+    (GC_GENERATION_ATTRIBUTE, SLOT_ATTRIBUTE),
+    GC_MEASURED_IN,
+    GC_CLASSES,
+    "Generation 2 (full) collections are the expensive ones; their rate grows with the objects the application "
+    "keeps alive.",
+)
+GC_COLLECTED = Instrument(
+    "cpython.gc.collected_objects",
+    "{object}",
+    Kind.COUNTER,
+    "Objects the collections of each generation freed, in the workers that held the slot.",
+    (GC_GENERATION_ATTRIBUTE, SLOT_ATTRIBUTE),
+    GC_MEASURED_IN,
+    GC_CLASSES,
+    "Many objects freed by the collector (not by reference counting) means reference cycles: each costs a "
+    "collection's time to reclaim.",
+)
+GC_UNCOLLECTABLE = Instrument(
+    "cpython.gc.uncollectable_objects",
+    "{object}",
+    Kind.COUNTER,
+    "Objects the collections of each generation found unreachable but could not free (gc.garbage), in the workers "
+    "that held the slot.",
+    (GC_GENERATION_ATTRIBUTE, SLOT_ATTRIBUTE),
+    GC_MEASURED_IN,
+    GC_CLASSES,
+    "Should stay 0: anything else is memory the worker never gets back.",
+)
+GC_PAUSE = Instrument(
+    # no semantic convention exists for the time a collection takes: the name is otel_gunicorn's own
+    "gunicorn.worker.gc.pause.duration",
+    "s",
+    Kind.HISTOGRAM,
+    "Time each garbage collection took in the workers, from its start to its end as gc.callbacks report them, by "
+    "generation. The collector holds the GIL: the worker runs none of its Python code meanwhile. otel_gunicorn's "
+    "name: the semantic conventions have none for it.",
+    (GC_GENERATION_ATTRIBUTE,),
+    GC_MEASURED_IN,
+    GC_CLASSES,
+    "Every request running in the worker waits out a pause: a p99 of full collections near your latency SLO is "
+    "worth gc.freeze() after preloading, or fewer long-lived objects.",
+)
+
 ALL = (
     LISTENER_QUEUED,
     LISTENER_LIMIT,
@@ -504,4 +648,31 @@ ALL = (
     OTLP_RESTARTS,
     ENDPOINT_HANDSHAKES_FAILED,
     ENDPOINT_FAMILIES_DROPPED,
+    PROCESS_MEMORY_USAGE,
+    PROCESS_MEMORY_VIRTUAL,
+    PROCESS_CPU_TIME,
+    PROCESS_THREADS,
+    PROCESS_DESCRIPTORS,
+    PROCESS_READS,
+    GC_COLLECTIONS,
+    GC_COLLECTED,
+    GC_UNCOLLECTABLE,
+    GC_PAUSE,
 )
+
+#: the metrics the Prometheus endpoint shows under :attr:`Instrument.prometheus_base`, by the name they have elsewhere
+PROMETHEUS_RENAMED = {i.meta: i.meta._replace(name=i.prometheus_base) for i in ALL if i.prometheus_base}
+
+
+def for_prometheus(snapshot: Snapshot) -> Snapshot:
+    """``snapshot`` with the metrics of :data:`PROMETHEUS_RENAMED` under their Prometheus names (in the same order,
+    their points the same dicts); ``snapshot`` itself when it has none of them.
+
+    ``process.thread.count`` and ``process.unix.file_descriptor.count`` are semantic-convention names, kept in OTLP;
+    the official mapping makes gauges of them ending in ``_count``, which Prometheus reserves for histograms and
+    summaries (``promtool check metrics`` rejects them), so the endpoint names them ``process_threads`` (Prometheus'
+    own name for it) and ``process_unix_file_descriptors``.
+    """
+    if not any(meta in PROMETHEUS_RENAMED for meta in snapshot):
+        return snapshot
+    return {PROMETHEUS_RENAMED.get(meta, meta): points for meta, points in snapshot.items()}

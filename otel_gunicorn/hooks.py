@@ -147,7 +147,7 @@ def child_exit(server: Any, worker: Any) -> None:
     _CHAIN.ours_called("child_exit")
     runtime = _arbiter.current()
     if runtime is not None:
-        runtime.worker_exited(worker)
+        runtime.worker_exited(worker, reaped=True)
 
 
 def on_dirty_starting(arbiter: Any) -> None:

@@ -58,6 +58,11 @@ class ChannelSink(Protocol):
         """Called at least once a second: pids whose connections to close (dead workers' fds kept open elsewhere)."""
         ...
 
+    def tick(self) -> float:
+        """Called with :meth:`leaked`: the sink's periodic work; returns the seconds until it is next due (the
+        channel waits at most that long, and at most a second, before calling again)."""
+        ...
+
 
 @dataclasses.dataclass
 class ChannelStats:
@@ -149,9 +154,10 @@ class ChannelServer:
     # ---------------------------------------------------------------- the thread
 
     def _run(self) -> None:
+        timeout = 1.0
         while not self._stopping:
             try:
-                events = self._selector.select(timeout=1.0)
+                events = self._selector.select(timeout=timeout)
             except (OSError, ValueError):  # closed under us: stopping
                 return
             for key, _mask in events:
@@ -168,6 +174,7 @@ class ChannelServer:
                     if sock in self._connections:
                         self._close(self._connections[sock])
             self._close_leaked()
+            timeout = min(1.0, max(0.0, self._sink.tick()))
 
     def _accept(self) -> None:
         while True:

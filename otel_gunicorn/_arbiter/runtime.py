@@ -41,11 +41,12 @@ from otel_gunicorn._arbiter.lifecycle import Actions, WorkerLifecycle
 from otel_gunicorn._arbiter.merge import MergeStore
 from otel_gunicorn._arbiter.otlp import OtlpPusher
 from otel_gunicorn._arbiter.peer import is_running, read_proc_stat
+from otel_gunicorn._arbiter.process_health import ProcessHealth, ReapedChildren
 from otel_gunicorn._arbiter.prometheus import PrometheusEndpoint
 from otel_gunicorn._arbiter.tls import check_certificates
 from otel_gunicorn._config import Config, ConfigError, fail_fast
 from otel_gunicorn._fork import FORK, FORK_WAIT, ForkLock
-from otel_gunicorn._instruments import DIRTY_CALLS_ACTIVE, DIRTY_SLOT_ATTRIBUTE, SLOT_ATTRIBUTE
+from otel_gunicorn._instruments import DIRTY_CALLS_ACTIVE, DIRTY_SLOT_ATTRIBUTE, SLOT_ATTRIBUTE, for_prometheus
 from otel_gunicorn._otel_compat import env_resource_warnings_held_back
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._snapshot import Snapshot, metrics_data_from_snapshot, payload_from_snapshot
@@ -63,6 +64,9 @@ class ArbiterRuntime:
         self.store = MergeStore()
         self.lifecycle = WorkerLifecycle()
         self.dirty = DirtyPool()
+        self.health = ProcessHealth(config.metrics_interval)
+        #: read on the main thread only, at each reaping (child_exit)
+        self._reaped = ReapedChildren()
         self.start_ns = time.time_ns()
         self.resource = server_resource({"process.pid": os.getpid()})
         self.channel = ChannelServer(config.channel_dir, self, config.max_frame_bytes, private_dir)
@@ -71,7 +75,7 @@ class ArbiterRuntime:
             self.endpoint = PrometheusEndpoint(
                 config.prometheus_host,
                 config.prometheus_port,
-                self.merged_snapshot,
+                self.prometheus_snapshot,
                 self.sdk_data,
                 self.lock,
                 config.prometheus_web_config,
@@ -90,6 +94,7 @@ class ArbiterRuntime:
             )
         self._fork_locked = False
         self._errors = RateLimitedLogger(_log, interval=3600.0)
+        self._tick_errors = RateLimitedLogger(_log)
 
     def start(self) -> None:
         # Render the endpoint once on this (main) thread before any arbiter thread exists, so every module the
@@ -122,10 +127,13 @@ class ArbiterRuntime:
         setattr(worker, _handoff.SLOT_ATTR, slot)
         return slot
 
-    def worker_exited(self, worker: Any) -> None:
-        """The arbiter reaped ``worker`` (child_exit), or found it already gone (worker_exit on ESRCH)."""
+    def worker_exited(self, worker: Any, reaped: bool = False) -> None:
+        """The arbiter reaped ``worker`` (child_exit: ``reaped``), or found it already gone (worker_exit on ESRCH)."""
+        # right after gunicorn's waitpid, before the next: the kernel's account of the worker's CPU time to its end
+        cpu = self._reaped.take() if reaped else None
         with self.lock:
             self._apply(self.lifecycle.reaped(worker.pid, aborted=bool(getattr(worker, "aborted", False))))
+            self.health.exited(worker.pid, _handoff.slot_of(worker), cpu)
 
     # ---------------------------------------------------------------- ChannelSink (channel thread)
 
@@ -161,6 +169,22 @@ class ArbiterRuntime:
             actions = self.lifecycle.sweep(set(self._server.WORKERS)) | self.dirty.sweep(self._is_dirty_worker)
             self._apply(actions)
             return set(actions.close)
+
+    def tick(self) -> float:
+        """Channel thread, between its reads: a round of ``/proc`` reads when one is due (outside the lock, so that a
+        fork or a scrape never waits for them); the seconds until the next."""
+        try:
+            due = self.health.seconds_until_due()
+            if due > 0:
+                return due
+            workers = [(pid, _handoff.slot_of(worker)) for pid, worker in list(self._server.WORKERS.items())]
+            readings = self.health.take_readings(workers)
+            with self.lock:
+                self.health.apply(readings, set(self._server.WORKERS))
+            return self.health.seconds_until_due()
+        except Exception as exc:  # noqa: BLE001 - the channel thread must outlive a failing read
+            self._tick_errors.log(logging.ERROR, "health", "otel_gunicorn: reading the workers' /proc failed: %r", exc)
+            return 1.0
 
     def reaped_awaiting(self, pid: int) -> bool:
         with self.lock:
@@ -205,7 +229,13 @@ class ArbiterRuntime:
         snapshot.update(self.dirty.metrics(self.dirty_arbiter_pid(), active_calls))
         snapshot.update(server_metrics.utilization_metrics(self._server, snapshot))
         snapshot.update(server_metrics.own_metrics(self.channel.stats, self.pusher, self.endpoint))
+        snapshot.update(self.health.metrics())
         return snapshot
+
+    def prometheus_snapshot(self) -> Snapshot:
+        """:meth:`merged_snapshot` under the names the Prometheus endpoint gives its metrics
+        (:func:`~otel_gunicorn._instruments.for_prometheus`); call with :attr:`lock` held."""
+        return for_prometheus(self.merged_snapshot())
 
     def metrics_data(self) -> MetricsData:
         """:meth:`merged_snapshot` as SDK data; call with :attr:`lock` held."""

@@ -36,6 +36,9 @@ class Sink:
     def leaked(self) -> set[int]:
         return set()
 
+    def tick(self) -> float:
+        return 1.0
+
 
 def a_worker_that_reports_and_exits(path: str) -> int:
     """Fork a child that connects, sends one (empty) report and exits; reap it. Its pid."""
