@@ -29,6 +29,7 @@ from opentelemetry.sdk.resources import PROCESS_PID, Resource
 from otel_gunicorn import _environment as env
 from otel_gunicorn import _handoff
 from otel_gunicorn._worker import app_boundary, routes, server_gauges
+from otel_gunicorn._worker.gc_stats import GcStats
 from otel_gunicorn._worker.log_export import build_log_export
 from otel_gunicorn._worker.process_state import WORKER
 from otel_gunicorn._worker.reporter import ChannelExporter, reporting_meter
@@ -54,6 +55,7 @@ class WorkerRuntime:
         self.provider: MeterProvider | None = None
         self.exporter: ChannelExporter | None = None
         self.request_stats: RequestStats | None = None
+        self.gc_stats: GcStats | None = None
         if arbiter.channel_path is not None:  # None: OTEL_METRICS_EXPORTER=none, spans and logs only
             self._start_metrics(worker, arbiter, state)
         # The application loaded (worker.wsgi; gunicorn's asgi worker keeps it in worker.asgi): one that makes its
@@ -82,6 +84,10 @@ class WorkerRuntime:
         )
         self.provider, meter = reporting_meter(exporter, interval, "worker")
         server_gauges.register(meter, state, self.request_stats)
+        gc_stats = GcStats(_handoff.slot_of(worker))
+        if gc_stats.install():  # the garbage collector from now on: reported with each report
+            self.gc_stats = gc_stats
+            exporter.add_source(gc_stats.snapshot)
         if WORKER.own_listeners:
             server_gauges.register_own_listeners(meter, worker)
 
