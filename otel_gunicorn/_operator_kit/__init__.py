@@ -33,3 +33,10 @@ HEARTBEAT_WARNING_SECONDS = 20
 LISTENER_FULL_RATIO = 0.8
 #: share of failed requests (5xx, timeout, exception) that alerts
 ERROR_RATIO = 0.05
+#: a worker growing by more than this share of its resident memory per hour, steadily, alerts (docs/alerts.md)
+MEMORY_GROWTH_PER_HOUR = 0.10
+#: the window the growth's trend is taken over, and how long the growth must last before the alert fires: longer
+#: than the window by more than a worker's warm-up (caches filling after a start, ~10 min), so that the slope a
+#: warm-up leaves in the window, or the sawtooth of a slot whose workers max_requests replaces, never lasts that long
+MEMORY_GROWTH_WINDOW = "30m"
+MEMORY_GROWTH_FOR = "1h"

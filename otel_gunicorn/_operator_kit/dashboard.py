@@ -31,6 +31,7 @@ from otel_gunicorn._operator_kit.grafana import (
     stat,
     timeseries,
 )
+from otel_gunicorn._operator_kit.health import worker_health
 from otel_gunicorn._operator_kit.promql import (
     BACKLOG,
     CONNECTION_LIMIT,
@@ -358,6 +359,7 @@ def dashboard() -> dict[str, Any]:
         ("Requests", _requests()),
         ("Routes", _routes()),
         ("Workers", _workers()),
+        ("Worker health", worker_health(PICKED, RATE)),
         ("Application", _application()),
     ]
     return {

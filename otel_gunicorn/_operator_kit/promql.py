@@ -42,6 +42,12 @@ IN_FLIGHT = prometheus_name(catalogue.ACTIVE_REQUESTS)
 DURATION = prometheus_name(catalogue.REQUEST_DURATION)
 QUEUE_TIME = prometheus_name(catalogue.QUEUE_DURATION)
 CAPACITY = prometheus_name(catalogue.SERVER_CAPACITY)
+MEMORY = prometheus_name(catalogue.PROCESS_MEMORY_USAGE)
+CPU_TIME = prometheus_name(catalogue.PROCESS_CPU_TIME)
+PROCESS_THREADS = prometheus_name(catalogue.PROCESS_THREADS)
+DESCRIPTORS = prometheus_name(catalogue.PROCESS_DESCRIPTORS)
+GC_COLLECTIONS = prometheus_name(catalogue.GC_COLLECTIONS)
+GC_PAUSE = prometheus_name(catalogue.GC_PAUSE)
 
 #: the label the official exporter gives every series for its instrumentation scope
 SCOPE = "otel_scope_name"
@@ -58,6 +64,10 @@ SLOT = label(catalogue.HEARTBEAT_AGE, catalogue.SLOT_ATTRIBUTE)
 STATUS = label(catalogue.REQUEST_DURATION, HTTP_RESPONSE_STATUS_CODE)
 ERROR = label(catalogue.REQUEST_DURATION, ERROR_TYPE)
 ROUTE = label(catalogue.REQUEST_DURATION, HTTP_ROUTE)
+GC_GENERATION = label(catalogue.GC_PAUSE, catalogue.GC_GENERATION_ATTRIBUTE)
+#: a process series of a worker (the arbiter's own have no slot: the exporter writes the label empty)
+OF_A_WORKER = f'{SLOT}!=""'
+OF_THE_ARBITER = f'{SLOT}=""'
 
 # ---------------------------------------------------------------------------------------------------- PromQL builders
 # ``where`` is a list of label matchers every selector gets (the dashboard's $job/$instance, none in the rules),
@@ -135,3 +145,16 @@ def exits(
     """Worker exits (their reason matching the regex ``reasons``) in ``window``; ``function="rate"``: per second."""
     selected = series(EXITS, where, *([match(REASON, reasons)] if reasons else []))
     return aggregate("sum", by, f"{function}({selected}[{window}])")
+
+
+def memory_growth(by: Sequence[str], where: Sequence[str], window: str) -> str:
+    """Per worker slot, the share of its resident memory it gains per hour, from the trend over ``window`` (the
+    slope of a least-squares line: steady growth, not a spike). ``by`` must hold the slot."""
+    memory = series(MEMORY, where, OF_A_WORKER)
+    slope = aggregate("max", by, f"deriv({memory}[{window}])")
+    return f"{slope} * 3600 / {aggregate('max', by, memory)}"
+
+
+def cpu_cores(by: Sequence[str], where: Sequence[str], window: str, *matchers: str) -> str:
+    """CPU seconds used per second (1 = one core busy), both modes together."""
+    return aggregate("sum", by, f"rate({series(CPU_TIME, where, *matchers)}[{window}])")

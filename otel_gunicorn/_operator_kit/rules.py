@@ -17,6 +17,9 @@ from otel_gunicorn._operator_kit import (
     GENERATED_BY,
     HEARTBEAT_WARNING_SECONDS,
     LISTENER_FULL_RATIO,
+    MEMORY_GROWTH_FOR,
+    MEMORY_GROWTH_PER_HOUR,
+    MEMORY_GROWTH_WINDOW,
     RUNBOOK,
 )
 from otel_gunicorn._operator_kit.promql import (
@@ -45,6 +48,7 @@ from otel_gunicorn._operator_kit.promql import (
     error_ratio,
     exits,
     listener_fill,
+    memory_growth,
     quantile,
     request_rate,
     series,
@@ -173,6 +177,24 @@ def _exit_alerts() -> list[Alert]:
     ]
 
 
+def _health_alerts() -> list[Alert]:
+    return [
+        Alert(
+            "GunicornWorkerMemoryGrowing",
+            memory_growth([*PER_SERVER, SLOT], (), MEMORY_GROWTH_WINDOW),
+            f"> {MEMORY_GROWTH_PER_HOUR}",
+            MEMORY_GROWTH_FOR,
+            "warning",
+            f"Worker slot {show(SLOT)} of {show('instance')} grows by "
+            "{{ $value | humanizePercentage }} of its memory per hour",
+            f"The resident memory of the worker holding the slot has grown steadily (its trend over "
+            f"{MEMORY_GROWTH_WINDOW}, for {MEMORY_GROWTH_FOR}) by more than {MEMORY_GROWTH_PER_HOUR:.0%} of its size "
+            "per hour: a leak, or a cache without a bound. Unchecked it ends in the OOM killer; max_requests bounds "
+            "it by replacing the worker.",
+        ),
+    ]
+
+
 def _availability_alerts() -> list[Alert]:
     # `up` exists for every target Prometheus scrapes; only those that served otel_gunicorn metrics in the last day
     # are ours (the rules cannot know your job names). A target down for longer than that is forgotten.
@@ -203,7 +225,7 @@ def _availability_alerts() -> list[Alert]:
 
 def alerts() -> list[Alert]:
     """Every alert, in the order of docs/alerts.md."""
-    return [*_saturation_alerts(), *_exit_alerts(), *_availability_alerts()]
+    return [*_saturation_alerts(), *_exit_alerts(), *_health_alerts(), *_availability_alerts()]
 
 
 def recording_rules() -> list[dict[str, str]]:
