@@ -35,6 +35,9 @@ EXITS = "gunicorn_worker_exits_total"
 DURATION = "http_server_request_duration_seconds"
 REPORTS = "otel_gunicorn_channel_reports_total"
 CAPACITY = "gunicorn_server_capacity"
+MEMORY = "process_memory_usage_bytes"
+CPU_TIME = "process_cpu_time_seconds_total"
+PROCESS_READS = "otel_gunicorn_process_reads_total"
 
 # Prometheus label names (the exporter turns the attributes' dots into underscores)
 SCOPE_LABEL = "otel_scope_name"
@@ -48,8 +51,19 @@ OUTCOME = "outcome"
 ROUTE = "http_route"
 ERROR_TYPE = "error_type"
 
-#: the families that carry one series per worker slot and make a row of the worker table
-PER_SLOT = (ACTIVE_REQUESTS, ACTIVE_CONNECTIONS, CONNECTION_LIMIT, THREADS, THREAD_LIMIT, POOL_QUEUE, HEARTBEAT_AGE)
+#: the families that carry one series per worker slot and make a row of the worker table (the process families'
+#: series with an empty slot are the arbiter's own)
+PER_SLOT = (
+    ACTIVE_REQUESTS,
+    ACTIVE_CONNECTIONS,
+    CONNECTION_LIMIT,
+    THREADS,
+    THREAD_LIMIT,
+    POOL_QUEUE,
+    HEARTBEAT_AGE,
+    MEMORY,
+    CPU_TIME,
+)
 
 Labels = Mapping[str, str]
 
@@ -66,6 +80,10 @@ class SlotRow:
     thread_limit: float | None
     pool_queue: float | None
     heartbeat_age: float | None
+    #: resident memory of the worker holding the slot, in bytes
+    memory: float | None = None
+    #: CPU seconds the slot's workers used, both modes, since the arbiter started (a counter: for a rate)
+    cpu_seconds: float | None = None
 
     @property
     def busy(self) -> bool | None:
@@ -123,6 +141,10 @@ class Scrape:
     routes: Mapping[str, RouteSeries] = dataclasses.field(default_factory=dict)
     #: gunicorn.server.capacity: the requests the server can run at once
     capacity: float | None = None
+    #: the arbiter's /proc reads so far: they move at every round of reads (every report interval), like ``reports``
+    process_reads: float | None = None
+    #: the arbiter's own resident memory, in bytes
+    arbiter_memory: float | None = None
 
 
 class Series:
@@ -188,12 +210,21 @@ def parse(text: str) -> Scrape:
         reports=series.total(REPORTS, **{OUTCOME: "accepted"}),
         routes=route_series(series),
         capacity=series.total(CAPACITY),
+        process_reads=series.total(PROCESS_READS),
+        arbiter_memory=arbiter_memory(series),
     )
+
+
+def arbiter_memory(series: Series) -> float | None:
+    """The arbiter's resident memory: the memory series without a slot (the exporter writes the label empty once a
+    worker's series has it); None when absent."""
+    found = [value for labels, value in series.of(MEMORY) if not labels.get(SLOT)]
+    return sum(found) if found else None
 
 
 def slot_rows(series: Series) -> tuple[SlotRow, ...]:
     """One row per ``gunicorn_worker_slot`` seen in any per-slot family, in slot order."""
-    slots = {labels[SLOT] for name in PER_SLOT for labels, _ in series.of(name) if SLOT in labels}
+    slots = {labels[SLOT] for name in PER_SLOT for labels, _ in series.of(name) if labels.get(SLOT)}
 
     # A worker's in-flight series appears with its first request: where the endpoint has the family at all (the
     # worker class has request metrics), a slot without a series has served nothing yet and has 0 in flight.
@@ -211,6 +242,8 @@ def slot_rows(series: Series) -> tuple[SlotRow, ...]:
             thread_limit=series.total(THREAD_LIMIT, **of_slot),
             pool_queue=series.total(POOL_QUEUE, **of_slot),
             heartbeat_age=series.total(HEARTBEAT_AGE, **of_slot),
+            memory=series.total(MEMORY, **of_slot),
+            cpu_seconds=series.total(CPU_TIME, **of_slot),
         )
 
     return tuple(row(slot) for slot in sorted(slots, key=_slot_order))

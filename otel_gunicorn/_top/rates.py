@@ -27,6 +27,10 @@ QUANTILES = (0.5, 0.9, 0.99)
 ROUTES_SHOWN = 10
 #: without the reports counter (an older endpoint), a window spans at least this many seconds of value changes
 FALLBACK_SPAN = 5.0
+#: CPU shares span at least this many seconds of the arbiter's rounds of /proc reads (two at the default interval):
+#: each end of the window is a refresh that saw a new round, up to one refresh after it, so a longer span is a
+#: smaller error
+CPU_SPAN = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +71,9 @@ class Rates:
     window_age: float | None = None
     #: the routes table: over the window, or since the server started when there is no window yet
     routes: tuple[RouteRow, ...] = ()
+    #: slot -> CPU seconds its workers used per second (1 = one core) over the latest rounds of /proc reads; a slot
+    #: without a value there is unknown (no CPU series, or not two rounds yet)
+    cpu: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +189,46 @@ def compare(history: Sequence[Sample], first: Scrape) -> Rates:
         window=None if window is None else window.seconds,
         window_age=None if window is None else current.at - window.end.at,
         routes=route_rows(current.scrape, window),
+        cpu=cpu_shares(read_window(history)),
     )
+
+
+def read_window(history: Sequence[Sample]) -> Window | None:
+    """Two refreshes that each saw a new round of the arbiter's ``/proc`` reads, at least ``CPU_SPAN`` apart (or the
+    farthest apart there are); None before two such refreshes, or without the reads counter. A counter that went
+    down (the arbiter restarted) cuts the history there.
+
+    The arbiter reads every worker's CPU time once per report interval, so the CPU counters move in steps, between
+    refreshes: a share taken from one refresh to the next would read 0 and then several seconds' worth over one.
+    """
+    changes: list[Sample] = []
+    for before, after in zip(history, history[1:]):
+        old, new = before.scrape.process_reads, after.scrape.process_reads
+        if old is None or new is None:
+            continue
+        if new < old:
+            changes = []
+        elif new > old:
+            changes.append(after)
+    if len(changes) < 2:
+        return None
+    end = changes[-1]
+    start = next((c for c in reversed(changes[:-1]) if end.at - c.at >= CPU_SPAN), changes[0])
+    return Window(start, end)
+
+
+def cpu_shares(window: Window | None) -> dict[str, float]:
+    """Per slot, the CPU seconds per second its workers used over ``window`` (a slot's counter keeps a replaced
+    worker's time, so a replacement in the window is no reset); slots without CPU time at both ends are left out."""
+    if window is None or window.seconds <= 0:
+        return {}
+    before = {row.slot: row.cpu_seconds for row in window.start.scrape.slots}
+    shares = {}
+    for row in window.end.scrape.slots:
+        start = before.get(row.slot)
+        if start is not None and row.cpu_seconds is not None:
+            shares[row.slot] = counter_increase(start, row.cpu_seconds) / window.seconds
+    return shares
 
 
 def _route_increase(before: RouteSeries | None, after: RouteSeries) -> RouteSeries:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -41,7 +41,7 @@ class Frame:
 def render(frame: Frame, routes_shown: int | None = None) -> RenderableType:
     """The whole screen: summary, workers, routes (at most ``routes_shown`` of them; none: no table), listeners
     (when the endpoint shows any), exits, status; a blank line between each."""
-    parts: list[RenderableType] = [summary(frame), workers_table(frame.scrape.slots)]
+    parts: list[RenderableType] = [summary(frame), workers_table(frame.scrape.slots, frame.rates.cpu)]
     shown = frame.rates.routes[:routes_shown]
     if shown:
         parts.append(routes_table(frame.rates, shown))
@@ -89,6 +89,8 @@ def summary(frame: Frame) -> Text:
     text.append("otel-gunicorn top ", style="bold")
     text.append(f"{frame.url}  {frame.taken_at:%H:%M:%S}\n")
     text.append("workers busy ").append(ratio(scrape.workers_busy, scrape.worker_limit), style="bold")
+    if scrape.arbiter_memory is not None:
+        text.append("   arbiter ").append(mebibytes(scrape.arbiter_memory), style="bold")
     if rates.request_rate is not None:
         text.append("   requests ").append(f"{rates.request_rate:.1f}/s", style="bold")
     else:
@@ -145,10 +147,14 @@ def routes_table(rates: Rates, shown: tuple[RouteRow, ...]) -> Table:
     return table
 
 
-def workers_table(slots: Iterable[SlotRow]) -> Table:
-    table = _table(
-        "Workers", ["slot", "state", "in flight", "connections", "threads busy", "pool queue", "heartbeat"], 2
-    )
+def mebibytes(value: float | None) -> str:
+    return ABSENT if value is None else f"{value / (1 << 20):.0f} MiB"
+
+
+def workers_table(slots: Iterable[SlotRow], cpu: Mapping[str, float] | None = None) -> Table:
+    """One row per slot; ``cpu``: slot -> share of a core over the latest rounds of the arbiter's reads."""
+    headers = ["slot", "state", "in flight", "connections", "threads busy", "pool queue", "heartbeat", "memory", "CPU"]
+    table = _table("Workers", headers, 2)
     for row in slots:
         state = Text(ABSENT) if row.busy is None else Text("busy", "bold yellow") if row.busy else Text("idle", "green")
         table.add_row(
@@ -159,6 +165,8 @@ def workers_table(slots: Iterable[SlotRow]) -> Table:
             ratio(row.threads_busy, row.thread_limit),
             number(row.pool_queue),
             ABSENT if row.heartbeat_age is None else f"{row.heartbeat_age:.1f} s",
+            mebibytes(row.memory),
+            percent((cpu or {}).get(row.slot)),
         )
     if not table.rows:
         table.caption = "no worker has reported yet"

@@ -3,12 +3,15 @@
 The fixtures under tests/fixtures/top/ are real scrapes of ``counting:app`` with 2 workers and requests held open:
 ``sync.txt`` (one request in slot 0) and ``gthread.txt`` (``--threads 2``, six requests: both pools full, two
 waiting in slot 1's queue). ``routes.txt``: tests/e2e/apps/routes_flask.py with 2 sync workers after 40 requests to
-``/items/<int:item_id>``, 10 to ``/health`` and 5 to unknown paths (404, no route).
+``/items/<int:item_id>``, 10 to ``/health`` and 5 to unknown paths (404, no route). ``health.txt``:
+tests/e2e/apps/health.py with 2 sync workers, the report interval 1 s, after ``/grow?100`` (slot 1), ``/burn?0.5``
+and ``/garbage?1000``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import io
 import math
@@ -30,6 +33,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "top"
 SYNC = (FIXTURES / "sync.txt").read_text()
 GTHREAD = (FIXTURES / "gthread.txt").read_text()
 ROUTES = (FIXTURES / "routes.txt").read_text()
+HEALTH = (FIXTURES / "health.txt").read_text()
 WALL = datetime.datetime(2025, 1, 1, 12, 0, 0)
 INF = math.inf
 
@@ -72,6 +76,9 @@ def rendered(frame: view.Frame, width: int = 100) -> str:
         (model.WORKER_LIMIT, _instruments.WORKER_LIMIT),
         (model.EXITS, _instruments.WORKER_EXITS),
         (model.DURATION, _instruments.REQUEST_DURATION),
+        (model.MEMORY, _instruments.PROCESS_MEMORY_USAGE),
+        (model.CPU_TIME, _instruments.PROCESS_CPU_TIME),
+        (model.PROCESS_READS, _instruments.PROCESS_READS),
     ],
 )
 def test_metric_names_follow_the_catalogue(name, instrument):
@@ -415,7 +422,10 @@ def test_render_shows_busy_and_idle_slots_and_absent_values_as_dashes():
     watch = Watch("http://127.0.0.1:9464/metrics", None)
     text = rendered(watch.observe(model.parse(SYNC), 0.0, WALL))
     rows = [line.split() for line in text.splitlines() if line.split()[:1] in (["0"], ["1"])]
-    assert [["0", "busy", "1", "—", "—", "—", "2.0", "s"], ["1", "idle", "0", "—", "—", "—", "2.1", "s"]] == rows
+    assert [
+        ["0", "busy", "1", "—", "—", "—", "2.0", "s", "—", "—"],
+        ["1", "idle", "0", "—", "—", "—", "2.1", "s", "—", "—"],
+    ] == rows
 
 
 def test_render_labels_the_first_frames_latency_as_cumulative():
@@ -607,3 +617,73 @@ def test_a_short_terminal_drops_routes_before_the_status_line(height: int, route
         ["/items/<int:item_id>", "/health", "(no route)"][:routes_left],
         True,
     )
+
+
+# ---------------------------------------------------------------- worker health: memory and CPU per slot
+
+
+def test_memory_and_cpu_time_per_slot_and_the_arbiters_memory():
+    """Each slot's resident memory and CPU seconds (both modes); the series without a slot is the arbiter's."""
+    scrape = model.parse(HEALTH)
+    assert [("0", 36245504.0, 0.01), ("1", 141819904.0, 0.68)] == [
+        (row.slot, row.memory, pytest.approx(row.cpu_seconds)) for row in scrape.slots
+    ]
+    assert (44208128.0, 12.0) == (scrape.arbiter_memory, scrape.process_reads)
+
+
+def cpu_scrape(reads: float, cpu: dict[str, float]) -> Scrape:
+    slots = tuple(
+        model.SlotRow(slot, 0.0, None, None, None, None, None, None, 1e8, seconds) for slot, seconds in cpu.items()
+    )
+    return Scrape(slots, (), None, None, None, None, process_reads=reads)
+
+
+def test_cpu_is_a_share_of_a_core_over_rounds_of_reads_at_least_ten_seconds_apart():
+    """Rounds seen at 1 s, 6 s and 11 s (reads 3 each): slot 0 used 5 s of CPU in the 10 s between the first and the
+    last, slot 1 none."""
+    history = [
+        rates.Sample(cpu_scrape(reads, {"0": used, "1": 0.5}), at)
+        for at, reads, used in ((0.0, 3, 1.0), (1.0, 6, 2.0), (6.0, 9, 4.5), (11.0, 12, 7.0), (12.0, 12, 7.0))
+    ]
+    assert {"0": 0.5, "1": 0.0} == rates.compare(history, history[0].scrape).cpu
+
+
+def test_cpu_is_unknown_before_two_rounds_of_reads():
+    """One round seen since top started: no share yet, shown as a dash."""
+    watch = Watch("http://x/metrics", 1.0)
+    frames = [watch.observe(cpu_scrape(reads, {"0": 1.0}), at, WALL) for at, reads in ((0.0, 3), (1.0, 6), (2.0, 6))]
+    assert {} == frames[-1].rates.cpu
+    [row] = [line.split() for line in rendered(frames[-1], width=120).splitlines() if line.split()[:1] == ["0"]]
+    assert ["95", "MiB", "—"] == row[-3:]
+
+
+def steady_cpu(phase: float, period: float, cores: float, at: float) -> Scrape:
+    """What the endpoint shows at ``at`` when the arbiter reads every ``period`` s from ``phase`` on, and the slot
+    uses ``cores`` all along: its CPU time as of the latest round (in /proc's 10 ms ticks)."""
+    rounds = math.floor((at - phase) / period) + 1 if at >= phase else 0
+    last = phase + (rounds - 1) * period
+    used = math.floor(cores * last * 100) / 100 if rounds else 0.0
+    return cpu_scrape(3.0 * rounds, {"0": used})
+
+
+@pytest.mark.parametrize("phase", [0.3, 2.7, 4.9])
+def test_steady_cpu_reads_true_on_every_refresh_at_the_default_intervals(phase):
+    """Reads every 5 s, refreshes every 1 s, a slot using 60 % of a core: once there is a window (two rounds more than
+    10 s apart), every frame reads within 12 % of 60 % (not 0, 0, 0, 0, 300 % as differencing refreshes reads)."""
+    watch = Watch("http://x/metrics", 1.0)
+    read = [
+        watch.observe(steady_cpu(phase, 5.0, 0.6, second + 0.05), second + 0.05, WALL).rates.cpu.get("0")
+        for second in range(60)
+    ]
+    assert all(r is not None and abs(r - 0.6) <= 0.12 * 0.6 for r in read[16:]), read
+
+
+def test_render_shows_memory_and_cpu_per_slot_and_the_arbiters_memory():
+    """The worker table ends with each slot's memory in MiB and its CPU share; the summary gives the arbiter's."""
+    watch = Watch("http://127.0.0.1:9464/metrics", None)
+    frame = watch.observe(model.parse(HEALTH), 0.0, WALL)
+    frame = dataclasses.replace(frame, rates=dataclasses.replace(frame.rates, cpu={"1": 0.253}))
+    text = rendered(frame, width=120)
+    first, second = [line.split() for line in text.splitlines() if line.split()[:1] in (["0"], ["1"])]
+    assert (["35", "MiB", "—"], ["135", "MiB", "25.3", "%"]) == (first[-3:], second[-4:])
+    assert "arbiter 42 MiB" in text
