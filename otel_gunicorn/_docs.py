@@ -68,6 +68,20 @@ def metrics_reference() -> str:
         "around the application instead (tornado: WSGI applications; uvicorn-worker: ASGI 3 applications), with the",
         "same metrics, attributes and spans. Each request is measured once, by one path or the other.",
         "",
+        "Worker health: the `process.*` metrics are read by the arbiter from each live worker's `/proc` files, and",
+        "its own, every `OTEL_GUNICORN_METRICS_INTERVAL` (Linux): a worker stuck in a request, or holding its GIL, is",
+        "measured all the same, and workers do nothing for it. They carry `gunicorn.worker.slot`; **the arbiter's own",
+        "series carry no slot** (the Prometheus endpoint writes the label empty: select the arbiter with",
+        '`gunicorn_worker_slot=""`, the workers with `gunicorn_worker_slot!=""`). The garbage-collector metrics come',
+        "from inside each HTTP worker. Counters (`process.cpu.time`, `cpython.gc.*`) carry the slot too and, like",
+        "every counter, keep a replaced worker's total: a slot's series only grows, and",
+        "`rate()` over it is the slot's, whichever workers held it. Two semantic-convention names end in `.count`",
+        "(`process.thread.count`, `process.unix.file_descriptor.count`); the official mapping would make gauges of",
+        "them ending in `_count`, which Prometheus reserves for histograms (`promtool check metrics` rejects them), so",
+        "the endpoint names them `process_threads` and `process_unix_file_descriptors`, and OTLP keeps the",
+        "semantic-convention names. `gunicorn.worker.gc.pause.duration` is otel_gunicorn's own name: the semantic",
+        "conventions have none for the time a collection takes. Dirty workers are not measured yet.",
+        "",
     ]
     for instrument in _instruments.ALL:
         attributes = ", ".join(f"`{a}`" for a in instrument.attributes) or "—"
