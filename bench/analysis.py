@@ -26,6 +26,8 @@ GROWTH_FLOOR_MS = 0.5
 CHEAPER_TARGET = 10.0
 RSS_TARGET_MB = 15.0
 CHANNEL_TARGET_PCT = 0.5
+#: issue 23: the arbiter's /proc reads of 32 workers, at the default report interval
+PROC_READS_TARGET_PCT = 0.5
 
 
 @dataclasses.dataclass
@@ -225,4 +227,19 @@ def targets(results: dict[str, Any]) -> list[Target]:
         )
     else:
         found.append(Target(label, "—", f"≤ {CHANNEL_TARGET_PCT:g} %", None, "not measured in this run"))
+    found.append(_proc_reads_target(results))
     return found
+
+
+def _proc_reads_target(results: dict[str, Any]) -> Target:
+    got = (results.get("inprocess", {}).get("proc_reads") or {}).get("result")
+    workers = got["workers"] if got else 32
+    label = f"Worker health: the arbiter's /proc reads of {workers} workers at the default interval (5 s), % of a core"
+    target = f"≤ {PROC_READS_TARGET_PCT:g} %"
+    if not got:
+        return Target(label, "—", target, None, "not measured in this run")
+    value = got["core_pct_at_interval"]
+    gap = value - PROC_READS_TARGET_PCT
+    detail = f"{-gap:.2f} points to spare" if gap <= 0 else f"by {gap:.2f} points"
+    measured = f"{value:.3f} % ({got['round_ms']['median']:.2f} ms of CPU per round)"
+    return Target(label, measured, target, gap <= 0, detail)

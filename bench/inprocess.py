@@ -6,7 +6,9 @@ never the whole page.
   ``/metrics`` WSGI call without sockets or other processes;
 * ``bench/request_path_inprocess.py``: ``measure() -> dict``, µs per request on the hook path (as gunicorn calls
   it, bare and otel_gunicorn, per worker class) and the application boundary, and an application's own counter and
-  histogram against prometheus_client's ``inc()``/``observe()``; kept with each case's description (``CASES``).
+  histogram against prometheus_client's ``inc()``/``observe()``; kept with each case's description (``CASES``);
+* ``bench/proc_reads.py``: ``measure(workers, rounds) -> dict``, the arbiter's reads of its workers' ``/proc`` (worker
+  health) against real child processes: CPU per round, and the share of a core at the default report interval.
 """
 
 from __future__ import annotations
@@ -90,3 +92,8 @@ def request_path(package_root: Path, timeout: float) -> dict[str, Any]:
     if "result" not in got:
         return got
     return {"result": got["result"]["figures"], "descriptions": got["result"]["descriptions"]}
+
+
+def proc_reads(workers: int, rounds: int, package_root: Path, timeout: float) -> dict[str, Any]:
+    """``proc_reads.measure(workers, rounds)``: ``{"result": {...}}`` or ``{"error": "..."}``."""
+    return call("proc_reads", f"{workers}, {rounds}", package_root, timeout)

@@ -844,6 +844,34 @@ def section_request_path(results: dict[str, Any]) -> str:
     return intro + "\n" + "\n".join(request_path_tables(figures, got.get("descriptions") or {}))
 
 
+def section_proc_reads(results: dict[str, Any]) -> str:
+    got = results.get("inprocess", {}).get("proc_reads")
+    if not got:
+        return "_Not measured in this run._"
+    if "error" in got:
+        return f"Not included: {got['error']}."
+    r = got["result"]
+    intro = (
+        f"`proc_reads.measure()` (`bench/proc_reads.py`): {r['workers']} real child processes (interpreters with a "
+        "socket and two threads each) read as the arbiter reads its workers every report interval, in process: "
+        "`stat`, `statm` and the `fd` directory of each and of itself (on the channel thread, without the lock), "
+        "then the merge under the lock and the merged view a scrape reads. CPU time (`time.process_time`) per "
+        f"round, median and p95 of {r['rounds']} rounds; the share of a core is the median over the default "
+        f"{r['interval_s']:g} s interval.\n"
+    )
+    rows = [
+        ("the reads", ms(r["reads_ms"]["median"]), ms(r["reads_ms"]["p95"])),
+        ("a whole round (reads, merge, merged view)", ms(r["round_ms"]["median"]), ms(r["round_ms"]["p95"])),
+    ]
+    return (
+        intro
+        + "\n"
+        + table(("CPU per round, ms", "median", "p95"), rows, "lrr")
+        + f"\n\nA round takes {r['round_wall_ms']:.2f} ms of wall time; at the default interval, "
+        f"{r['core_pct_at_interval']:.3f} % of a core."
+    )
+
+
 METHOD = """\
 Everything runs on this one machine, on 127.0.0.1, through the repository's `harness/` package (the server harness
 the end-to-end tests use). The servers are real gunicorn masters started with `--no-control-socket` (gunicorn 25.1
@@ -924,6 +952,7 @@ def render(results: dict[str, Any]) -> str:
     parts += ["## 4. Channel cost at rest\n", section_channel(results) + "\n"]
     parts += ["## 5. OTLP mode\n", section_otlp(results) + "\n"]
     parts += ["## 6. Request path in process\n", section_request_path(results) + "\n"]
+    parts += ["## 7. Worker health: the arbiter's /proc reads\n", section_proc_reads(results) + "\n"]
     parts += [
         "## Running it\n",
         "From a checkout, on Linux (`/proc`), as root or with `wrk` installed:\n\n"

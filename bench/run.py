@@ -46,6 +46,8 @@ FULL: dict[str, Any] = {
     "inprocess_scrapes": 100,
     "inprocess_recycles": 1000,
     "inprocess_timeout_s": 300,
+    "proc_read_workers": 32,
+    "proc_read_rounds": 200,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -63,6 +65,7 @@ QUICK: dict[str, Any] = {
     "inprocess_scrapes": 20,
     "inprocess_recycles": 100,
     "inprocess_timeout_s": 120,
+    "proc_read_rounds": 20,
 }
 
 _started = time.monotonic()
@@ -125,6 +128,9 @@ def run_inprocess(results: dict[str, Any], p: dict[str, Any], package_root: Path
             p["live_workers"], p["inprocess_scrapes"], p["inprocess_recycles"], package_root, p["inprocess_timeout_s"]
         ),
         "request_path": inprocess.request_path(package_root, p["inprocess_timeout_s"]),
+        "proc_reads": inprocess.proc_reads(
+            p["proc_read_workers"], p["proc_read_rounds"], package_root, p["inprocess_timeout_s"]
+        ),
     }
     for key, got in results["inprocess"].items():
         if got.get("error"):
