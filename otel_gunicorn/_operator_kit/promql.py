@@ -52,9 +52,10 @@ GC_PAUSE = prometheus_name(catalogue.GC_PAUSE)
 #: the label the official exporter gives every series for its instrumentation scope
 SCOPE = "otel_scope_name"
 #: our families whose semantic-convention names other instrumentations record too — Flask's, Django's and FastAPI's
-#: own telemetry land in the same family under their scope, and summing the family would count each request twice:
-#: every selector of them is narrowed to our scope
-SHARED_FAMILIES = (DURATION, IN_FLIGHT)
+#: own telemetry land in the same family under their scope, and summing the family would count each request twice;
+#: OpenTelemetry's system-metrics instrumentation records process and CPython GC metrics of the same names (without
+#: our slot): every selector of them is narrowed to our scope
+SHARED_FAMILIES = (DURATION, IN_FLIGHT, MEMORY, CPU_TIME, PROCESS_THREADS, DESCRIPTORS, GC_COLLECTIONS)
 
 LISTENER = label(catalogue.LISTENER_QUEUED, catalogue.LISTENER_ATTRIBUTE)
 WORKER_STATE = label(catalogue.WORKER_COUNT, "gunicorn.worker.state")
