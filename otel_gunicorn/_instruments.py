@@ -3,12 +3,14 @@
 Names follow the semantic conventions where one exists, otherwise the ``gunicorn.*`` namespace, with one rule:
 gauges are never named ``*.count`` (``gunicorn.workers``, ``gunicorn.thread_pool.threads``) because the
 OTel→Prometheus mapping keeps the name, and Prometheus reserves the ``_count`` suffix for histogram and summary
-series — ``promtool check metrics`` rejects a gauge called ``gunicorn_worker_count``.
+series — ``promtool check metrics`` rejects a gauge called ``gunicorn_worker_count``. Two semantic-convention names
+break it (``process.thread.count``, ``process.unix.file_descriptor.count``): they keep their names in OTLP and get
+another at the Prometheus endpoint (:attr:`Instrument.prometheus_base`, :func:`for_prometheus`).
 
 One table for both process sides: the worker builds its SDK instruments from it, the arbiter builds its merged
 points from it, and ``docs/metrics.md`` is generated from it (a test fails when they disagree).
 
-One piece (~700 lines, most of them the table itself): a catalogue read in one place is the point of having one.
+One piece (~680 lines, most of them the table itself): a catalogue read in one place is the point of having one.
 """
 
 from __future__ import annotations

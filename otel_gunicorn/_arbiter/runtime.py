@@ -16,7 +16,7 @@ Dirty workers (gunicorn >= 25 with ``dirty_apps``) report on the same channel an
 slots, lives and exits are kept apart in :mod:`otel_gunicorn._arbiter.dirty`. gunicorn forks the dirty arbiter
 before ``when_ready``, so :func:`prepare_dirty` (``on_starting``) reserves the channel's directory for them first.
 
-One piece (~410 lines): the composition root, the channel's sink and the hooks' entry points share the one lock and
+One piece (~440 lines): the composition root, the channel's sink and the hooks' entry points share the one lock and
 the one :data:`STATE`; split, each part would reach into the others' state.
 """
 

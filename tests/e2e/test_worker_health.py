@@ -87,6 +87,7 @@ def test_kept_memory_shows_in_exactly_one_slot_and_agrees_with_the_kernel(server
     assert after[other] - before[other] < 50e6
     assert after[grown] == pytest.approx(vmrss(pid), rel=0.10)
 
+    cpu_before = user_cpu(server)[grown]
     os.kill(pid, signal.SIGKILL)
     replaced = wait_until(
         lambda: rss(server),
@@ -95,6 +96,7 @@ def test_kept_memory_shows_in_exactly_one_slot_and_agrees_with_the_kernel(server
         until=lambda values: grown in values and values[grown] < 150e6,
     )
     assert pid not in server.worker_pids() and both_slots(replaced)
+    assert user_cpu(server)[grown] >= cpu_before  # the killed worker's CPU time stays in its slot
 
 
 def test_burnt_cpu_shows_in_the_slots_user_time(server):
@@ -157,6 +159,42 @@ def test_garbage_raises_the_slots_gc_collections_and_the_pause_histogram(server)
         return any(after[s] > before.get(s, 0.0) for s in after) and count > pauses
 
     wait_until(server.scrape, 2 * INTERVAL + 1, what="a generation-2 collection counted and timed", until=collected)
+
+
+def test_a_slots_gc_and_cpu_counters_survive_its_workers_replacement(server):
+    """A worker that collected garbage exits gracefully (TERM) and is replaced: its slot's collections and CPU time
+    never go down, through the replacement and after it."""
+    status, body = server.get("/garbage?1000")
+    assert 200 == status
+    pid = int(body)
+
+    def gen2(scrape: Exposition) -> dict[str, float]:
+        return per_slot(scrape, "cpython_gc_collections_total", cpython_gc_generation="2")
+
+    seen = wait_until(
+        lambda: gen2(server.scrape()),
+        2 * INTERVAL + 1,
+        what="a slot's gen-2 collection",
+        until=lambda v: any(v.values()),
+    )
+    [slot] = [s for s, count in seen.items() if count]
+    cpu_before = user_cpu(server)[slot]
+    os.kill(pid, signal.SIGTERM)
+    history = []
+
+    def replaced() -> set[int]:
+        scrape = server.scrape()
+        history.append((gen2(scrape).get(slot), per_slot(scrape, CPU, cpu_mode="user").get(slot)))
+        return server.worker_pids()
+
+    wait_until(replaced, 15, what=f"worker {pid} replaced", until=lambda pids: pid not in pids and len(pids) == 2)
+    wait_until(lambda: rss(server), 2 * INTERVAL + 1, what="the replacement read", until=both_slots)
+    after = server.scrape()
+    history.append((gen2(after).get(slot), per_slot(after, CPU, cpu_mode="user").get(slot)))
+    counts = [seen[slot]] + [count for count, _ in history]
+    cpus = [cpu_before] + [cpu for _, cpu in history]
+    assert None not in counts and counts == sorted(counts), counts
+    assert None not in cpus and cpus == sorted(cpus), cpus
 
 
 def test_the_arbiters_own_series_are_there_and_promtool_accepts_the_five_families(server):
