@@ -565,7 +565,7 @@ PROCESS_READS = Instrument(
 
 #: from 100 µs (a young generation) to a second (a full collection of a large heap)
 GC_PAUSE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-GC_MEASURED_IN = "worker (gc.callbacks, from its first report on)"
+GC_MEASURED_IN = "worker (gc.callbacks, from the moment its application is loaded)"
 GC_CLASSES = "all (CPython; HTTP workers, not dirty workers)"
 
 GC_COLLECTIONS = Instrument(

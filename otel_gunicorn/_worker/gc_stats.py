@@ -2,7 +2,7 @@
 each collection held the worker, per generation.
 
 Runs in a worker. :meth:`GcStats.install` puts a callback in ``gc.callbacks`` when the worker starts reporting
-(``post_worker_init``, after the fork: the arbiter never runs it). CPython calls it at the start and at the end of
+(``post_worker_init``, once the application is loaded, after the fork: the arbiter never runs it). CPython calls it at the start and at the end of
 every collection, on whichever thread triggered the collection, with the GIL held and no other collection running.
 It is on the path of every collection (hundreds a second in an application that allocates), so it does a clock read
 at the start and, at the end, a clock read, a bucket search and a few additions into lists made beforehand: no lock
