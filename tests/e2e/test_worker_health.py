@@ -27,6 +27,7 @@ SYNC = ["-w", "2"]
 MIB = 1 << 20
 RSS = "process_memory_usage_bytes"
 CPU = "process_cpu_time_seconds_total"
+READS = "otel_gunicorn_process_reads_total"
 SLOT = "gunicorn_worker_slot"
 #: the five process families and their kinds as the endpoint exposes them
 PROCESS_FAMILIES = {
@@ -110,6 +111,24 @@ def test_burnt_cpu_shows_in_the_slots_user_time(server):
         what="a slot's user CPU time up by 0.7 s",
         until=lambda values: both_slots(values) and any(values[s] - before[s] >= 0.7 for s in values),
     )
+
+
+def test_a_workers_cpu_time_to_its_end_is_counted_when_it_exits(start_gunicorn):
+    """With reads 30 s apart, a worker burns 1 s of CPU and is killed before the arbiter read it again: its time,
+    taken from the kernel when the arbiter reaps it, is in its slot at once, with no round of reads in between."""
+    server = start_gunicorn("health:app", args=SYNC, env={"OTEL_GUNICORN_METRICS_INTERVAL": "30"}, workers=2)
+    first = wait_until(server.scrape, 5, what="the first round of reads", until=lambda s: s.value(READS))
+    status, body = server.get("/burn?1")
+    assert 200 == status
+    os.kill(int(body), signal.SIGKILL)
+    before = per_slot(first, CPU, cpu_mode="user")
+
+    def burnt(scrape: Exposition) -> bool:
+        values = per_slot(scrape, CPU, cpu_mode="user")
+        return any(value - before.get(slot, 0.0) >= 0.7 for slot, value in values.items())
+
+    after = wait_until(server.scrape, 5, what="the killed worker's CPU time in its slot", until=burnt)
+    assert first.value(READS) == after.value(READS)  # no round of reads since: it came with the reaping
 
 
 def test_a_worker_holding_its_gil_is_still_measured(server):
