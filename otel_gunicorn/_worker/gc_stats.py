@@ -2,11 +2,13 @@
 each collection held the worker, per generation.
 
 Runs in a worker. :meth:`GcStats.install` puts a callback in ``gc.callbacks`` when the worker starts reporting
-(``post_worker_init``, once the application is loaded, after the fork: the arbiter never runs it). CPython calls it at the start and at the end of
-every collection, on whichever thread triggered the collection, with the GIL held and no other collection running.
-It is on the path of every collection (hundreds a second in an application that allocates), so it does a clock read
-at the start and, at the end, a clock read, a bucket search and a few additions into lists made beforehand: no lock
-(the collector never runs two collections at once) and no allocation beyond the numbers themselves.
+(``post_worker_init``, once the application is loaded, after the fork: the arbiter never runs it). CPython calls it
+at the start and at the end of every collection, on whichever thread triggered the collection, with the GIL held and
+no other collection running. It is on the path of every collection (hundreds a second in an application that
+allocates), so it does a clock read at the start and, at the end, a clock read, a bucket search and a few additions
+into lists made beforehand: no lock (the collector never runs two collections at once) and no allocation beyond the
+numbers themselves. Measured here: ~2 µs per collection, the dict CPython builds for the callbacks included; a
+hello-world request triggers none (2000 requests, 0 collections: what a request allocates it frees).
 
 The reporting thread copies the lists at each report (:meth:`GcStats.snapshot`, sent with the report through
 ``ChannelExporter.add_source``); a collection that ends between two of those copies shows in the counters one report
