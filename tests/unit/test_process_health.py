@@ -330,6 +330,7 @@ def test_a_slots_cpu_time_is_the_sum_of_its_workers_and_never_decreases(steps):
     pids = {0: 10, 1: 20}
     used = {pid: 0 for pid in pids.values()}
     expected = {0: 0.0, 1: 0.0}  # the past workers' final times, per slot
+    last_read = {0: 0.0, 1: 0.0}  # the current worker's CPU time at the latest round that read it
     seen = {0: 0.0, 1: 0.0}
     for action, ticks, slot in steps:
         clock.now += 1.0
@@ -338,9 +339,13 @@ def test_a_slots_cpu_time_is_the_sum_of_its_workers_and_never_decreases(steps):
         if action == "read":
             proc.set(pid, user=used[pid])
             read_round(health, {p: s for s, p in pids.items()})
+            for each, current_pid in pids.items():
+                if current_pid in proc.processes:  # a worker /proc does not show yet is not read
+                    last_read[each] = proc.processes[current_pid]["user"] / CLOCK_TICKS
         else:
             health.exited(pid, slot, CpuTimes(used[pid] / CLOCK_TICKS, 0.0))
             expected[slot] += used[pid] / CLOCK_TICKS
+            last_read[slot] = 0.0
             pids[slot] = pid + 1
             used[pid + 1] = 0
             proc.processes.pop(pid, None)
@@ -348,9 +353,7 @@ def test_a_slots_cpu_time_is_the_sum_of_its_workers_and_never_decreases(steps):
             current = cpu(health, each) or 0.0
             assert current >= seen[each] - 1e-9
             seen[each] = current
-            last_read = health._tracked.get(pids[each])
-            live = last_read.cpu.user if last_read is not None else 0.0
-            assert pytest.approx(expected[each] + live) == current
+            assert pytest.approx(expected[each] + last_read[each]) == current
 
 
 def test_exits_by_the_runtime_name_the_slot_of_gunicorns_worker(tmp_path):
