@@ -114,6 +114,15 @@ OTEL_GUNICORN_METRICS_INTERVAL = "OTEL_GUNICORN_METRICS_INTERVAL"
 Default ``5``. A metric recorded in a worker reaches the endpoint within one interval; a worker killed with
 SIGKILL loses at most its last interval."""
 
+OTEL_GUNICORN_SLOW_REQUEST_SECONDS = "OTEL_GUNICORN_SLOW_REQUEST_SECONDS"
+"""Seconds (a positive number, fractions allowed, at most 86400) after which a request still running is slow: it gets
+one log line with the Python stack of the code serving it, its trace id and span id, while it still runs, and counts
+in ``gunicorn.requests.slow`` when it ends (docs/troubleshooting.md, a worker timed out). Unset (default): no check.
+The check runs when the worker reports (every ``OTEL_GUNICORN_METRICS_INTERVAL``), so a request is seen slow up to
+one interval after it crossed the threshold, and one that ends before the next report is not seen: keep the interval
+well below the threshold. A worker stuck past gunicorn's ``--timeout`` logs the same line for each of its requests
+whether or not this is set."""
+
 OTEL_GUNICORN_MAX_ROUTES = "OTEL_GUNICORN_MAX_ROUTES"
 """Most distinct ``http.route`` values (an integer, 1 to 100000) a worker records on ``http.server.request.duration``
 and its request spans. Default ``500``. Routes are the framework's templates (``/items/<int:item_id>``, never the

@@ -284,6 +284,19 @@ REQUEST_DURATION = Instrument(
     'Latency SLOs; the error ratio counts series with error_type!="" (every 5xx, timeouts, exceptions); by '
     "http_route: which route is slow, failing, or takes the workers' time.",
 )
+SLOW_REQUESTS = Instrument(
+    "gunicorn.requests.slow",
+    "{request}",
+    Kind.COUNTER,
+    "Requests still running OTEL_GUNICORN_SLOW_REQUEST_SECONDS after they started, counted when they end, with the "
+    "attributes of their http.server.request.duration point (each was logged with its stack while it ran). Absent "
+    "unless the variable is set.",
+    REQUEST_DURATION.attributes,
+    "worker (checked at each report)",
+    REQUEST_CLASSES,
+    "Divided by the rate of http.server.request.duration's count with the same attributes: the share of a route's "
+    "requests that are slow. Each one has a log line naming the code it was running (docs/troubleshooting.md).",
+)
 QUEUE_DURATION = Instrument(
     "gunicorn.request.queue.duration",
     "s",
@@ -488,6 +501,7 @@ ALL = (
     SERVER_CAPACITY,
     ACTIVE_REQUESTS,
     REQUEST_DURATION,
+    SLOW_REQUESTS,
     QUEUE_DURATION,
     QUEUE_HEADER_INVALID,
     ROUTES_OVERFLOW,

@@ -105,6 +105,10 @@ class RequestStats:
         self.wrapped = False
         #: the request core's bound on ``http.route`` values (set by it), whose folded requests are reported here
         self.route_bound: Any = None
+        #: requests in :attr:`in_flight` the slow-request check found still running past its threshold (by id): each
+        #: counts in ``gunicorn.requests.slow`` when it ends, with its duration's attributes
+        self.slow: set[int] = set()
+        self._slow_counts: dict[AttrKey, int] = {}
 
     def known_key(self, key: AttrKey) -> None:
         """``key`` will be used by requests registered in :attr:`in_flight`: report it from now on, 0 when idle."""
@@ -121,6 +125,9 @@ class RequestStats:
             if entry is None:
                 return False
             self._served_seconds += seconds
+            if self.slow and ident in self.slow:  # (an empty set, but for the rare slow request: one test)
+                self.slow.discard(ident)
+                self._slow_counts[duration_key] = self._slow_counts.get(duration_key, 0) + 1
             # HistogramCell.record(), inlined (the bucket is needed for the exemplar too): this runs on every request
             histogram = self._durations.get(duration_key)
             if histogram is None:
@@ -145,6 +152,16 @@ class RequestStats:
             return True
         finally:
             lock.release()
+
+    def mark_slow(self, ident: int, entry: tuple[Any, ...]) -> bool:
+        """The request ``entry``, registered in :attr:`in_flight` under ``ident``, is slow: count it in
+        ``gunicorn.requests.slow`` when it ends. False when it has ended already (or another request has its id by
+        now): it is not counted."""
+        with self._lock:
+            if self.in_flight.get(ident) is not entry:
+                return False
+            self.slow.add(ident)
+            return True
 
     def started(self, key: AttrKey, at: float | None = None) -> None:
         """A request started at ``at`` (``time.perf_counter()``; ``None``: left out of :meth:`busy_seconds`)."""
@@ -211,6 +228,8 @@ class RequestStats:
                 wall_ns, perf = time.time_ns(), time.perf_counter()
                 exemplars = {k: h.take_exemplars(wall_ns, perf) for k, h in self._durations.items() if h.samples}
                 snapshot[inst.REQUEST_DURATION.meta] = with_exemplars(points, exemplars)
+            if self._slow_counts:
+                snapshot[inst.SLOW_REQUESTS.meta] = dict(self._slow_counts)
             if any(self._queue.counts):
                 snapshot[inst.QUEUE_DURATION.meta] = {(): self._queue.value(self._queue.bounds)}
             if self._invalid_headers:
