@@ -35,7 +35,7 @@ from otel_gunicorn._request_ids import ids_of
 from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.requests import InFlight, RequestObserver
 from otel_gunicorn._worker.routes import ROUTE_KEY
-from otel_gunicorn._worker.stacks import StackReader, handler_interrupted
+from otel_gunicorn._worker.stacks import CONTROL, StackReader, handler_interrupted
 from otel_gunicorn._worker.tracing import RequestTracing
 
 _log = logging.getLogger("otel_gunicorn")
@@ -50,6 +50,8 @@ _EVENTS = {
 _LEVELS = {SLOW: logging.WARNING, TIMEOUT: logging.ERROR, GRACEFUL_TIMEOUT: logging.ERROR}
 #: how long before the graceful timeout runs out, at the least, the still-running requests are logged
 _GRACEFUL_MARGIN = 1.0
+#: characters of a request's path shown in its line
+MAX_PATH = 512
 
 
 class RequestWatch:
@@ -195,7 +197,13 @@ class RequestWatch:
 
 def _target(request: Any) -> tuple[str | None, str | None]:
     """The path of a request object (gunicorn's request, a WSGI environ or an ASGI scope) and its route when the
-    framework has told it by now; never the query string, which may carry credentials."""
+    framework has told it by now; never the query string, which may carry credentials. Shown as text: control
+    characters (a decoded ``%0A``) replaced, at most :data:`MAX_PATH` characters."""
+    path, route = _raw_target(request)
+    return (None if path is None else path[:MAX_PATH].translate(CONTROL)), route
+
+
+def _raw_target(request: Any) -> tuple[str | None, str | None]:
     path: object
     route: object
     if isinstance(request, dict):

@@ -46,7 +46,8 @@ _ARBITER_FILE = os.path.join("gunicorn", "arbiter.py")
 #: the request blocks it
 THREAD, GREENLET, TASK, BLOCKED_LOOP = "thread", "greenlet", "task", "blocked_loop"
 
-_CONTROL = {code: "?" for code in (*range(0x20), 0x7F)}
+#: control characters, each replaced by ``?`` in what is shown (``str.translate``)
+CONTROL = {code: "?" for code in (*range(0x20), 0x7F)}
 
 
 class Stack(NamedTuple):
@@ -79,7 +80,7 @@ class Stack(NamedTuple):
 def entry(filename: str, line: int | None, function: str, limit: int = MAX_ENTRY) -> str:
     """One frame as ``file:line function`` in at most ``limit`` characters (the start of a long path gives way
     first, as ``…``), with no control character: a log line stays one line."""
-    text = f"{filename}:{line if line is not None else '?'} {function}".translate(_CONTROL)
+    text = f"{filename}:{line if line is not None else '?'} {function}".translate(CONTROL)
     return text if len(text) <= limit else "…" + text[len(text) - limit + 1 :]
 
 
