@@ -82,7 +82,7 @@ class ChannelExporter(MetricExporter):
             # A process forked by the application inherited this exporter: its copy of the worker's counters must
             # not be reported as if it were the worker.
             return MetricExportResult.FAILURE
-        for tick in self._ticks:  # the slow-request check: before the report, which then counts what it found
+        for tick in self._ticks:  # the slow-request check rides on the report's thread and schedule
             tick()
         payload = payload_from_metrics_data(metrics_data)
         for source in self._sources:  # metrics aggregated outside the SDK (request metrics, the app's instruments)

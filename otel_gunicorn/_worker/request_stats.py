@@ -17,10 +17,15 @@ report interval. (The lock is taken with ``acquire``/``release`` rather than ``w
 
 Exemplars of ``http.server.request.duration`` (``OTEL_METRICS_EXEMPLAR_FILTER``, docs/exemplars.md): the newest
 request of each bucket of a series is kept as the request's duration, its end on the ``perf_counter`` clock and its
-span's context — taken from the span the request core holds, no context lookup — and becomes an
+span's context — taken from the span the request core holds, no context lookup; with tracing off, the caller's
+non-recording span of a request that brought a ``traceparent`` — and becomes an
 :class:`~otel_gunicorn._snapshot.Exemplar` only at the report, which hands each over once. With ``always_off``
-nothing is read; with ``trace_based`` (the default) a request without a span (tracing off) or with an unsampled one
-costs one test; ``always_on`` keeps spanless requests too, without ids, as the SDK does.
+nothing is read; with ``trace_based`` (the default) a request without a span (tracing off, no ``traceparent``) or
+with an unsampled one costs one test; ``always_on`` keeps spanless requests too, without ids, as the SDK does.
+
+``gunicorn.requests.slow``: the slow-request check (:mod:`otel_gunicorn._worker.request_watch`, on the reporting
+thread) marks a request still in flight (:meth:`RequestStats.mark_slow`); :meth:`RequestStats.closed` counts it with
+its duration's attributes when it ends, which costs every other request one test of an empty set.
 """
 
 from __future__ import annotations

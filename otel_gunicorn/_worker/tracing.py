@@ -6,8 +6,8 @@ caller's W3C ``traceparent``/``tracestate`` and baggage (the globally configured
 The request's context is attached on the thread, greenlet or task that serves it, so everything logged while the
 request runs — the application's lines and the access line — carries its trace ids. With tracing off
 (``OTEL_TRACES_EXPORTER=none``) no span is created, but an incoming ``traceparent`` is still made current, so logs
-still carry the caller's trace id; and a request with neither gets ids for its log lines only
-(:mod:`otel_gunicorn._request_ids`).
+still carry the caller's trace id, and its non-recording span is the request's (its exemplars carry the caller's
+trace); a request with neither gets ids for its log lines only (:mod:`otel_gunicorn._request_ids`).
 
 The span is the same whichever way the request is seen: gunicorn's request object in ``pre_request`` (here), or a
 WSGI environ / ASGI scope where the application is wrapped instead (:mod:`otel_gunicorn._worker.app_boundary`). Each

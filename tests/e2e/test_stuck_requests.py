@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
-import json
 import secrets
 import signal
 import time
@@ -72,9 +71,7 @@ def test_a_worker_timeout_names_the_stuck_function_with_the_callers_trace(start_
     assert not [r for r in records if str(r.get("event", "")).startswith("Error handling request")]
 
     def timed_out_span() -> list[dict]:
-        return [
-            r for r in json_lines(server.log()) if r.get("context", {}).get("trace_id") == f"0x{trace_id}"
-        ]
+        return [r for r in json_lines(server.log()) if r.get("context", {}).get("trace_id") == f"0x{trace_id}"]
 
     [span] = wait_until(timed_out_span, 15, what="the request's span", until=lambda spans: len(spans) >= 1)
     [event] = span["events"]
