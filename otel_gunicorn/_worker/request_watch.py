@@ -170,7 +170,17 @@ class RequestWatch:
     def _line(
         self, reason: str, entry: InFlight, now: float, limit: float | None, interrupted: FrameType | None = None
     ) -> str:
-        """Log one request's line; return its stack as a traceback's text (empty when it could not be read)."""
+        """Log one request's line; return its stack as a traceback's text (empty when it could not be read). A
+        request whose line fails is skipped, said once a minute: the others still get theirs."""
+        try:
+            return self._write(reason, entry, now, limit, interrupted)
+        except Exception as exc:  # noqa: BLE001 - one odd request must not cost the others their lines
+            self._errors.log(logging.WARNING, "line", "otel_gunicorn: a stuck-request line failed: %r", exc)
+            return ""
+
+    def _write(
+        self, reason: str, entry: InFlight, now: float, limit: float | None, interrupted: FrameType | None
+    ) -> str:
         _started, _key, method, span, _token, request, serving, ids = entry
         stack = self._stacks.read(serving, interrupted)
         path, route = _target(request)

@@ -257,6 +257,23 @@ def test_a_failing_check_never_raises_into_the_report(logged: Any) -> None:
     assert any("checking slow requests failed" in message for _level, message in logged.messages)
 
 
+def test_a_request_whose_line_fails_costs_the_others_nothing(captured: Captured, parked: int) -> None:
+    class Odd(Req):
+        @property
+        def path(self) -> str:
+            raise RuntimeError("an odd request object")
+
+    observer = RequestObserver(None, 0, RequestTracing(None))
+    clock = Clock()
+    watch = watch_of(observer, None, parked, clock)
+    for req in (Odd(), Path("/fine")):
+        contextvars.Context().run(observer.started, req)
+    clock.ahead = 2.0
+    watch.tick()
+    assert ["/fine"] == [line.path for line in captured.lines("slow")]  # type: ignore[attr-defined]
+    assert any("a stuck-request line failed" in r.getMessage() for r in captured.records)
+
+
 # ---------------------------------------------------------------- the timeout abort
 
 
