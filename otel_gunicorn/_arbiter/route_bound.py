@@ -34,6 +34,10 @@ _log = logging.getLogger("otel_gunicorn")
 _DURATION = inst.REQUEST_DURATION.meta
 _OVERFLOW = inst.ROUTES_OVERFLOW.meta
 _ROUTE = inst.ROUTE_ATTRIBUTE
+#: series keys whose target is remembered (the merged histogram's series, as a rule, are far fewer)
+_MAX_TARGETS = 100_000
+#: the target of a key that stays as it is (no series key is empty: a duration has its method)
+_KEPT: AttrKey = ()
 
 
 class ServerRouteBound:
@@ -43,6 +47,9 @@ class ServerRouteBound:
         self._limit = limit
         self._admitted: set[str] = {inst.OVERFLOW_ROUTE}  # a worker's own _OTHER takes no place
         self._warned = False
+        #: where each series key goes (its _OTHER key, or :data:`_KEPT`): a report repeats its keys, and this never
+        #: changes
+        self._targets: dict[AttrKey, AttrKey] = {}
 
     def fold(self, snapshot: Snapshot) -> Snapshot:
         """``snapshot`` with its request durations of routes past the bound folded into ``_OTHER`` and those requests
@@ -50,15 +57,31 @@ class ServerRouteBound:
         points = snapshot.get(_DURATION)
         if not points:
             return snapshot
-        folded = [key for key in points if not self._admits(key)]
+        targets = self._targets
+        folded: dict[AttrKey, AttrKey] = {}
+        for key in points:
+            target = targets.get(key)
+            if target is None:
+                target = self._target(key)
+            if target is not _KEPT:
+                folded[key] = target
         if not folded:
             return snapshot
-        kept, requests = _folded(points, set(folded))
+        done = _folded(points, folded)
+        if done is None:
+            return snapshot
+        durations, requests = done
         result = dict(snapshot)
-        result[_DURATION] = kept
+        result[_DURATION] = durations
         own = snapshot.get(_OVERFLOW, {}).get((), 0)  # what the worker folded itself
         result[_OVERFLOW] = {(): (own if isinstance(own, int) else 0) + requests}
         return result
+
+    def _target(self, key: AttrKey) -> AttrKey:
+        target = _KEPT if self._admits(key) else _overflow_key(key)
+        if len(self._targets) < _MAX_TARGETS:
+            self._targets[key] = target
+        return target
 
     def _admits(self, key: AttrKey) -> bool:
         for name, value in key:
@@ -84,48 +107,63 @@ class ServerRouteBound:
             )
 
 
-def _folded(points: dict[AttrKey, Value], folded: set[AttrKey]) -> tuple[dict[AttrKey, Value], int]:
-    """``points`` with each key of ``folded`` renamed to its ``_OTHER`` key and added there (exemplars too); and how
-    many requests were renamed."""
+def _folded(points: dict[AttrKey, Value], folded: dict[AttrKey, AttrKey]) -> tuple[dict[AttrKey, Value], int] | None:
+    """``points`` with each key of ``folded`` renamed to its ``_OTHER`` key and added there (exemplars too), and how
+    many requests were renamed; None when the histograms to add disagree on their boundaries (one worker's never do:
+    they share one instrument)."""
+    targets = set(folded.values())
+    sums: dict[AttrKey, _Sum] = {}  # the _OTHER series (the worker's own, if any, included), added up
     kept: dict[AttrKey, Value] = {}
-    targets: dict[AttrKey, AttrKey] = {}
     requests = 0
     for key, value in points.items():
-        target = _overflow_key(key) if key in folded else key
-        present = kept.get(target)
-        if present is None:
-            kept[target] = value
-        elif _addable(present, value):
-            kept[target] = _sum(present, value)  # type: ignore[arg-type]  # _addable: both histograms
-        else:  # not a histogram with the other's boundaries (a worker's always are): left under its own route
+        target = folded.get(key, key)
+        if target not in targets:
             kept[key] = value
-            target = key
-        if target is not key and isinstance(value, HistogramValue):
+            continue
+        if not isinstance(value, HistogramValue):
+            return None
+        found = sums.get(target)
+        if found is None:
+            sums[target] = _Sum(value)
+        elif not found.add(value):
+            return None
+        if target is not key:
             requests += value.count
-        targets[key] = target
+    for target, total in sums.items():
+        kept[target] = total.value()
     exemplars: dict[AttrKey, tuple[Exemplar, ...]] = {}
-    for key, found in exemplars_of(points).items():
-        target = targets.get(key, key)
+    for key, found_exemplars in exemplars_of(points).items():
+        target = folded.get(key, key)
         bounds = getattr(kept.get(target), "bounds", None)
-        exemplars[target] = newest_per_bucket((*exemplars.get(target, ()), *found), bounds)
+        exemplars[target] = newest_per_bucket((*exemplars.get(target, ()), *found_exemplars), bounds)
     return with_exemplars(kept, exemplars), requests
 
 
-def _addable(a: Value, b: Value) -> bool:
-    return isinstance(a, HistogramValue) and isinstance(b, HistogramValue) and a.bounds == b.bounds
+class _Sum:
+    """Histograms of one series added up, in place."""
+
+    __slots__ = ("bounds", "count", "counts", "max", "min", "sum")
+
+    def __init__(self, first: HistogramValue) -> None:
+        self.bounds = first.bounds
+        self.count, self.sum, self.min, self.max = first.count, first.sum, first.min, first.max
+        self.counts = list(first.counts)
+
+    def add(self, value: HistogramValue) -> bool:
+        """Add ``value``; False (nothing added) when its bucket boundaries differ."""
+        if value.bounds != self.bounds:
+            return False
+        self.count += value.count
+        self.sum += value.sum
+        self.counts = [a + b for a, b in zip(self.counts, value.counts)]
+        self.min = min(self.min, value.min)
+        self.max = max(self.max, value.max)
+        return True
+
+    def value(self) -> HistogramValue:
+        return HistogramValue(self.count, self.sum, self.bounds, tuple(self.counts), self.min, self.max)
 
 
 def _overflow_key(key: AttrKey) -> AttrKey:
     """``key`` with its route replaced by ``_OTHER`` (the same place in the sorted key: the name is unchanged)."""
     return tuple((name, inst.OVERFLOW_ROUTE if name == _ROUTE else value) for name, value in key)
-
-
-def _sum(a: HistogramValue, b: HistogramValue) -> HistogramValue:
-    return HistogramValue(
-        a.count + b.count,
-        a.sum + b.sum,
-        a.bounds,
-        tuple(x + y for x, y in zip(a.counts, b.counts)),
-        min(a.min, b.min),
-        max(a.max, b.max),
-    )
