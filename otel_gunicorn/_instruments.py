@@ -276,8 +276,9 @@ REQUEST_DURATION = Instrument(
     "request carries error.type: its status code for a 5xx, timeout for a request cut off by a --timeout abort, "
     "or the class of the exception that cut it off (the status is then the one the client got, usually the 500 "
     "of gunicorn's error page). http.route is the framework's route template (Flask's url_rule, Django's "
-    "resolver_match.route, Starlette's and FastAPI's route path, or the otel_gunicorn.route environ/scope key), "
-    "absent when no route matched (a 404).",
+    "resolver_match.route, Starlette's and FastAPI's route path with its mount and router prefixes, or the "
+    "otel_gunicorn.route environ/scope key), absent when no route matched (a 404); at most "
+    "OTEL_GUNICORN_MAX_ROUTES distinct routes per server, the others recorded as _OTHER.",
     (HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, URL_SCHEME, NETWORK_PROTOCOL_VERSION, ERROR_TYPE),
     "worker",
     REQUEST_CLASSES,
@@ -317,12 +318,16 @@ QUEUE_HEADER_INVALID = Instrument(
     REQUEST_CLASSES,
     "A rising rate means the proxy's header format or clock is off.",
 )
+#: the attribute that names a request's route template
+ROUTE_ATTRIBUTE = HTTP_ROUTE
+#: the value routes past ``OTEL_GUNICORN_MAX_ROUTES`` fold into (a worker's, and the server's bound)
+OVERFLOW_ROUTE = "_OTHER"
 ROUTES_OVERFLOW = Instrument(
     "otel_gunicorn.http.route.overflow",
     "{request}",
     Kind.COUNTER,
-    "Requests recorded with http.route=_OTHER because their worker had already seen OTEL_GUNICORN_MAX_ROUTES "
-    "distinct routes.",
+    "Requests recorded with http.route=_OTHER because their worker, or the server, had already seen "
+    "OTEL_GUNICORN_MAX_ROUTES distinct routes.",
     (),
     "worker",
     REQUEST_CLASSES,

@@ -168,18 +168,16 @@ def _all_within(flushes: dict[str, Callable[[], object]], deadline: float) -> li
 
 
 def _route_sources(worker: Any, observer: RequestObserver, state: WorkerStateReader) -> None:
-    """Where the application needs help to tell its route: Django's handler leaves it in the environ; gunicorn's
-    asgi worker gets the scope's route captured for ``post_request``."""
+    """Where the application needs help to tell its route: Flask and Django (WSGI or ASGI) leave it in the environ
+    or the scope; gunicorn's asgi worker gets the scope's route captured for ``post_request``."""
     try:
-        if state.requests_via_hooks and state.asgi_via_hooks:
-            # gunicorn's asgi worker serves worker.asgi (set in load_wsgi, before post_worker_init)
-            name = "asgi" if getattr(worker, "asgi", None) is not None else "wsgi"
-            app = getattr(worker, name, None)
-            if app is not None:
-                setattr(worker, name, routes.ASGIRouteCapture(app))
-                observer.captured_routes = True
-        else:
-            routes.install(getattr(worker, "wsgi", None))
+        # gunicorn's asgi worker serves worker.asgi (set in load_wsgi, before post_worker_init); the others wsgi
+        name = "asgi" if getattr(worker, "asgi", None) is not None else "wsgi"
+        app = getattr(worker, name, None)
+        routes.install(app)
+        if app is not None and state.requests_via_hooks and state.asgi_via_hooks:
+            setattr(worker, name, routes.ASGIRouteCapture(app))
+            observer.captured_routes = True
     except Exception:  # noqa: BLE001 - a worker that cannot read routes must still serve: requests without route
         _log.warning("otel_gunicorn: worker %d cannot read its application's routes", os.getpid(), exc_info=True)
 
