@@ -115,13 +115,13 @@ Default ``5``. A metric recorded in a worker reaches the endpoint within one int
 SIGKILL loses at most its last interval."""
 
 OTEL_GUNICORN_SLOW_REQUEST_SECONDS = "OTEL_GUNICORN_SLOW_REQUEST_SECONDS"
-"""Seconds (a positive number, fractions allowed, at most 86400) after which a request still running is slow: it gets
-one log line with the Python stack of the code serving it, its trace id and span id, while it still runs, and counts
-in ``gunicorn.requests.slow`` when it ends (docs/troubleshooting.md, a worker timed out). Unset (default): no check.
-The check runs when the worker reports (every ``OTEL_GUNICORN_METRICS_INTERVAL``), so a request is seen slow up to
-one interval after it crossed the threshold, and one that ends before the next report is not seen: keep the interval
-well below the threshold. A worker stuck past gunicorn's ``--timeout`` logs the same line for each of its requests
-whether or not this is set."""
+"""Seconds (a positive number, fractions allowed, at most 86400) after which a request is slow: every request that
+takes at least this long counts in ``gunicorn.requests.slow`` when it ends, and one still running at a check gets
+one log line with the Python stack of the code serving it, its trace id and span id, while it still runs
+(docs/troubleshooting.md, a worker timed out). Unset (default): no check. The check runs when the worker reports
+(every ``OTEL_GUNICORN_METRICS_INTERVAL``): a request running longer than the threshold plus one interval always
+gets its line, one that ends sooner may not (it is still counted); keep the interval below the threshold. A worker
+stuck past gunicorn's ``--timeout`` logs the same line for each of its requests whether or not this is set."""
 
 OTEL_GUNICORN_MAX_ROUTES = "OTEL_GUNICORN_MAX_ROUTES"
 """Most distinct ``http.route`` values (an integer, 1 to 100000) on otel_gunicorn's ``http.server.request.duration``

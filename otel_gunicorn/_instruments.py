@@ -289,11 +289,11 @@ SLOW_REQUESTS = Instrument(
     "gunicorn.requests.slow",
     "{request}",
     Kind.COUNTER,
-    "Requests still running OTEL_GUNICORN_SLOW_REQUEST_SECONDS after they started, counted when they end, with the "
-    "attributes of their http.server.request.duration point (each was logged with its stack while it ran). Absent "
-    "unless the variable is set.",
+    "Requests that took at least OTEL_GUNICORN_SLOW_REQUEST_SECONDS, every one, counted when they end, with the "
+    "attributes of their http.server.request.duration point (those still running at a check were logged with their "
+    "stack while they ran). Absent unless the variable is set.",
     REQUEST_DURATION.attributes,
-    "worker (checked at each report)",
+    "worker (at each request's end)",
     REQUEST_CLASSES,
     "Divided by the rate of http.server.request.duration's count with the same attributes: the share of a route's "
     "requests that are slow. Each one has a log line naming the code it was running (docs/troubleshooting.md).",

@@ -23,13 +23,15 @@ non-recording span of a request that brought a ``traceparent`` — and becomes a
 nothing is read; with ``trace_based`` (the default) a request without a span (tracing off, no ``traceparent``) or
 with an unsampled one costs one test; ``always_on`` keeps spanless requests too, without ids, as the SDK does.
 
-``gunicorn.requests.slow``: the slow-request check (:mod:`otel_gunicorn._worker.request_watch`, on the reporting
-thread) marks a request still in flight (:meth:`RequestStats.mark_slow`); :meth:`RequestStats.closed` counts it with
-its duration's attributes when it ends, which costs every other request one test of an empty set.
+``gunicorn.requests.slow``: :meth:`RequestStats.closed` counts every request that took at least
+``OTEL_GUNICORN_SLOW_REQUEST_SECONDS`` with its duration's attributes when it ends (one comparison per request,
+against infinity when the threshold is unset) — all of them, also those that began and ended between two of the
+slow-request check's ticks (:mod:`otel_gunicorn._worker.request_watch`) and so never had a line while running.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from bisect import bisect_left
@@ -110,9 +112,9 @@ class RequestStats:
         self.wrapped = False
         #: the request core's bound on ``http.route`` values (set by it), whose folded requests are reported here
         self.route_bound: Any = None
-        #: requests in :attr:`in_flight` the slow-request check found still running past its threshold (by id): each
-        #: counts in ``gunicorn.requests.slow`` when it ends, with its duration's attributes
-        self.slow: set[int] = set()
+        #: ``OTEL_GUNICORN_SLOW_REQUEST_SECONDS`` (set by the worker's runtime; infinity: unset): a request that took
+        #: at least this long counts in ``gunicorn.requests.slow`` when it ends, with its duration's attributes
+        self.slow_after = math.inf
         self._slow_counts: dict[AttrKey, int] = {}
 
     def known_key(self, key: AttrKey) -> None:
@@ -130,8 +132,7 @@ class RequestStats:
             if entry is None:
                 return False
             self._served_seconds += seconds
-            if self.slow and ident in self.slow:  # (an empty set, but for the rare slow request: one test)
-                self.slow.discard(ident)
+            if seconds >= self.slow_after:
                 self._slow_counts[duration_key] = self._slow_counts.get(duration_key, 0) + 1
             # HistogramCell.record(), inlined (the bucket is needed for the exemplar too): this runs on every request
             histogram = self._durations.get(duration_key)
@@ -157,16 +158,6 @@ class RequestStats:
             return True
         finally:
             lock.release()
-
-    def mark_slow(self, ident: int, entry: tuple[Any, ...]) -> bool:
-        """The request ``entry``, registered in :attr:`in_flight` under ``ident``, is slow: count it in
-        ``gunicorn.requests.slow`` when it ends. False when it has ended already (or another request has its id by
-        now): it is not counted."""
-        with self._lock:
-            if self.in_flight.get(ident) is not entry:
-                return False
-            self.slow.add(ident)
-            return True
 
     def started(self, key: AttrKey, at: float | None = None) -> None:
         """A request started at ``at`` (``time.perf_counter()``; ``None``: left out of :meth:`busy_seconds`)."""

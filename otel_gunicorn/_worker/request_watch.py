@@ -4,8 +4,9 @@ Runs in a worker. Three moments, one line per request in flight each time, all b
 
 - **slow** (``OTEL_GUNICORN_SLOW_REQUEST_SECONDS``): :meth:`RequestWatch.tick`, on the worker's reporting thread (a
   greenlet under gevent) at each report, finds the requests running longer than the threshold and logs each once,
-  while it still runs; the request is counted in ``gunicorn.requests.slow`` when it ends
-  (:meth:`RequestStats.mark_slow`).
+  while it still runs. ``gunicorn.requests.slow`` is kept apart from the lines, exactly: :class:`RequestStats` counts
+  every request that took at least the threshold when it ends, also one that began and ended between two ticks
+  (which had no line: a request running longer than the threshold plus one report interval always has one).
 - **timeout**: gunicorn's arbiter aborts a worker that missed ``--timeout`` (SIGABRT); :meth:`RequestWatch.timed_out`
   runs in ``worker_abort``, on the main thread inside gunicorn's signal handler, before the worker dies. With tracing
   on, each request's span also gets an ``exception`` event with the stack. gunicorn's own "Error handling request"
@@ -32,7 +33,6 @@ from typing import Any
 
 from otel_gunicorn._ratelimit import RateLimitedLogger
 from otel_gunicorn._request_ids import ids_of
-from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.requests import InFlight, RequestObserver
 from otel_gunicorn._worker.routes import ROUTE_KEY
 from otel_gunicorn._worker.stacks import CONTROL, StackReader, handler_interrupted
@@ -59,7 +59,6 @@ class RequestWatch:
 
     Args:
         observer: the worker's request core, whose registry of requests in flight is read.
-        stats: the worker's request statistics (None with metrics off: no counter).
         slow_after: ``OTEL_GUNICORN_SLOW_REQUEST_SECONDS``, or None (no slow check).
         graceful_timeout: gunicorn's ``--graceful-timeout`` of this worker (None: no graceful-stop lines).
         tick_interval: seconds between two :meth:`tick` calls (the report interval).
@@ -71,7 +70,6 @@ class RequestWatch:
     def __init__(
         self,
         observer: RequestObserver,
-        stats: RequestStats | None,
         *,
         slow_after: float | None,
         graceful_timeout: float | None,
@@ -82,7 +80,6 @@ class RequestWatch:
         log: logging.Logger = _log,
     ) -> None:
         self._observer = observer
-        self._stats = stats
         self._slow_after = slow_after
         self._graceful_timeout = graceful_timeout
         self._tick_interval = tick_interval
@@ -121,8 +118,6 @@ class RequestWatch:
                 reported[ident] = started  # logged already, still running
             elif now - started >= self._slow_after:
                 reported[ident] = started
-                if self._stats is not None:
-                    self._stats.mark_slow(ident, entry)
                 self._line(SLOW, entry, now, self._slow_after)
         self._reported = reported  # requests that ended are forgotten
 

@@ -95,10 +95,11 @@ class WorkerRuntime:
         """The stack lines of slow and stuck requests, checked at each report (or, with metrics off, as often on a
         thread of their own), and told when SIGTERM starts the graceful stop."""
         cfg = getattr(worker, "cfg", None)
+        if arbiter.config.slow_request_seconds is not None and self.request_stats is not None:
+            self.request_stats.slow_after = arbiter.config.slow_request_seconds  # gunicorn.requests.slow, at each end
         graceful = getattr(cfg, "graceful_timeout", None)
         watch = RequestWatch(
             observer,
-            self.request_stats,
             slow_after=arbiter.config.slow_request_seconds,
             graceful_timeout=float(graceful) if isinstance(graceful, (int, float)) else None,
             tick_interval=arbiter.config.metrics_interval,

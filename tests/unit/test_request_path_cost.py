@@ -351,7 +351,7 @@ def test_the_slow_request_check_adds_no_call_to_a_request() -> None:
 
     plain = _observer(RequestStats(BOUNDS))
     watched = _observer(RequestStats(BOUNDS))
-    RequestWatch(watched, None, slow_after=1.0, graceful_timeout=30.0, tick_interval=5.0, main_thread=0)
+    RequestWatch(watched, slow_after=1.0, graceful_timeout=30.0, tick_interval=5.0, main_thread=0)
     assert _calls(plain) == _calls(watched)
 
 

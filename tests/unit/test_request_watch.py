@@ -102,7 +102,6 @@ def _fresh_context() -> Iterator[None]:
 
 def watch_of(
     observer: RequestObserver,
-    stats: RequestStats | None,
     main: int,
     clock: Any = time.perf_counter,
     slow_after: float | None = 1.0,
@@ -111,7 +110,6 @@ def watch_of(
     settings: dict[str, Any] = {"graceful_timeout": None, "tick_interval": 1.0, **kwargs}
     return RequestWatch(
         observer,
-        stats,
         slow_after=slow_after,
         main_thread=main,
         clock=clock,
@@ -126,7 +124,7 @@ def watch_of(
 def test_a_request_past_the_threshold_gets_one_line_while_it_runs(captured: Captured, parked: int) -> None:
     observer = RequestObserver(RequestStats(BOUNDS), 0, RequestTracing(None))
     clock = Clock()
-    watch = watch_of(observer, None, parked, clock)
+    watch = watch_of(observer, parked, clock)
     observer.started(Path())
     watch.tick()
     assert [] == captured.lines("slow"), "not slow yet"
@@ -142,35 +140,25 @@ def test_a_request_past_the_threshold_gets_one_line_while_it_runs(captured: Capt
     assert line.getMessage().endswith(".serving_in_here"), "the innermost frame of our own code, not threading's wait"
 
 
-def test_slow_requests_count_when_they_end_with_their_durations_attributes(captured: Captured, parked: int) -> None:
+def test_every_request_that_took_the_threshold_counts_when_it_ends_with_its_durations_attributes() -> None:
+    """Also one that began and ended between two checks (no line): the counter is exact, the lines are sampled."""
     stats = RequestStats(BOUNDS)
-    observer = RequestObserver(stats, 0, RequestTracing(None))
-    clock = Clock()
-    watch = watch_of(observer, stats, parked, clock)
-    slow, fast = Path("/slow"), Path("/fast")
-    observer.started(slow)
-    clock.ahead = 2.0
-    watch.tick()
-    observer.started(fast)  # began after the tick: not slow
-    assert inst.SLOW_REQUESTS.meta not in stats.snapshot(), "counted when it ends"
-    observer.finished(slow, {}, Resp())
-    observer.finished(fast, {}, Resp())
-    [duration_key] = stats.snapshot()[inst.REQUEST_DURATION.meta]
-    assert {duration_key: 1} == stats.snapshot()[inst.SLOW_REQUESTS.meta]
-    assert 1 == len(captured.lines("slow"))
+    stats.slow_after = 1.0
+    key = (("http.request.method", "GET"),)
+    for ident, seconds in enumerate((2.5, 0.2, 1.0, 0.999)):
+        stats.in_flight[ident] = (0.0, key, "GET", None, None, None, None, None)
+        assert stats.closed(ident, key, seconds)
+    snapshot = stats.snapshot()
+    assert {key: 2} == snapshot[inst.SLOW_REQUESTS.meta]
+    assert 4 == sum(snapshot[inst.REQUEST_DURATION.meta][key].counts)
 
 
-def test_a_request_that_ended_before_it_was_marked_is_not_counted() -> None:
+def test_no_threshold_counts_nothing() -> None:
+    """Unset (the default), no request is slow, however long it took: the family is absent."""
     stats = RequestStats(BOUNDS)
-    observer = RequestObserver(stats, 0, RequestTracing(None))
-    req = Req()
-    observer.started(req)
-    [entry] = observer.in_flight()
-    observer.finished(req, {}, Resp())
-    assert False is stats.mark_slow(id(req), entry)
-    observer.started(req)  # the same object again: the same id, another request
-    assert False is stats.mark_slow(id(req), entry), "the old entry does not mark the new request"
-    observer.finished(req, {}, Resp())
+    key = (("http.request.method", "GET"),)
+    stats.in_flight[1] = (0.0, key, "GET", None, None, None, None, None)
+    assert stats.closed(1, key, 3600.0)
     assert inst.SLOW_REQUESTS.meta not in stats.snapshot()
 
 
@@ -178,7 +166,7 @@ def test_a_request_object_served_again_is_a_new_request(captured: Captured, park
     """gunicorn may reuse an object (and CPython an id): the start time tells the requests apart."""
     observer = RequestObserver(None, 0, RequestTracing(None))
     clock = Clock()
-    watch = watch_of(observer, None, parked, clock)
+    watch = watch_of(observer, parked, clock)
     req = Path()
     for _ in range(2):
         observer.started(req)
@@ -192,7 +180,7 @@ def test_a_spanless_requests_line_carries_the_ids_of_its_other_lines(captured: C
     """Tracing off, no traceparent: the request's own log ids, as the application's lines for it carry them."""
     observer = RequestObserver(None, 0, RequestTracing(None))
     clock = Clock()
-    watch = watch_of(observer, None, parked, clock)
+    watch = watch_of(observer, parked, clock)
 
     def serve() -> tuple[int, int] | None:
         observer.started(Path())
@@ -210,7 +198,7 @@ def test_a_spanless_requests_line_carries_the_ids_of_its_other_lines(captured: C
 def test_with_tracing_off_the_line_carries_the_callers_trace(captured: Captured, parked: int) -> None:
     observer = RequestObserver(None, 0, RequestTracing(None))
     clock = Clock()
-    watch = watch_of(observer, None, parked, clock)
+    watch = watch_of(observer, parked, clock)
     contextvars.Context().run(observer.started, Path(headers=[("TRACEPARENT", SAMPLED)]))
     clock.ahead = 2.0
     watch.tick()
@@ -221,7 +209,7 @@ def test_with_tracing_off_the_line_carries_the_callers_trace(captured: Captured,
 def test_no_threshold_no_slow_line(captured: Captured, parked: int) -> None:
     observer = RequestObserver(None, 0, RequestTracing(None))
     clock = Clock()
-    watch = watch_of(observer, None, parked, clock, slow_after=None)
+    watch = watch_of(observer, parked, clock, slow_after=None)
     observer.started(Path())
     clock.ahead = 1000.0
     watch.tick()
@@ -231,7 +219,7 @@ def test_no_threshold_no_slow_line(captured: Captured, parked: int) -> None:
 def test_the_line_is_one_json_line_with_the_stack_as_a_list(captured: Captured, parked: int) -> None:
     observer = RequestObserver(None, 0, RequestTracing(None))
     clock = Clock()
-    watch = watch_of(observer, None, parked, clock)
+    watch = watch_of(observer, parked, clock)
     observer.started(Path("/a\nb"))
     clock.ahead = 2.0
     watch.tick()
@@ -250,7 +238,7 @@ def test_a_failing_check_never_raises_into_the_report(logged: Any) -> None:
             raise RuntimeError("boom")
 
     watch = RequestWatch(
-        Broken(None, 0, RequestTracing(None)), None, slow_after=1.0, graceful_timeout=None, tick_interval=1.0,
+        Broken(None, 0, RequestTracing(None)), slow_after=1.0, graceful_timeout=None, tick_interval=1.0,
         main_thread=0,
     )  # fmt: skip
     watch.tick()
@@ -265,7 +253,7 @@ def test_a_request_whose_line_fails_costs_the_others_nothing(captured: Captured,
 
     observer = RequestObserver(None, 0, RequestTracing(None))
     clock = Clock()
-    watch = watch_of(observer, None, parked, clock)
+    watch = watch_of(observer, parked, clock)
     for req in (Odd(), Path("/fine")):
         contextvars.Context().run(observer.started, req)
     clock.ahead = 2.0
@@ -306,7 +294,7 @@ def test_the_abort_logs_each_request_with_its_stack_and_an_exception_event(
 
     def serve() -> int:
         observer.started(req)
-        watch = watch_of(observer, None, threading.get_ident())
+        watch = watch_of(observer, threading.get_ident())
         written = stuck_in_here(watch)
         observer.abort()
         try:
@@ -333,7 +321,7 @@ def test_gunicorns_own_traceback_of_an_aborted_request_is_held_back(
     """One line per stuck request: gunicorn's "Error handling request", logged after the context is gone, is not."""
     observer = RequestObserver(None, 0, RequestTracing(None))
     contextvars.Context().run(observer.started, Path())
-    watch_of(observer, None, threading.get_ident()).timed_out(2.0)
+    watch_of(observer, threading.get_ident()).timed_out(2.0)
     kept = Captured()
     gunicorn_error_log.addHandler(kept)
     try:
@@ -354,7 +342,7 @@ def test_gunicorns_own_traceback_of_an_aborted_request_is_held_back(
 
 def test_no_request_in_flight_no_line_and_gunicorns_log_untouched(gunicorn_error_log: logging.Logger) -> None:
     observer = RequestObserver(None, 0, RequestTracing(None))
-    assert 0 == watch_of(observer, None, 0).timed_out(2.0)
+    assert 0 == watch_of(observer, 0).timed_out(2.0)
     assert gunicorn_error_log.filters == [f for f in gunicorn_error_log.filters if "Abort" not in type(f).__name__]
 
 
@@ -366,7 +354,7 @@ def test_requests_still_running_as_the_graceful_timeout_expires_get_their_line(c
     (less than a report and a margin before it) logs the requests still running, once."""
     now = [100.0]
     observer = RequestObserver(None, 0, RequestTracing(None))
-    watch = watch_of(observer, None, parked, graceful_timeout=10.0, monotonic=lambda: now[0], slow_after=None)
+    watch = watch_of(observer, parked, graceful_timeout=10.0, monotonic=lambda: now[0], slow_after=None)
     observer.started(Path("/long"))
     watch.tick()
     watch.stopping()
@@ -381,7 +369,7 @@ def test_requests_still_running_as_the_graceful_timeout_expires_get_their_line(c
 def test_a_second_sigterm_does_not_move_the_deadline() -> None:
     now = [0.0]
     observer = RequestObserver(None, 0, RequestTracing(None))
-    watch = watch_of(observer, None, 0, graceful_timeout=10.0, monotonic=lambda: now[0])
+    watch = watch_of(observer, 0, graceful_timeout=10.0, monotonic=lambda: now[0])
     watch.stopping()
     now[0] = 5.0
     watch.stopping()
