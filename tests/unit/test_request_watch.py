@@ -21,6 +21,7 @@ from harness.waiting import wait_until
 from otel_gunicorn import _instruments as inst
 from otel_gunicorn import _request_ids
 from otel_gunicorn._gunicorn_log import record_formatter
+from otel_gunicorn._snapshot import HistogramValue
 from otel_gunicorn._worker.request_stats import RequestStats
 from otel_gunicorn._worker.request_watch import RequestWatch, Ticker
 from otel_gunicorn._worker.requests import RequestObserver
@@ -150,7 +151,9 @@ def test_every_request_that_took_the_threshold_counts_when_it_ends_with_its_dura
         assert stats.closed(ident, key, seconds)
     snapshot = stats.snapshot()
     assert {key: 2} == snapshot[inst.SLOW_REQUESTS.meta]
-    assert 4 == sum(snapshot[inst.REQUEST_DURATION.meta][key].counts)
+    durations = snapshot[inst.REQUEST_DURATION.meta][key]
+    assert isinstance(durations, HistogramValue)
+    assert 4 == sum(durations.counts), "every request recorded, slow or not"
 
 
 def test_no_threshold_counts_nothing() -> None:
