@@ -66,7 +66,8 @@ $(OLD)/.installed: pyproject.toml
 
 test-oldest: $(OLD)/.installed system-tools
 	$(OLD)/bin/python -m pytest tests/e2e/test_core.py tests/e2e/test_server_metrics.py tests/e2e/test_configuration.py \
-	  tests/e2e/test_log_destinations.py tests/e2e/test_hook_chain.py tests/e2e/test_request_errors.py
+	  tests/e2e/test_log_destinations.py tests/e2e/test_hook_chain.py tests/e2e/test_request_errors.py \
+	  tests/e2e/test_stuck_requests.py
 
 # ruff (lint, unused noqa comments included, and format), mypy (strict for the package, checked for the tests and the
 # harness), and the import-linter layer contract in pyproject.toml (docs/architecture.md).

@@ -64,6 +64,9 @@ class Config:
     max_frame_bytes: int = 16 * 1024 * 1024
     #: most distinct ``http.route`` values per worker (``OTEL_GUNICORN_MAX_ROUTES``)
     max_routes: int = 500
+    #: seconds after which a running request is logged with its stack and counted as slow; None: no check
+    #: (``OTEL_GUNICORN_SLOW_REQUEST_SECONDS``)
+    slow_request_seconds: float | None = None
     channel_dir: str = dataclasses.field(default_factory=tempfile.gettempdir)
     log_format: str = "console"
     metric_export_interval: float = 60.0
@@ -143,6 +146,7 @@ class Config:
                 environ, env.OTEL_GUNICORN_MAX_FRAME_BYTES, defaults.max_frame_bytes, 1024, 256 * 1024 * 1024
             ),
             max_routes=_int_in_range(environ, env.OTEL_GUNICORN_MAX_ROUTES, defaults.max_routes, 1, 100_000),
+            slow_request_seconds=_optional_seconds(environ, env.OTEL_GUNICORN_SLOW_REQUEST_SECONDS, longest=86_400),
             channel_dir=_directory(environ, env.OTEL_GUNICORN_CHANNEL_DIR, defaults.channel_dir),
             log_format=log_format(environ),
             metric_export_interval=_standard_millis(environ, env.OTEL_METRIC_EXPORT_INTERVAL, 60_000) / 1000,
@@ -356,15 +360,21 @@ def _standard_millis(environ: Mapping[str, str], name: str, default: int) -> int
 
 
 def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    value = _optional_seconds(environ, name)
+    return default if value is None else value
+
+
+def _optional_seconds(environ: Mapping[str, str], name: str, longest: int = 3600) -> float | None:
+    """A number of seconds, greater than 0 and at most ``longest``; None when unset."""
     raw = environ.get(name, "").strip()
     if not raw:
-        return default
-    accepted = "a number of seconds greater than 0 and at most 3600, e.g. 5 or 0.5"
+        return None
+    accepted = f"a number of seconds greater than 0 and at most {longest}, e.g. 5 or 0.5"
     try:
         value = float(raw)
     except ValueError:
         raise ConfigError(name, raw, accepted) from None
-    if not (math.isfinite(value) and 0 < value <= 3600):
+    if not (math.isfinite(value) and 0 < value <= longest):
         raise ConfigError(name, raw, accepted)
     return value
 

@@ -114,12 +114,22 @@ OTEL_GUNICORN_METRICS_INTERVAL = "OTEL_GUNICORN_METRICS_INTERVAL"
 Default ``5``. A metric recorded in a worker reaches the endpoint within one interval; a worker killed with
 SIGKILL loses at most its last interval."""
 
+OTEL_GUNICORN_SLOW_REQUEST_SECONDS = "OTEL_GUNICORN_SLOW_REQUEST_SECONDS"
+"""Seconds (a positive number, fractions allowed, at most 86400) after which a request is slow: every request that
+takes at least this long counts in ``gunicorn.requests.slow`` when it ends, and one still running at a check gets
+one log line with the Python stack of the code serving it, its trace id and span id, while it still runs
+(docs/troubleshooting.md, a worker timed out). Unset (default): no check. The check runs when the worker reports
+(every ``OTEL_GUNICORN_METRICS_INTERVAL``): a request running longer than the threshold plus one interval always
+gets its line, one that ends sooner may not (it is still counted); keep the interval below the threshold. A worker
+stuck past gunicorn's ``--timeout`` logs the same line for each of its requests whether or not this is set."""
+
 OTEL_GUNICORN_MAX_ROUTES = "OTEL_GUNICORN_MAX_ROUTES"
-"""Most distinct ``http.route`` values (an integer, 1 to 100000) a worker records on ``http.server.request.duration``
-and its request spans. Default ``500``. Routes are the framework's templates (``/items/<int:item_id>``, never the
-raw path), so an application has as many as it declares; past the bound, new routes are recorded as
-``http.route="_OTHER"``, counted by ``otel_gunicorn.http.route.overflow`` and logged once per worker. The bound is
-kept by each worker: workers serving different routes past it can together show a few more."""
+"""Most distinct ``http.route`` values (an integer, 1 to 100000) on otel_gunicorn's ``http.server.request.duration``
+for the whole server. Default ``500``. Routes are the framework's templates (``/items/<int:item_id>``, never the raw
+path), so an application has as many as it declares. The arbiter admits routes in the order the workers' reports
+first bring them; past the bound, every other route is recorded as ``http.route="_OTHER"``, counted by
+``otel_gunicorn.http.route.overflow`` and logged once. Each worker holds the same bound on its own (what it keeps in
+memory and names its request spans with, ``METHOD route``): a span's route is bounded per worker, not per server."""
 
 OTEL_GUNICORN_MAX_FRAME_BYTES = "OTEL_GUNICORN_MAX_FRAME_BYTES"
 """Largest report (bytes, 1024 to 268435456) the arbiter accepts from one worker. Default ``16777216`` (16 MiB).

@@ -281,13 +281,27 @@ REQUEST_DURATION = Instrument(
     "request carries error.type: its status code for a 5xx, timeout for a request cut off by a --timeout abort, "
     "or the class of the exception that cut it off (the status is then the one the client got, usually the 500 "
     "of gunicorn's error page). http.route is the framework's route template (Flask's url_rule, Django's "
-    "resolver_match.route, Starlette's and FastAPI's route path, or the otel_gunicorn.route environ/scope key), "
-    "absent when no route matched (a 404).",
+    "resolver_match.route, Starlette's and FastAPI's route path with its mount and router prefixes, or the "
+    "otel_gunicorn.route environ/scope key), absent when no route matched (a 404); at most "
+    "OTEL_GUNICORN_MAX_ROUTES distinct routes per server, the others recorded as _OTHER.",
     (HTTP_REQUEST_METHOD, HTTP_RESPONSE_STATUS_CODE, HTTP_ROUTE, URL_SCHEME, NETWORK_PROTOCOL_VERSION, ERROR_TYPE),
     "worker",
     REQUEST_CLASSES,
     'Latency SLOs; the error ratio counts series with error_type!="" (every 5xx, timeouts, exceptions); by '
     "http_route: which route is slow, failing, or takes the workers' time.",
+)
+SLOW_REQUESTS = Instrument(
+    "gunicorn.requests.slow",
+    "{request}",
+    Kind.COUNTER,
+    "Requests that took at least OTEL_GUNICORN_SLOW_REQUEST_SECONDS, every one, counted when they end, with the "
+    "attributes of their http.server.request.duration point (those still running at a check were logged with their "
+    "stack while they ran). Absent unless the variable is set.",
+    REQUEST_DURATION.attributes,
+    "worker (at each request's end)",
+    REQUEST_CLASSES,
+    "Divided by the rate of http.server.request.duration's count with the same attributes: the share of a route's "
+    "requests that are slow. Each one has a log line naming the code it was running (docs/troubleshooting.md).",
 )
 QUEUE_DURATION = Instrument(
     "gunicorn.request.queue.duration",
@@ -309,12 +323,16 @@ QUEUE_HEADER_INVALID = Instrument(
     REQUEST_CLASSES,
     "A rising rate means the proxy's header format or clock is off.",
 )
+#: the attribute that names a request's route template
+ROUTE_ATTRIBUTE = HTTP_ROUTE
+#: the value routes past ``OTEL_GUNICORN_MAX_ROUTES`` fold into (a worker's, and the server's bound)
+OVERFLOW_ROUTE = "_OTHER"
 ROUTES_OVERFLOW = Instrument(
     "otel_gunicorn.http.route.overflow",
     "{request}",
     Kind.COUNTER,
-    "Requests recorded with http.route=_OTHER because their worker had already seen OTEL_GUNICORN_MAX_ROUTES "
-    "distinct routes.",
+    "Requests recorded with http.route=_OTHER because their worker, or the server, had already seen "
+    "OTEL_GUNICORN_MAX_ROUTES distinct routes.",
     (),
     "worker",
     REQUEST_CLASSES,
@@ -634,6 +652,7 @@ ALL = (
     SERVER_CAPACITY,
     ACTIVE_REQUESTS,
     REQUEST_DURATION,
+    SLOW_REQUESTS,
     QUEUE_DURATION,
     QUEUE_HEADER_INVALID,
     ROUTES_OVERFLOW,

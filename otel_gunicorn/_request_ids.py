@@ -60,6 +60,13 @@ def current_ids() -> tuple[int, int] | None:
     holder = _request.get()
     if holder is None:
         return None
+    return ids_of(holder)
+
+
+def ids_of(holder: list[tuple[int, int] | None]) -> tuple[int, int]:
+    """``(trace_id, span_id)`` of the spanless request marked with ``holder`` (what ``SET`` was given), made on first
+    use. Also read from another thread (a slow request's log line): should the request log its first line at that
+    very moment, one of the two lines may get other ids — the ids are for correlation, nothing depends on them."""
     ids = holder[0]
     if ids is None:
         # random.getrandbits, as the SDK's RandomIdGenerator; 0 is not a valid id

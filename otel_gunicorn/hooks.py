@@ -124,10 +124,10 @@ def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
 
 
 def worker_abort(worker: Any) -> None:
-    """Worker, aborted by the arbiter for missing ``--timeout`` (SIGABRT), just before it exits: the requests it was
-    serving are recorded as failed with ``error.type="timeout"``."""
+    """Worker, aborted by the arbiter for missing ``--timeout`` (SIGABRT), just before it exits: each request it was
+    serving gets a log line with its stack, and is recorded as failed with ``error.type="timeout"``."""
     _CHAIN.ours_called("worker_abort")
-    _worker.aborting()
+    _worker.aborting(worker)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -16,7 +16,7 @@ Dirty workers (gunicorn >= 25 with ``dirty_apps``) report on the same channel an
 slots, lives and exits are kept apart in :mod:`otel_gunicorn._arbiter.dirty`. gunicorn forks the dirty arbiter
 before ``when_ready``, so :func:`prepare_dirty` (``on_starting``) reserves the channel's directory for them first.
 
-One piece (~440 lines): the composition root, the channel's sink and the hooks' entry points share the one lock and
+One piece (~450 lines): the composition root, the channel's sink and the hooks' entry points share the one lock and
 the one :data:`STATE`; split, each part would reach into the others' state.
 """
 
@@ -43,6 +43,7 @@ from otel_gunicorn._arbiter.otlp import OtlpPusher
 from otel_gunicorn._arbiter.peer import is_running, read_proc_stat
 from otel_gunicorn._arbiter.process_health import ProcessHealth, ReapedChildren
 from otel_gunicorn._arbiter.prometheus import PrometheusEndpoint
+from otel_gunicorn._arbiter.route_bound import ServerRouteBound
 from otel_gunicorn._arbiter.tls import check_certificates
 from otel_gunicorn._config import Config, ConfigError, fail_fast
 from otel_gunicorn._fork import FORK, FORK_WAIT, ForkLock
@@ -67,6 +68,7 @@ class ArbiterRuntime:
         self.health = ProcessHealth(config.metrics_interval)
         #: read on the main thread only, at each reaping (child_exit)
         self._reaped = ReapedChildren()
+        self.routes = ServerRouteBound(config.max_routes)
         self.start_ns = time.time_ns()
         self.resource = server_resource({"process.pid": os.getpid()})
         self.channel = ChannelServer(config.channel_dir, self, config.max_frame_bytes, private_dir)
@@ -152,9 +154,18 @@ class ArbiterRuntime:
             dirty = self.dirty.tracks(pid)
             verdict = self.dirty.report(pid) if dirty else self.lifecycle.report(pid, self._live_slot(pid))
             if verdict.accepted:
+                snapshot = self._bounded(snapshot)
                 self.store.report(pid, verdict.slot, snapshot, DIRTY_SLOT_ATTRIBUTE if dirty else SLOT_ATTRIBUTE)
                 if not verdict.live:
                     self.store.drop_gauges(pid)
+
+    def _bounded(self, snapshot: Snapshot) -> Snapshot:
+        """The report with its routes past the server's bound folded (``route_bound.py``); as it came if that fails."""
+        try:
+            return self.routes.fold(snapshot)
+        except Exception as exc:  # noqa: BLE001 - the arbiter never fails a report for the bound: keep it whole
+            self._errors.log(logging.WARNING, "routes", "otel_gunicorn: bounding a report's routes failed: %r", exc)
+            return snapshot
 
     def goodbye(self, pid: int, reason: str) -> None:
         with self.lock:

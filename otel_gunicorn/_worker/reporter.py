@@ -67,6 +67,8 @@ class ChannelExporter(MetricExporter):
         super().__init__(preferred_temporality=_CUMULATIVE)
         #: snapshots of metrics aggregated outside the SDK, sent with each report (see :meth:`add_source`)
         self._sources: list[Callable[[], Snapshot]] = [extra] if extra is not None else []
+        #: what runs at each report before it is built (see :meth:`add_tick`)
+        self._ticks: list[Callable[[], None]] = []
         self._path = path
         self._send_timeout = send_timeout
         self._sock: socket.socket | None = None
@@ -80,6 +82,8 @@ class ChannelExporter(MetricExporter):
             # A process forked by the application inherited this exporter: its copy of the worker's counters must
             # not be reported as if it were the worker.
             return MetricExportResult.FAILURE
+        for tick in self._ticks:  # the slow-request check rides on the report's thread and schedule
+            tick()
         payload = payload_from_metrics_data(metrics_data)
         for source in self._sources:  # metrics aggregated outside the SDK (request metrics, the app's instruments)
             payload["metrics"] += payload_from_snapshot(source())["metrics"]
@@ -100,6 +104,11 @@ class ChannelExporter(MetricExporter):
     def add_source(self, snapshot: Callable[[], Snapshot]) -> None:
         """Send ``snapshot()``'s cumulative points with every report from now on (called on the reporting thread)."""
         self._sources.append(snapshot)
+
+    def add_tick(self, tick: Callable[[], None]) -> None:
+        """Run ``tick()`` at each report, on the reporting thread, before the report is built; it must not raise
+        (the slow-request check, :meth:`RequestWatch.tick`)."""
+        self._ticks.append(tick)
 
     def goodbye(self, reason: str) -> None:
         """Tell the arbiter how this worker is exiting (``normal`` or ``error``); best effort."""

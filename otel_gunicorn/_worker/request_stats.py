@@ -17,14 +17,21 @@ report interval. (The lock is taken with ``acquire``/``release`` rather than ``w
 
 Exemplars of ``http.server.request.duration`` (``OTEL_METRICS_EXEMPLAR_FILTER``, docs/exemplars.md): the newest
 request of each bucket of a series is kept as the request's duration, its end on the ``perf_counter`` clock and its
-span's context — taken from the span the request core holds, no context lookup — and becomes an
+span's context — taken from the span the request core holds, no context lookup; with tracing off, the caller's
+non-recording span of a request that brought a ``traceparent`` — and becomes an
 :class:`~otel_gunicorn._snapshot.Exemplar` only at the report, which hands each over once. With ``always_off``
-nothing is read; with ``trace_based`` (the default) a request without a span (tracing off) or with an unsampled one
-costs one test; ``always_on`` keeps spanless requests too, without ids, as the SDK does.
+nothing is read; with ``trace_based`` (the default) a request without a span (tracing off, no ``traceparent``) or
+with an unsampled one costs one test; ``always_on`` keeps spanless requests too, without ids, as the SDK does.
+
+``gunicorn.requests.slow``: :meth:`RequestStats.closed` counts every request that took at least
+``OTEL_GUNICORN_SLOW_REQUEST_SECONDS`` with its duration's attributes when it ends (one comparison per request,
+against infinity when the threshold is unset) — all of them, also those that began and ended between two of the
+slow-request check's ticks (:mod:`otel_gunicorn._worker.request_watch`) and so never had a line while running.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from bisect import bisect_left
@@ -105,6 +112,10 @@ class RequestStats:
         self.wrapped = False
         #: the request core's bound on ``http.route`` values (set by it), whose folded requests are reported here
         self.route_bound: Any = None
+        #: ``OTEL_GUNICORN_SLOW_REQUEST_SECONDS`` (set by the worker's runtime; infinity: unset): a request that took
+        #: at least this long counts in ``gunicorn.requests.slow`` when it ends, with its duration's attributes
+        self.slow_after = math.inf
+        self._slow_counts: dict[AttrKey, int] = {}
 
     def known_key(self, key: AttrKey) -> None:
         """``key`` will be used by requests registered in :attr:`in_flight`: report it from now on, 0 when idle."""
@@ -121,6 +132,8 @@ class RequestStats:
             if entry is None:
                 return False
             self._served_seconds += seconds
+            if seconds >= self.slow_after:
+                self._slow_counts[duration_key] = self._slow_counts.get(duration_key, 0) + 1
             # HistogramCell.record(), inlined (the bucket is needed for the exemplar too): this runs on every request
             histogram = self._durations.get(duration_key)
             if histogram is None:
@@ -211,6 +224,8 @@ class RequestStats:
                 wall_ns, perf = time.time_ns(), time.perf_counter()
                 exemplars = {k: h.take_exemplars(wall_ns, perf) for k, h in self._durations.items() if h.samples}
                 snapshot[inst.REQUEST_DURATION.meta] = with_exemplars(points, exemplars)
+            if self._slow_counts:
+                snapshot[inst.SLOW_REQUESTS.meta] = dict(self._slow_counts)
             if any(self._queue.counts):
                 snapshot[inst.QUEUE_DURATION.meta] = {(): self._queue.value(self._queue.bounds)}
             if self._invalid_headers:

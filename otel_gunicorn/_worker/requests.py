@@ -61,9 +61,12 @@ DEFAULT_MAX_ROUTES = 500
 TIMEOUT_ERROR = "timeout"
 
 #: one request in flight: (perf_counter at start, active-requests key, method, span, context token, the request
-#: object). A plain tuple: it is built on every request, and a NamedTuple costs several times as much to build.
-#: Holding the request keeps its id — the request's key in the registry of requests in flight — unique until it ends.
-InFlight = tuple[float, AttrKey, str, Any, object, Any]
+#: object, the context serving it, its log ids). A plain tuple: it is built on every request, and a NamedTuple costs
+#: several times as much to build. Holding the request keeps its id — the request's key in the registry of requests
+#: in flight — unique until it ends. The serving context (:attr:`RequestObserver.serving`) and, for a request
+#: without a span, the holder of its log ids (:mod:`otel_gunicorn._request_ids`) are what its stack line needs
+#: (:mod:`otel_gunicorn._worker.request_watch`): where to read the stack, and the ids its other lines carry.
+InFlight = tuple[float, AttrKey, str, Any, object, Any, object, "list[tuple[int, int] | None] | None"]
 
 _perf_counter = time.perf_counter
 #: the exception being handled here, or None (``sys.exception`` from Python 3.11: a third of ``sys.exc_info``'s cost)
@@ -134,6 +137,10 @@ class RequestObserver:
         self._aborting = False
         #: the class of the last request seen without ``headers_bytes`` (gunicorn's WSGI request, as a rule)
         self._str_headers_class: type | None = None
+        #: tells which thread, greenlet or task serves a request, called when it begins (one C call:
+        #: ``threading.get_ident``, ``greenlet.getcurrent``, ``asyncio.current_task``); None where every request is
+        #: served on the worker's main thread (sync), which then costs nothing (``WorkerStateReader.serving``)
+        self.serving: Callable[[], object] | None = None
 
     def wrapping(self) -> None:
         """An application wrapper feeds this observer from now on (the worker class calls no request hooks): its
@@ -156,12 +163,26 @@ class RequestObserver:
             method = str(method or "").upper()
             method = method if method in KNOWN_METHODS else "_OTHER"
         active_key = self._active_keys.get(method) or self._active_key(method)
+        ids: list[tuple[int, int] | None] | None
         if has_traceparent or self._traced:
             span, token = self._tracing.start(request, source, method, has_traceparent)
+            ids = None
         else:  # the usual case, tracing off and no caller's trace: only the request's own ids for its log lines
-            span, token = None, _mark_request([None])  # _request_ids.begin(), inlined
+            ids = [None]
+            span, token = None, _mark_request(ids)  # _request_ids.begin(), inlined
+        serving = self.serving
         started = _perf_counter()
-        entry = self._in_flight[id(request)] = (started, active_key, method, span, token, request)
+        entry: InFlight = (
+            started,
+            active_key,
+            method,
+            span,
+            token,
+            request,
+            serving() if serving is not None else None,
+            ids,
+        )
+        self._in_flight[id(request)] = entry
         if queue_start is not None and self._stats is not None:  # None: metrics off, only span and log correlation
             self._queued(self._stats, queue_start)
         return entry
@@ -187,7 +208,7 @@ class RequestObserver:
         that ended in an error other than its status (a 5xx status is one by itself); ``route`` its ``http.route``
         template (None: no route matched); the context stays attached. Returns False, recording nothing, for a
         request that has ended already."""
-        started, _active_key, method, span, _token, request = entry
+        started, _active_key, method, span, _token, request, _serving, _ids = entry
         elapsed = _perf_counter() - started
         if error is None and status is not None and status >= 500:
             error = str(status)  # semantic conventions: a server's 5xx is an error, typed by its status code
@@ -285,6 +306,10 @@ class RequestObserver:
         """``worker_abort``: the arbiter is aborting this worker for missing ``--timeout``; the requests the abort
         cuts off end with ``error.type="timeout"``."""
         self._aborting = True
+
+    def in_flight(self) -> list[InFlight]:
+        """The requests in flight now (a copy: one C call, safe against the threads serving them)."""
+        return list(self._in_flight.values())
 
     def abandon_in_flight(self) -> int:
         """The worker is exiting: record the hook-path requests that will never reach ``post_request`` (the

@@ -11,24 +11,24 @@ attribute reads here, no regex, and nothing may raise into the request. Where ea
   ``post_worker_init`` :func:`install` adds one teardown function to the application
   (``app.teardown_request_funcs[None]``, what ``@app.teardown_request`` fills; Flask calls it on every request, the
   context still pushed) that copies ``url_rule.rule`` into the environ under :data:`ROUTE_KEY`.
-- **Django**: ``request.META`` is the environ, but Django leaves no way from the environ back to the request. At
-  ``post_worker_init`` :func:`install` puts one function first in the handler's view-middleware list
-  (``WSGIHandler._view_middleware``, what ``process_view`` methods become; Django calls it right after URL
-  resolution, never for a 404): it copies ``request.resolver_match.route`` (``items/<int:item_id>/``, no leading
-  slash, as Django and its OpenTelemetry instrumentation have it) into the environ under :data:`ROUTE_KEY`. A view
-  that sets the key itself runs later, so its value wins.
-- **Starlette / FastAPI**: Starlette's router does ``scope["route"] = route`` and ``scope.update(child_scope)`` on the
-  scope it was given (FastAPI's ``APIRoute`` also puts itself there), so an outer ASGI wrapper reads
-  ``scope["route"].path`` (``/items/{item_id}``) once the application returned. A Starlette older than that leaves
-  only ``scope["endpoint"]``: its route is found by endpoint in ``scope["app"].routes`` (a map built once per
-  application), and only when one endpoint serves two paths by matching ``app.routes`` as the router does.
+- **Django**: ``request.resolver_match.route`` once Django resolved the URL (``v1/items/<int:item_id>`` through an
+  ``include("v1/", ...)``: no leading slash, as Django and its OpenTelemetry instrumentation have it), but Django
+  leaves no way from the environ or the scope back to the request. At ``post_worker_init`` :func:`install` puts one
+  function first in the handler's view-middleware list (``_view_middleware``, what ``process_view`` methods become;
+  Django calls it right after URL resolution, never for a 404) that copies the route under :data:`ROUTE_KEY`: into
+  ``request.META`` under the WSGI handler (it *is* the environ), into ``request.scope`` under the ASGI handler (the
+  scope the server passed; ``META`` is a dict of its own there, and the handler awaits its view middleware, so
+  that function is a coroutine). A view that sets the key itself runs later, so its value wins.
+- **Starlette / FastAPI**: what the router leaves in the scope (``scope["route"]``, FastAPI's included-router
+  context, the mounts the route is reachable under): :mod:`otel_gunicorn._worker.starlette_routes`.
 
 gunicorn's asgi worker hands ``post_request`` no scope: :class:`ASGIRouteCapture`, around the application, leaves the
 route in a context variable that the request's ``post_request`` — run in the same task, after the application
 returned — reads (:func:`captured_asgi_route`).
 
 Bounded (:class:`RouteBound`): a worker keeps at most ``OTEL_GUNICORN_MAX_ROUTES`` distinct routes; later new ones
-become :data:`OVERFLOW_ROUTE`, counted and logged once.
+become :data:`OVERFLOW_ROUTE`, counted and logged once. That bounds what a worker holds and names its spans with; the
+arbiter holds the merged metric to the same number of routes for the whole server (``_arbiter/route_bound.py``).
 """
 
 from __future__ import annotations
@@ -40,12 +40,15 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
+from otel_gunicorn import _instruments as inst
+from otel_gunicorn._worker.starlette_routes import starlette_route
+
 _log = logging.getLogger("otel_gunicorn")
 
 #: the environ / scope key an application sets to name a request's route by hand (custom routing)
 ROUTE_KEY = "otel_gunicorn.route"
 #: the value new routes fold into once a worker has seen ``OTEL_GUNICORN_MAX_ROUTES`` of them
-OVERFLOW_ROUTE = "_OTHER"
+OVERFLOW_ROUTE = inst.OVERFLOW_ROUTE
 
 
 def wsgi_route(environ: Any) -> str | None:
@@ -61,68 +64,7 @@ def asgi_route(scope: Any) -> str | None:
     route = scope.get(ROUTE_KEY)
     if route is not None:
         return route if route.__class__ is str else None
-    matched = scope.get("route")
-    if matched is not None:
-        path = getattr(matched, "path", None)
-        return path if path.__class__ is str else None
-    endpoint = scope.get("endpoint")
-    if endpoint is None:
-        return None
-    return _STARLETTE.route(scope, endpoint)
-
-
-class _StarletteRoutes:
-    """Route templates of an older Starlette application by endpoint, built once per application (a worker serves
-    one); endpoints serving several paths are matched as the router does."""
-
-    def __init__(self) -> None:
-        self._app: Any = None
-        self._by_endpoint: dict[Any, str | None] = {}
-
-    def route(self, scope: Any, endpoint: Any) -> str | None:
-        app = scope.get("app")
-        if app is None:
-            return None
-        if app is not self._app:
-            self._by_endpoint = _routes_by_endpoint(app)
-            self._app = app
-        try:
-            template = self._by_endpoint.get(endpoint, "")
-        except TypeError:  # an unhashable endpoint
-            template = None
-        if template is None:  # ambiguous: several paths share this endpoint
-            return _matching_route(app, scope)
-        return template or None
-
-
-def _routes_by_endpoint(app: Any) -> dict[Any, str | None]:
-    by_endpoint: dict[Any, str | None] = {}
-    for route in getattr(app, "routes", None) or ():
-        endpoint, path = getattr(route, "endpoint", None), getattr(route, "path", None)
-        if endpoint is None or not isinstance(path, str):
-            continue
-        try:
-            by_endpoint[endpoint] = path if by_endpoint.get(endpoint, path) == path else None
-        except TypeError:
-            continue
-    return by_endpoint
-
-
-def _matching_route(app: Any, scope: Any) -> str | None:
-    """What OpenTelemetry's Starlette instrumentation does: the first route matching fully, else the last partial."""
-    from starlette.routing import Match  # imported only here: only a Starlette application gets here
-
-    found = None
-    for route in getattr(app, "routes", None) or ():
-        match, _child = route.matches(scope)
-        if match is Match.FULL:
-            return str(route.path)
-        if match is Match.PARTIAL:
-            found = str(route.path)
-    return found
-
-
-_STARLETTE = _StarletteRoutes()
+    return starlette_route(scope)
 
 
 # ---------------------------------------------------------------- gunicorn's asgi worker (hook path, no scope)
@@ -161,18 +103,22 @@ class ASGIRouteCapture:
 
 
 def install(app: Any) -> str | None:
-    """If ``app`` (``worker.wsgi``) is a Flask application or Django's WSGI handler, or wraps one, make it leave each
-    request's route in its environ; return which (``"flask"``, ``"django"``) or None. Neither framework is imported
-    here: only one the application loaded is looked at."""
+    """If ``app`` (the application the worker loaded) is a Flask application or one of Django's handlers (WSGI or
+    ASGI), or wraps one, make it leave each request's route where the worker reads it (the environ, or the scope);
+    return which (``"flask"``, ``"django"``) or None. Neither framework is imported here: only one the application
+    loaded is looked at."""
     flask_class = getattr(sys.modules.get("flask"), "Flask", None)
-    django_class = getattr(sys.modules.get("django.core.handlers.wsgi"), "WSGIHandler", None)
-    if flask_class is None and django_class is None:
+    django_wsgi = getattr(sys.modules.get("django.core.handlers.wsgi"), "WSGIHandler", None)
+    django_asgi = getattr(sys.modules.get("django.core.handlers.asgi"), "ASGIHandler", None)
+    if flask_class is None and django_wsgi is None and django_asgi is None:
         return None
     for _depth in range(4):  # the application, or a middleware or two around it
         if flask_class is not None and isinstance(app, flask_class):
             return "flask" if _install_flask(app) else None
-        if django_class is not None and isinstance(app, django_class):
-            return "django" if _install_django(app) else None
+        if django_wsgi is not None and isinstance(app, django_wsgi):
+            return "django" if _install_django(app, _django_route) else None
+        if django_asgi is not None and isinstance(app, django_asgi):
+            return "django" if _install_django(app, _django_route_async) else None
         app = getattr(app, "application", None) or getattr(app, "app", None) or getattr(app, "wsgi", None)
         if app is None:
             return None
@@ -199,21 +145,33 @@ def _install_flask(app: Any) -> bool:
     return True
 
 
-def _install_django(app: Any) -> bool:
+def _install_django(app: Any, process_view: Callable[..., Any]) -> bool:
     views = getattr(app, "_view_middleware", None)
     if not isinstance(views, list):
         return False
-    if _django_route not in views:
-        views.insert(0, _django_route)
+    if process_view not in views:
+        views.insert(0, process_view)
     return True
 
 
 def _django_route(request: Any, _view: Any, _args: Any, _kwargs: Any) -> None:
-    """A ``process_view``: Django has resolved the URL; keep its route template in the environ."""
+    """A ``process_view`` for Django's WSGI handler: Django has resolved the URL; keep its route template in the
+    environ (``request.META`` is the environ)."""
     try:
         route = request.resolver_match.route
         if route.__class__ is str:
             request.META.setdefault(ROUTE_KEY, route)
+    except Exception:  # noqa: BLE001 - never break a request for telemetry: the request has no route
+        pass
+
+
+async def _django_route_async(request: Any, _view: Any, _args: Any, _kwargs: Any) -> None:
+    """The same for Django's ASGI handler, which awaits its view middleware: there ``request.META`` is a dict of its
+    own, built from the scope, and ``request.scope`` is the scope the server passed (and the worker reads)."""
+    try:
+        route = request.resolver_match.route
+        if route.__class__ is str:
+            request.scope.setdefault(ROUTE_KEY, route)
     except Exception:  # noqa: BLE001 - never break a request for telemetry: the request has no route
         pass
 

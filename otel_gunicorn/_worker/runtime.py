@@ -17,6 +17,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -34,6 +35,7 @@ from otel_gunicorn._worker.log_export import build_log_export
 from otel_gunicorn._worker.process_state import WORKER
 from otel_gunicorn._worker.reporter import ChannelExporter, reporting_meter
 from otel_gunicorn._worker.request_stats import RequestStats
+from otel_gunicorn._worker.request_watch import RequestWatch, Ticker
 from otel_gunicorn._worker.requests import RequestObserver
 from otel_gunicorn._worker.state import WorkerStateReader, state_reader
 from otel_gunicorn._worker.tracing import RequestTracing, app_makes_server_spans, build_tracer_provider
@@ -56,6 +58,8 @@ class WorkerRuntime:
         self.exporter: ChannelExporter | None = None
         self.request_stats: RequestStats | None = None
         self.gc_stats: GcStats | None = None
+        #: the slow-request check's own thread, where no report runs it (metrics off)
+        self.ticker: Ticker | None = None
         if arbiter.channel_path is not None:  # None: OTEL_METRICS_EXPORTER=none, spans and logs only
             self._start_metrics(worker, arbiter, state)
         # The application loaded (worker.wsgi; gunicorn's asgi worker keeps it in worker.asgi): one that makes its
@@ -68,7 +72,9 @@ class WorkerRuntime:
             RequestTracing(spans),
             routes.RouteBound(arbiter.config.max_routes),
         )
+        observer.serving = state.serving()
         _route_sources(worker, observer, state)
+        self.watch = self._watch(worker, arbiter, observer)
         # Never both for one request: the hooks feed the observer only where gunicorn calls them; elsewhere the
         # application is wrapped and the hook functions below find no observer.
         self.requests = observer if state.requests_via_hooks else None
@@ -91,8 +97,31 @@ class WorkerRuntime:
         if WORKER.own_listeners:
             server_gauges.register_own_listeners(meter, worker)
 
+    def _watch(self, worker: Any, arbiter: _handoff.ArbiterLink, observer: RequestObserver) -> RequestWatch:
+        """The stack lines of slow and stuck requests, checked at each report (or, with metrics off, as often on a
+        thread of their own), and told when SIGTERM starts the graceful stop."""
+        cfg = getattr(worker, "cfg", None)
+        if arbiter.config.slow_request_seconds is not None and self.request_stats is not None:
+            self.request_stats.slow_after = arbiter.config.slow_request_seconds  # gunicorn.requests.slow, at each end
+        graceful = getattr(cfg, "graceful_timeout", None)
+        watch = RequestWatch(
+            observer,
+            slow_after=arbiter.config.slow_request_seconds,
+            graceful_timeout=float(graceful) if isinstance(graceful, (int, float)) else None,
+            tick_interval=arbiter.config.metrics_interval,
+            main_thread=threading.get_ident(),  # post_worker_init runs on the worker's main thread
+        )
+        if self.exporter is not None:
+            self.exporter.add_tick(watch.tick)
+        else:
+            self.ticker = Ticker(watch.tick, arbiter.config.metrics_interval)
+        note_stops(watch)
+        return watch
+
     def shutdown(self, reason: str) -> None:
         """Send the final report, flush spans and log records, then say goodbye; stop trying at the deadline."""
+        if self.ticker is not None:
+            self.ticker.stop()
         deadline = time.monotonic() + self.exit_timeout
         # The final report first: it goes to the arbiter over a local socket, so it is quick, and it keeps the
         # merged totals exact; spans and log records go to a collector that may not answer at all.
@@ -146,18 +175,16 @@ def _all_within(flushes: dict[str, Callable[[], object]], deadline: float) -> li
 
 
 def _route_sources(worker: Any, observer: RequestObserver, state: WorkerStateReader) -> None:
-    """Where the application needs help to tell its route: Django's handler leaves it in the environ; gunicorn's
-    asgi worker gets the scope's route captured for ``post_request``."""
+    """Where the application needs help to tell its route: Flask and Django (WSGI or ASGI) leave it in the environ
+    or the scope; gunicorn's asgi worker gets the scope's route captured for ``post_request``."""
     try:
-        if state.requests_via_hooks and state.asgi_via_hooks:
-            # gunicorn's asgi worker serves worker.asgi (set in load_wsgi, before post_worker_init)
-            name = "asgi" if getattr(worker, "asgi", None) is not None else "wsgi"
-            app = getattr(worker, name, None)
-            if app is not None:
-                setattr(worker, name, routes.ASGIRouteCapture(app))
-                observer.captured_routes = True
-        else:
-            routes.install(getattr(worker, "wsgi", None))
+        # gunicorn's asgi worker serves worker.asgi (set in load_wsgi, before post_worker_init); the others wsgi
+        name = "asgi" if getattr(worker, "asgi", None) is not None else "wsgi"
+        app = getattr(worker, name, None)
+        routes.install(app)
+        if app is not None and state.requests_via_hooks and state.asgi_via_hooks:
+            setattr(worker, name, routes.ASGIRouteCapture(app))
+            observer.captured_routes = True
     except Exception:  # noqa: BLE001 - a worker that cannot read routes must still serve: requests without route
         _log.warning("otel_gunicorn: worker %d cannot read its application's routes", os.getpid(), exc_info=True)
 
@@ -234,11 +261,36 @@ def forked(server: Any, worker: Any) -> None:
     WORKER.own_listeners = bool(sockets) and not any(id(listener) in inherited for listener in sockets)
 
 
-def aborting() -> None:
-    """``worker_abort`` (the arbiter's SIGABRT for a missed ``--timeout``): requests cut off are timeouts."""
+def aborting(worker: Any) -> None:
+    """``worker_abort`` (the arbiter's SIGABRT for a missed ``--timeout``): each request in flight gets its line
+    with its stack, and those cut off are recorded as timeouts."""
     runtime = current()
-    if runtime is not None and runtime.requests is not None:
+    if runtime is None:
+        return
+    timeout = getattr(getattr(worker, "cfg", None), "timeout", None)
+    runtime.watch.timed_out(float(timeout) if isinstance(timeout, (int, float)) else None)
+    if runtime.requests is not None:
         runtime.requests.abort()
+
+
+def note_stops(watch: RequestWatch) -> None:
+    """Tell ``watch`` when SIGTERM (gunicorn's graceful stop) arrives: the handler gunicorn installed for it (its
+    worker's ``handle_exit``, or asyncio's for the asgi worker, whose loop reads the signal from its wakeup fd
+    either way) is wrapped, on the main thread in ``post_worker_init``. A handler that is not Python's (the
+    default, or ignored) is left alone: the graceful-stop lines are then absent."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):
+        return
+
+    def stopping(signum: int, frame: Any) -> None:
+        watch.stopping()
+        previous(signum, frame)
+
+    try:
+        signal.signal(signal.SIGTERM, stopping)
+        signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn has it: SIGTERM must not interrupt a request's I/O
+    except (ValueError, OSError):  # not the main thread, or no such signal here
+        _log.debug("otel_gunicorn: cannot watch for SIGTERM in worker %d", os.getpid(), exc_info=True)
 
 
 def _abandon_requests(runtime: WorkerRuntime) -> None:

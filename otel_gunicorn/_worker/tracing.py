@@ -6,8 +6,8 @@ caller's W3C ``traceparent``/``tracestate`` and baggage (the globally configured
 The request's context is attached on the thread, greenlet or task that serves it, so everything logged while the
 request runs — the application's lines and the access line — carries its trace ids. With tracing off
 (``OTEL_TRACES_EXPORTER=none``) no span is created, but an incoming ``traceparent`` is still made current, so logs
-still carry the caller's trace id; and a request with neither gets ids for its log lines only
-(:mod:`otel_gunicorn._request_ids`).
+still carry the caller's trace id, and its non-recording span is the request's (its exemplars carry the caller's
+trace); a request with neither gets ids for its log lines only (:mod:`otel_gunicorn._request_ids`).
 
 The span is the same whichever way the request is seen: gunicorn's request object in ``pre_request`` (here), or a
 WSGI environ / ASGI scope where the application is wrapped instead (:mod:`otel_gunicorn._worker.app_boundary`). Each
@@ -31,6 +31,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.semconv.attributes.client_attributes import CLIENT_ADDRESS
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.exception_attributes import (
+    EXCEPTION_MESSAGE,
+    EXCEPTION_STACKTRACE,
+    EXCEPTION_TYPE,
+)
 from opentelemetry.semconv.attributes.http_attributes import (
     HTTP_REQUEST_METHOD,
     HTTP_RESPONSE_STATUS_CODE,
@@ -43,6 +48,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from otel_gunicorn import _otlp, _request_ids
 from otel_gunicorn._config import Config
 from otel_gunicorn._version import __version__
+
+#: ``exception.type`` of the ``exception`` event a request's span gets when a ``--timeout`` abort cuts it off: no
+#: exception of the application's ended it, the worker was stopped from outside while it ran
+TIMEOUT_EXCEPTION = "TimeoutError"
 
 
 class _HeaderListGetter(Getter[list]):  # type: ignore[type-arg]
@@ -162,21 +171,26 @@ class RequestTracing:
     def start(
         self, request: Any, source: SpanSource, method: str, has_traceparent: bool
     ) -> tuple[trace.Span | None, object]:
-        """Continue the caller's trace; return the span (None when tracing is off) and the context token (None
-        when there was nothing to make current). The context is attached last: nothing here can fail after it."""
+        """Continue the caller's trace; return the span and the context token (None when there was nothing to make
+        current). The context is attached last: nothing here can fail after it.
+
+        With tracing off, the span is the caller's, as the OpenTelemetry API continues it without an SDK: a
+        non-recording span with the caller's ids (None when the request brought no valid ``traceparent``). It
+        records nothing, but the request's exemplars (trace-based filter) and its stack line carry the caller's
+        trace, as its log lines do.
+        """
         if self._tracer is None and not has_traceparent:
             # tracing off and no caller's trace: no span, but the request's log lines still share a trace id
             return None, _request_ids.begin()
         carrier = source.carrier(request)
         parent = propagate.extract(carrier, getter=source.getter) if carrier is not None else context.get_current()
-        span = None
-        ctx = parent
-        if self._tracer is not None:
-            span = self._tracer.start_span(
-                method, context=parent, kind=SpanKind.SERVER, attributes=source.attributes(request, method)
-            )
-            ctx = trace.set_span_in_context(span, parent)
-        return span, context.attach(ctx)
+        if self._tracer is None:
+            callers = trace.get_current_span(parent)
+            return (callers if callers.get_span_context().is_valid else None), context.attach(parent)
+        span = self._tracer.start_span(
+            method, context=parent, kind=SpanKind.SERVER, attributes=source.attributes(request, method)
+        )
+        return span, context.attach(trace.set_span_in_context(span, parent))
 
     @staticmethod
     def end(
@@ -198,6 +212,21 @@ class RequestTracing:
                 span.set_attribute(ERROR_TYPE, error)
                 span.set_status(Status(StatusCode.ERROR))
             span.end()
+
+    @staticmethod
+    def timed_out(span: trace.Span | None, message: str, stacktrace: str) -> None:
+        """A ``--timeout`` abort cuts the request of ``span`` off: an ``exception`` event with the stack it was
+        running, by the semantic conventions for exceptions; the span ends later, with an error status, where the
+        request ends (``post_request``, or the worker's exit for requests that never reach it)."""
+        if span is not None and span.is_recording():
+            span.add_event(
+                "exception",
+                {
+                    EXCEPTION_TYPE: TIMEOUT_EXCEPTION,
+                    EXCEPTION_MESSAGE: message,
+                    EXCEPTION_STACKTRACE: stacktrace,
+                },
+            )
 
     @staticmethod
     def detach(token: object) -> None:

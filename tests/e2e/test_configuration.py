@@ -42,6 +42,7 @@ def reports_pushed_to(collector) -> float | None:
         ("OTEL_GUNICORN_METRICS_INTERVAL", "0"),
         ("OTEL_GUNICORN_MAX_FRAME_BYTES", "12"),
         ("OTEL_GUNICORN_CHANNEL_DIR", "/nonexistent/dir"),
+        ("OTEL_GUNICORN_SLOW_REQUEST_SECONDS", "-1"),
     ],
 )
 def test_bad_setting_stops_gunicorn_before_any_worker(run_gunicorn, variable, value):

@@ -181,3 +181,20 @@ def test_always_off_shows_no_exemplar_anywhere(start_gunicorn, start_rotel):
     assert " # {" not in server.scrape_text(OPENMETRICS)
     assert " # {" not in server.scrape_text()
     assert "Exemplar" not in collector.log()
+
+
+def test_with_tracing_off_a_callers_sampled_trace_still_makes_exemplars(start_gunicorn):
+    """Tracing off (the default), 30 requests with sampled traceparents: as the SDK does with a non-recording span,
+    the OpenMetrics exposition has exemplars of http.server.request.duration with those trace ids, and only those."""
+    server = start_gunicorn(args=["-w", "2"], env={"OTEL_GUNICORN_METRICS_INTERVAL": "0.3"})
+    traffic = Traffic(server)
+    traffic.send(30)
+
+    def request_exemplars() -> set[str]:
+        text = server.scrape_text(OPENMETRICS)
+        durations = [line for line in text.splitlines() if line.startswith("http_server_request_duration_seconds")]
+        return set(_EXEMPLAR.findall("\n".join(durations)))
+
+    found = wait_until(request_exemplars, 15, what="exemplars of the request durations", until=bool)
+    traffic.pids(found)  # every one a trace we sent
+    assert "trace_id" not in server.scrape_text(), "the classic text format has no place for them"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import itertools
+import os
+import signal
 
 import pytest
 
@@ -38,6 +40,53 @@ SERVERS = {
         "/items/{item_id}",
         "/health",
     ),
+    # Django's ASGI handler: the route goes into the scope, not the environ
+    "django-asgi": (
+        "routes_django:asgi_application",
+        ["-k", "asgi", "--access-logfile", "/dev/null"],
+        "items/<int:item_id>",
+        "health",
+    ),
+    "django-uvicorn-worker": (
+        "routes_django:asgi_application",
+        ["-k", "uvicorn_worker.UvicornWorker"],
+        "items/<int:item_id>",
+        "health",
+    ),
+}
+
+#: (application, worker arguments, environment, the scope of the framework's own request metric, the mounted route
+#: as the framework writes it: a blueprint's url_prefix, a Django include(), a FastAPI mount, a router's prefix)
+THEIRS = {
+    "flask-sync": (
+        "routes_flask_instrumented:app",
+        ["-k", "sync"],
+        # the instrumentation puts http.route on its metric in the stable HTTP conventions only
+        {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"},
+        "opentelemetry.instrumentation.flask",
+        {"/v1/items/1": "/v1/items/<int:item_id>"},
+    ),
+    "django-gthread": (
+        "routes_django_instrumented:application",
+        ["-k", "gthread", "--threads", "4"],
+        {"OTEL_SEMCONV_STABILITY_OPT_IN": "http"},
+        "opentelemetry.instrumentation.django",
+        {"/v1/items/1": "v1/items/<int:item_id>"},
+    ),
+    "fastapi-uvicorn-worker": (
+        "routes_fastapi:app",
+        ["-k", "uvicorn_worker.UvicornWorker"],
+        {},
+        "fastapi",
+        {"/v1/items/1": "/v1/items/{item_id}", "/api/things/1": "/api/things/{thing_id}"},
+    ),
+    "fastapi-asgi": (
+        "routes_fastapi:app",
+        ["-k", "asgi", "--access-logfile", "/dev/null"],
+        {},
+        "fastapi",
+        {"/v1/items/1": "/v1/items/{item_id}", "/api/things/1": "/api/things/{thing_id}"},
+    ),
 }
 
 
@@ -62,9 +111,9 @@ def keep_alive_load(port: int, paths: list[str], connections: int = 8) -> list[i
         return sorted(itertools.chain.from_iterable(pool.map(serve, shares)))
 
 
-def ours(server: Gunicorn) -> list[tuple[dict[str, str], float]]:
-    """otel_gunicorn's own request counts, as (labels, count)."""
-    return [(s.labels, s.value) for s in server.samples(DURATION) if s.labels.get("otel_scope_name") == "otel_gunicorn"]
+def ours(server: Gunicorn, scope: str = "otel_gunicorn") -> list[tuple[dict[str, str], float]]:
+    """otel_gunicorn's own request counts (or those of another instrumentation ``scope``), as (labels, count)."""
+    return [(s.labels, s.value) for s in server.samples(DURATION) if s.labels.get("otel_scope_name") == scope]
 
 
 def by_route(samples: list[tuple[dict[str, str], float]]) -> dict[str | None, float]:
@@ -143,3 +192,55 @@ def test_fastapi_native_telemetry_agrees_on_the_route(start_gunicorn):
         routes_by_scope, 2 * server.interval + 5, until=lambda f: len(f) == 2, what="the route from both scopes"
     )
     assert {"otel_gunicorn": {items}, "fastapi": {items}} == found
+
+
+@pytest.mark.parametrize("kind", THEIRS)
+def test_the_frameworks_own_telemetry_names_the_same_routes(start_gunicorn, kind):
+    """Beside the framework's own request metric (OpenTelemetry's Flask or Django instrumentation, FastAPI's native
+    telemetry), one scrape shows both scopes counting every request under the same routes: the items template, health,
+    the mounted routes with their prefix, the 404s without route."""
+    app, args, env, scope, mounted = THEIRS[kind]
+    _app, _args, items, health = SERVERS[kind]
+    server = start_gunicorn(app, args=["-w", "2", *args], env=env)
+    extra = [path for path in mounted for _ in range(5)]
+    paths = [f"/items/{i}" for i in range(1000, 1050)] + ["/health"] * 10 + extra + [f"/nowhere/{i}" for i in range(7)]
+    assert [200] * (60 + len(extra)) + [404] * 7 == keep_alive_load(server.port, paths)
+    wanted = {items: 50.0, health: 10.0, None: 7.0, **{route: 5.0 for route in mounted.values()}}
+
+    def both() -> tuple[dict[str | None, float], dict[str | None, float]]:
+        return by_route(ours(server)), by_route(ours(server, scope))
+
+    counted = wait_until(
+        both,
+        2 * server.interval + 5,
+        until=lambda c: all({k: found.get(k) for k in wanted} == wanted for found in c),
+        what=f"requests by route from otel_gunicorn and {scope}",
+    )
+    assert [wanted, wanted] == [{k: found.get(k) for k in wanted} for found in counted]
+    # and nothing else on either side but the harness's readiness probes, the same on both
+    assert counted[0] == counted[1]
+
+
+def test_the_bound_holds_for_the_server_not_only_for_each_worker(start_gunicorn):
+    """Two workers in turn, each within OTEL_GUNICORN_MAX_ROUTES=2 on its own: the server still names two routes, and
+    the later worker's new route is recorded as _OTHER, counted as overflow."""
+    server = start_gunicorn("routes_flask:app", args=["-w", "1"], env={"OTEL_GUNICORN_MAX_ROUTES": "2"})
+    probes = wait_until(  # the harness's readiness probe: one request that got its 200
+        lambda: server.value(DURATION, http_route="/ready", otel_scope_name="otel_gunicorn"),
+        2 * server.interval + 5,
+        until=lambda value: value is not None,
+        what="the readiness probe counted",
+    )
+    assert [200] * 3 == keep_alive_load(server.port, ["/health"] * 3, connections=1)
+    server.wait_value(DURATION, 3.0, http_route="/health", otel_scope_name="otel_gunicorn")
+    [first] = server.worker_pids()
+    os.kill(first, signal.SIGTERM)  # the arbiter replaces it: a worker that has seen no route yet
+    wait_until(server.worker_pids, 30, what="a new worker", until=lambda pids: len(pids) == 1 and first not in pids)
+    assert [200] * 4 == keep_alive_load(server.port, [f"/items/{i}" for i in range(4)], connections=1)
+    wanted = {"/ready": probes, "/health": 3.0, "_OTHER": 4.0}
+    counted = wait_until(
+        lambda: by_route(ours(server)), 2 * server.interval + 5, until=lambda c: c == wanted, what="the items folded"
+    )
+    assert wanted == counted
+    assert 4.0 == server.wait_value("otel_gunicorn_http_route_overflow_total", 4.0)
+    assert "more than 2 distinct http.route values in this server" in server.log()

@@ -53,6 +53,7 @@ def test_empty_values_mean_unset(logged: Records) -> None:
         "OTEL_GUNICORN_METRICS_INTERVAL",
         "OTEL_GUNICORN_MAX_FRAME_BYTES",
         "OTEL_GUNICORN_CHANNEL_DIR",
+        "OTEL_GUNICORN_SLOW_REQUEST_SECONDS",
     ]
 
     actual = Config.from_env(dict.fromkeys(names, "  "))
@@ -201,6 +202,28 @@ def test_bad_metrics_interval_raises_naming_variable_value_and_accepted(raw: str
     )
 
     assert expected == str(error)
+
+
+# ---------------------------------------------------------------- OTEL_GUNICORN_SLOW_REQUEST_SECONDS
+
+
+def test_the_slow_request_check_is_off_unless_set() -> None:
+    assert None is Config.from_env({}).slow_request_seconds
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [("1", 1.0), (" 0.5 ", 0.5), ("86400", 86400.0), ("2e1", 20.0)])
+def test_the_slow_request_threshold_accepts_positive_seconds_up_to_a_day(raw: str, seconds: float) -> None:
+    assert seconds == Config.from_env({"OTEL_GUNICORN_SLOW_REQUEST_SECONDS": raw}).slow_request_seconds
+
+
+@pytest.mark.parametrize("raw", ["slow", "0", "-3", "nan", "inf", "86401", "1s"])
+def test_a_bad_slow_request_threshold_raises_naming_variable_value_and_accepted(raw: str) -> None:
+    """One message naming the variable, the value and what is accepted, as for every variable of ours."""
+    expected = (
+        f"OTEL_GUNICORN_SLOW_REQUEST_SECONDS={raw!r} is not valid: "
+        "expected a number of seconds greater than 0 and at most 86400, e.g. 5 or 0.5"
+    )
+    assert expected == str(config_error({"OTEL_GUNICORN_SLOW_REQUEST_SECONDS": raw}))
 
 
 def test_config_error_carries_its_parts() -> None:

@@ -356,3 +356,27 @@ def test_attach_exemplars_puts_app_exemplars_on_their_points() -> None:
     snapshot: Snapshot = {COUNTER: {GET: 3}, GAUGE: {GET: 1}}
     attached = attach_exemplars(snapshot, {COUNTER: {GET: (ex(1),)}, GAUGE: {GET: (ex(1),)}, LATENCY: {GET: (ex(1),)}})
     assert [{GET: (ex(1),)}, {}] == [dict(exemplars_of(points)) for points in attached.values()]
+
+
+def test_with_tracing_off_a_callers_sampled_trace_is_the_requests_exemplar() -> None:
+    """As the SDK does with a non-recording span: tracing off, a sampled ``traceparent`` makes the request's exemplar
+    (trace_based) carry the caller's ids; an unsampled one, none."""
+    import contextvars
+
+    from otel_gunicorn._worker.requests import RequestObserver
+    from otel_gunicorn._worker.tracing import RequestTracing
+    from tests.unit.fake_requests import Req, Resp
+
+    stats = RequestStats(BOUNDS, exemplar_filter="trace_based")
+    observer = RequestObserver(stats, None, RequestTracing(None))
+
+    def serve(req: Req) -> None:
+        observer.started(req)
+        observer.finished(req, {}, Resp())
+
+    for trace_id, flags in ((TRACE, "01"), (TRACE + 1, "00")):  # the unsampled one last: it would be the newest
+        req = Req()
+        req.headers = [("TRACEPARENT", f"00-{trace_id:032x}-{SPAN:016x}-{flags}")]
+        contextvars.Context().run(serve, req)
+    [(key, exemplars)] = taken(stats).items()
+    assert [(TRACE, SPAN)] == [(e.trace_id, e.span_id) for e in exemplars]

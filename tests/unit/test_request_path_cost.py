@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -315,3 +316,53 @@ def test_the_request_hooks_are_pinned_on_the_workers_configuration() -> None:
     assert vars(cfg)["pre_request"] is cfg.settings["pre_request"].get() is hooks.pre_request
     assert vars(cfg)["post_request"] is cfg.settings["post_request"].get() is hooks.post_request
     assert "workers" not in vars(cfg)  # nothing else pinned
+
+
+# ---------------------------------------------------------------- the stack lines: what a request pays for them
+
+
+def _calls(observer: RequestObserver) -> list[str]:
+    """The functions a request calls, Python's and C's, from ``pre_request`` through ``post_request``."""
+    seen: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            seen.append(frame.f_code.co_name)
+        elif event == "c_call":
+            seen.append(arg.__name__)
+
+    def serve() -> None:
+        req = Req()
+        sys.setprofile(profile)
+        try:
+            observer.started(req)
+            observer.finished(req, {}, Resp())
+        finally:
+            sys.setprofile(None)
+
+    contextvars.Context().run(serve)
+    return [name for name in seen if name != "setprofile"]
+
+
+def test_the_slow_request_check_adds_no_call_to_a_request() -> None:
+    """OTEL_GUNICORN_SLOW_REQUEST_SECONDS set or not, a request makes the same calls: the check reads the registry
+    of requests in flight on the reporting thread; a request pays one test of an empty set when it ends."""
+    from otel_gunicorn._worker.request_watch import RequestWatch
+
+    plain = _observer(RequestStats(BOUNDS))
+    watched = _observer(RequestStats(BOUNDS))
+    RequestWatch(watched, slow_after=1.0, graceful_timeout=30.0, tick_interval=5.0, main_thread=0)
+    assert _calls(plain) == _calls(watched)
+
+
+def test_telling_the_serving_thread_apart_costs_one_c_call_and_sync_none() -> None:
+    """Where requests are served on threads, greenlets or tasks, a request's start records which with one C call
+    (``threading.get_ident`` here); sync, one request at a time on the main thread, records nothing."""
+    sync = _observer(RequestStats(BOUNDS))
+    threaded = _observer(RequestStats(BOUNDS))
+    threaded.serving = threading.get_ident
+    sync_calls, threaded_calls = _calls(sync), _calls(threaded)
+    assert ["get_ident"] == [name for name in threaded_calls if name not in sync_calls]
+    assert len(sync_calls) + 1 == len(threaded_calls)
+    threaded.started(Req())
+    assert threading.get_ident() == threaded.in_flight()[0][6]

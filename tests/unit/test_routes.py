@@ -10,14 +10,16 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from flask import Flask
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from starlette.applications import Starlette
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from otel_gunicorn import _instruments as inst
 from otel_gunicorn._config import Config, ConfigError
@@ -84,8 +86,8 @@ def call_wsgi(app: Any, path: str) -> dict[str, Any]:
     return env
 
 
-def call_asgi(app: Any, path: str) -> dict[str, Any]:
-    """Call ``app`` for ``GET path``; return the scope afterwards."""
+def call_asgi(app: Any, path: str, root_path: str = "") -> dict[str, Any]:
+    """Call ``app`` for ``GET path`` (which includes ``root_path``, as ASGI has it); return the scope afterwards."""
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -94,7 +96,7 @@ def call_asgi(app: Any, path: str) -> dict[str, Any]:
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "root_path": "",
+        "root_path": root_path,
         "query_string": b"",
         "headers": [],
         "client": ("127.0.0.1", 5000),
@@ -254,3 +256,104 @@ def test_a_bad_max_routes_fails_with_one_line_naming_it() -> None:
     with pytest.raises(ConfigError) as info:
         Config.from_env({"OTEL_GUNICORN_MAX_ROUTES": "0"})
     assert "OTEL_GUNICORN_MAX_ROUTES='0' is not valid: expected an integer from 1 to 100000" == str(info.value)
+
+
+# ---------------------------------------------------------------- mounts and included routers, as FastAPI names them
+
+
+def fastapi_zoo(provider: TracerProvider) -> FastAPI:
+    """One FastAPI application with each way FastAPI composes a route: included routers (nested, and one included
+    under two prefixes), a path convertor, a mounted FastAPI application with a router of its own (mounted twice, once
+    under a parameter), a mounted application inside a middleware."""
+    items = APIRouter(prefix="/items")
+
+    @items.get("/{item_id}")
+    def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    deep = APIRouter(prefix="/deep")
+
+    @deep.get("/{d}")
+    def deeper(d: int) -> dict[str, int]:
+        return {"d": d}
+
+    items.include_router(deep)
+    sub = FastAPI()
+
+    @sub.get("/items/{item_id}")
+    def sub_item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    sub_router = APIRouter()
+
+    @sub_router.get("/orders/{order_id}")
+    def order(order_id: int) -> dict[str, int]:
+        return {"id": order_id}
+
+    sub.include_router(sub_router, prefix="/shop")
+    app = FastAPI(telemetry={"tracer_provider": provider})
+
+    @app.get("/health")
+    def health() -> str:
+        return "ok"
+
+    @app.get("/files/{file_path:path}")
+    def files(file_path: str) -> str:
+        return file_path
+
+    app.include_router(items, prefix="/api")
+    app.include_router(items, prefix="/api2")
+    app.mount("/v1", sub)
+    app.mount("/{tenant}/t", sub)
+    wrapped = FastAPI()
+
+    @wrapped.get("/deep/{x}")
+    def deep_x(x: int) -> int:
+        return x
+
+    app.mount("/wrapped", GZipMiddleware(wrapped))
+    return app
+
+
+ZOO_PATHS = [
+    "/health",
+    "/files/a/b.txt",
+    "/api/items/7",
+    "/api2/items/7",
+    "/api/items/deep/3",
+    "/v1/items/5",
+    "/v1/shop/orders/9",
+    "/acme/t/items/5",
+    "/acme/t/shop/orders/9",
+    "/wrapped/deep/4",
+    "/nowhere",
+]
+
+
+@pytest.mark.parametrize("root_path", ["", "/prefix"])
+def test_fastapi_routes_agree_with_fastapis_own_telemetry(root_path: str) -> None:
+    """For every way FastAPI composes a route (included routers, mounts, a root path), the route read from the
+    scope is the http.route of FastAPI's own SERVER span for the same request."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = fastapi_zoo(provider)
+    ours, theirs = {}, {}
+    for path in ZOO_PATHS:
+        scope = call_asgi(app, root_path + path, root_path)
+        ours[path] = routes.asgi_route(scope)
+        [server] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+        theirs[path] = (server.attributes or {}).get("http.route")
+        exporter.clear()
+    assert theirs == ours
+    assert root_path + "/v1/shop/orders/{order_id}" == ours["/v1/shop/orders/9"]
+    assert root_path + "/{tenant}/t/items/{item_id}" == ours["/acme/t/items/5"]
+
+
+def test_a_starlette_mount_prefixes_its_routes() -> None:
+    """A plain Starlette application's mounted routes carry the mount's path before their own."""
+    inner = [Route("/items/{item_id:int}", _ok)]
+    app = Starlette(routes=[Route("/health", _ok), Mount("/v1", routes=inner), Mount("/{tenant}", routes=inner)])
+    assert ["/health", "/v1/items/{item_id:int}", "/{tenant}/items/{item_id:int}"] == [
+        routes.asgi_route(call_asgi(app, path)) for path in ("/health", "/v1/items/3", "/acme/items/3")
+    ]

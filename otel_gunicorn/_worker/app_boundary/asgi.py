@@ -35,7 +35,8 @@ from opentelemetry.semconv.attributes.user_agent_attributes import USER_AGENT_OR
 from otel_gunicorn._worker.app_boundary.middleware import OBSERVED, BoundaryMiddleware
 from otel_gunicorn._worker.queue_time import scan_asgi_headers
 from otel_gunicorn._worker.requests import BYTE_HEADERS_GETTER, InFlight
-from otel_gunicorn._worker.routes import ROUTE_KEY, asgi_route
+from otel_gunicorn._worker.routes import ROUTE_KEY
+from otel_gunicorn._worker.starlette_routes import starlette_route
 
 __all__ = ["OBSERVED", "ASGIRequests"]
 
@@ -178,8 +179,8 @@ class _Exchange:
         try:
             scope = self._scope
             route = scope.get(ROUTE_KEY)  # the manual key; the observer's RouteBound drops a non-str
-            if route is None and ("route" in scope or "endpoint" in scope):  # a router's: routes.asgi_route
-                route = asgi_route(scope)
+            if route is None and ("route" in scope or "endpoint" in scope):  # a router's (routes.asgi_route's part)
+                route = starlette_route(scope)
             self._owner.observer.end(
                 self._entry, self._status, scope.get("http_version"), scope.get("scheme"), None, route
             )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
@@ -61,6 +62,14 @@ class WorkerStateReader:
         ``"asgi"``) that otel_gunicorn wraps to see requests instead, or ``None`` to leave the application alone.
         Called once, in ``post_worker_init``, on the worker's main thread."""
         return None
+
+    def serving(self) -> Callable[[], object] | None:
+        """What tells apart the thread, greenlet or task serving a request: a function the request core calls when a
+        request begins, on the request path (so a C function, one call), or ``None`` when this class serves every
+        request on the worker's main thread. It tells where a slow or stuck request's stack is read
+        (:mod:`otel_gunicorn._worker.stacks`). The default is the thread: right for any class serving requests on
+        threads of its own, which an unknown class may."""
+        return threading.get_ident
 
     def active_connections(self) -> int | None:
         """Client connections this worker holds open right now, or ``None`` if it keeps no readable count."""

@@ -17,6 +17,8 @@ loop.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from otel_gunicorn._worker.state import WorkerStateReader, absent_on_error, count
@@ -44,6 +46,11 @@ class ASGIReader(WorkerStateReader):
 
     requests_via_hooks = True
     asgi_via_hooks = True
+
+    def serving(self) -> Callable[[], object] | None:
+        """The task: gunicorn runs each connection's requests in a task of its own, on the loop that calls the
+        hooks."""
+        return asyncio.current_task
 
     @absent_on_error
     def active_connections(self) -> int | None:

@@ -21,6 +21,7 @@ Hazards: called from a greenlet on the worker's only OS thread (``threading`` is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from otel_gunicorn._worker.state import WorkerStateReader, absent_on_error, count, size
@@ -32,6 +33,12 @@ class GeventReader(WorkerStateReader):
     """``GeventWorker``: a cap of ``worker_connections`` per listener; open connections unreadable."""
 
     requests_via_hooks = True
+
+    def serving(self) -> Callable[[], object] | None:
+        """The greenlet: each connection is served by a greenlet of the listener's pool."""
+        from greenlet import getcurrent  # a gevent worker has imported greenlet already
+
+        return getcurrent  # type: ignore[no-any-return]
 
     @absent_on_error
     def connection_limit(self) -> int | None:

@@ -12,6 +12,8 @@ the :mod:`.gthread` reader.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from otel_gunicorn._worker.state import WorkerStateReader
 
 __all__ = ["SyncReader"]
@@ -21,3 +23,7 @@ class SyncReader(WorkerStateReader):
     """``SyncWorker``: no connection or thread state; requests come through ``pre_request``/``post_request``."""
 
     requests_via_hooks = True
+
+    def serving(self) -> Callable[[], object] | None:
+        """None: one request at a time, on the main thread; nothing to tell apart."""
+        return None

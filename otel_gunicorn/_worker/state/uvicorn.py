@@ -28,9 +28,11 @@ Hazards: read from the metric reader thread while uvicorn's loop mutates the set
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from otel_gunicorn._worker.state import WorkerStateReader, absent_on_error, count, size
@@ -48,6 +50,11 @@ class UvicornReader(WorkerStateReader):
     """``UvicornWorker``: ``config.limit_concurrency`` when set; open connections from the serving ``Server``."""
 
     requests_via_hooks = False
+
+    def serving(self) -> Callable[[], object] | None:
+        """The task: uvicorn runs each request's application call in a task of its own (``RequestResponseCycle``),
+        in which the application wrapper begins the request."""
+        return asyncio.current_task
 
     @absent_on_error
     def active_connections(self) -> int | None:

@@ -1,8 +1,10 @@
-"""A Django application configured in code (no settings module): ``items/<int:item_id>``, ``health``, ``ready``."""
+"""A Django application configured in code (no settings module): ``items/<int:item_id>``, ``health``, ``ready``, and
+``v1/items/<int:item_id>`` through an ``include("v1/", ...)``. ``application`` is Django's WSGI handler,
+``asgi_application`` its ASGI handler, both over the same URLs."""
 
 from django.conf import settings
 from django.http import HttpResponse
-from django.urls import path
+from django.urls import include, path
 
 settings.configure(
     DEBUG=False,
@@ -27,8 +29,11 @@ urlpatterns = [
     path("items/<int:item_id>", item),
     path("health", health),
     path("ready", health),
+    path("v1/", include([path("items/<int:item_id>", item)])),
 ]
 
-from django.core.wsgi import get_wsgi_application  # noqa: E402 - after settings.configure
+from django.core.asgi import get_asgi_application  # noqa: E402 - after settings.configure
+from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 application = get_wsgi_application()
+asgi_application = get_asgi_application()
