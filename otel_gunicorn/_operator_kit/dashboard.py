@@ -65,6 +65,7 @@ from otel_gunicorn._operator_kit.promql import (
     quantile,
     request_rate,
     series,
+    slow_request_rate,
 )
 
 #: every panel query looks at the servers picked in the dashboard's $job and $instance variables
@@ -289,6 +290,15 @@ def _routes() -> list[dict[str, Any]]:
             top(capacity_share((), PICKED, RATE)),
             "percentunit",
             width=half,
+        ),
+        timeseries(
+            "Slow requests per second by route",
+            f"{catalogue.SLOW_REQUESTS.description} The {TOP_ROUTES} routes with the most. Each request still running "
+            "at a worker's check has a log line with the stack of the code it was running and its trace id "
+            "(docs/troubleshooting.md).",
+            top(slow_request_rate(per_route, PICKED, RATE)),
+            "reqps",
+            width=GRID_WIDTH,
         ),
     ]
 

@@ -48,6 +48,7 @@ PROCESS_THREADS = prometheus_name(catalogue.PROCESS_THREADS)
 DESCRIPTORS = prometheus_name(catalogue.PROCESS_DESCRIPTORS)
 GC_COLLECTIONS = prometheus_name(catalogue.GC_COLLECTIONS)
 GC_PAUSE = prometheus_name(catalogue.GC_PAUSE)
+SLOW_REQUESTS = prometheus_name(catalogue.SLOW_REQUESTS)
 
 #: the label the official exporter gives every series for its instrumentation scope
 SCOPE = "otel_scope_name"
@@ -97,6 +98,11 @@ def aggregate(operator: str, by: Sequence[str], expr: str) -> str:
 def request_rate(by: Sequence[str], where: Sequence[str], window: str) -> str:
     """Requests completed per second (every request lands in the duration histogram once)."""
     return aggregate("sum", by, f"rate({series(DURATION + '_count', where)}[{window}])")
+
+
+def slow_request_rate(by: Sequence[str], where: Sequence[str], window: str) -> str:
+    """Requests per second that took at least ``OTEL_GUNICORN_SLOW_REQUEST_SECONDS`` (absent unless it is set)."""
+    return aggregate("sum", by, f"rate({series(SLOW_REQUESTS, where)}[{window}])")
 
 
 def error_ratio(by: Sequence[str], where: Sequence[str], window: str) -> str:

@@ -202,8 +202,9 @@ def poll(prometheus, pending: dict[str, str], scenario: concurrent.futures.Futur
 
 def test_every_dashboard_and_rule_expression_returns_samples(start_gunicorn, start_prometheus):
     """Every query of the dashboard, every recording rule and every alert returns a sample from real servers."""
-    sync = start_gunicorn("operator_kit:app", args=["-w", "2", "--backlog", "4", "--timeout", "4"])
-    gthread = start_gunicorn("operator_kit:app", args=["-k", "gthread", "-w", "2", "--threads", "2"])
+    slow = {"OTEL_GUNICORN_SLOW_REQUEST_SECONDS": "1"}  # the /slow requests (2 s) count as slow
+    sync = start_gunicorn("operator_kit:app", args=["-w", "2", "--backlog", "4", "--timeout", "4"], env=slow)
+    gthread = start_gunicorn("operator_kit:app", args=["-k", "gthread", "-w", "2", "--threads", "2"], env=slow)
     doomed = start_gunicorn("operator_kit:app", args=["-w", "1"])
     servers = (sync, gthread, doomed)
     prometheus = start_prometheus([f"127.0.0.1:{s.metrics_port}" for s in servers])
