@@ -118,6 +118,18 @@ def _overhead_reported(results: dict[str, Any], worker_class: str) -> Target:
     return Target(label, measured, "reported", None, detail, judged=False)
 
 
+def _slow_check_reported(results: dict[str, Any], worker_class: str) -> Target:
+    """What ``OTEL_GUNICORN_SLOW_REQUEST_SECONDS`` adds to a request that never reaches it (issue 22: unchanged within
+    noise), the two otel_gunicorn setups of one run side by side."""
+    label = f"{worker_class}: slow-request check on (no request slow), CPU per request against it off"
+    on, off = setup(results, worker_class, "slow/hello"), setup(results, worker_class, "otel/hello")
+    if not on or not off or not on.get("us_per_request") or not off.get("us_per_request"):
+        return Target(label, "—", "reported", None, "not measured in this run", judged=False)
+    a, b = on["us_per_request"], off["us_per_request"]
+    measured = f"{a:.0f} against {b:.0f} µs per request ({100 * (a / b - 1):+.1f} %)"
+    return Target(label, measured, "reported", None, "a comparison per request (gthread: also its thread's id)", False)
+
+
 def _recording_target(results: dict[str, Any], worker_class: str) -> Target:
     label = (
         f"{worker_class}: app recording a counter + a histogram, otel_gunicorn against prometheus_client multiprocess"
@@ -203,6 +215,7 @@ def targets(results: dict[str, Any]) -> list[Target]:
         *(_overhead_target(results, c) for c in JUDGED_CLASSES),
         *(_overhead_reported(results, c) for c in reported),
         *(_recording_target(results, c) for c in JUDGED_CLASSES),
+        *(_slow_check_reported(results, c) for c in JUDGED_CLASSES),
         *_scrape_targets(results),
     ]
     mem = memory_overhead(results)

@@ -58,11 +58,25 @@ class Configuration:
     needs_collector: bool = False
     multiproc_dir: bool = False
     metrics_endpoint: bool = False
+    #: variables of otel_gunicorn's own this configuration sets
+    settings: tuple[tuple[str, str], ...] = ()
 
+
+#: the slow-request check's threshold in the "slow" configuration: on, but no bench request ever reaches it, so the
+#: figure prices what the check adds to every request (recording the serving thread, one comparison at the end)
+SLOW_REQUEST_SECONDS = "10"
 
 CONFIGURATIONS = {
     "bare": Configuration("bare", "a", "bare gunicorn", None),
     "otel": Configuration("otel", "b", "otel_gunicorn, Prometheus", OTEL_CONFIG, metrics_endpoint=True),
+    "slow": Configuration(
+        "slow",
+        "f",
+        f"otel_gunicorn, Prometheus, OTEL_GUNICORN_SLOW_REQUEST_SECONDS={SLOW_REQUEST_SECONDS}",
+        OTEL_CONFIG,
+        metrics_endpoint=True,
+        settings=(("OTEL_GUNICORN_SLOW_REQUEST_SECONDS", SLOW_REQUEST_SECONDS),),
+    ),
     "otlp": Configuration("otlp", "c", "otel_gunicorn, OTLP to Rotel", OTEL_CONFIG, needs_collector=True),
     "prom": Configuration("prom", "d", "prometheus_client multiprocess", "python:prom_conf", multiproc_dir=True),
     "naive": Configuration("naive", "e", "OTel WSGI/ASGI middleware + SDK per worker", "python:naive_conf", True),
@@ -91,8 +105,8 @@ class Setup:
         return f"{module[self.variant]}:{'asgi_app' if asgi else 'app'}"
 
     def env(self, *, collector_endpoint: str | None, multiproc_dir: Path | None, metrics_port: int | None) -> dict:
-        env: dict[str, str] = {}
         c = self.configuration
+        env: dict[str, str] = dict(c.settings)
         if c.metrics_endpoint:
             env.update(OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1", OTEL_EXPORTER_PROMETHEUS_PORT=str(metrics_port))
         if c.needs_collector:
@@ -111,11 +125,14 @@ class Setup:
 
 
 def setups(worker_class: WorkerClass, configurations: list[str], variants: list[str]) -> list[Setup]:
-    """The setups of one worker class: ``bare`` once (hello), every other configuration in every variant."""
+    """The setups of one worker class: ``bare`` once (hello), ``slow`` once (hello, judged classes only: what the
+    slow-request check costs a request), every other configuration in every variant."""
     found = []
     for variant in variants:
         for key in configurations:
             if key == "bare" and variant != "hello":
+                continue
+            if key == "slow" and (variant != "hello" or not worker_class.judged):
                 continue
             found.append(Setup(worker_class, CONFIGURATIONS[key], variant))
     return found

@@ -20,8 +20,15 @@ PLOTS = ROOT / "docs" / "benchmarks"
 FINDINGS = Path(__file__).resolve().parent / "findings.md"
 REPO = "https://github.com/otel-gunicorn/otel-gunicorn/blob/main"
 
-CONFIG_ORDER = ("bare", "otel", "otlp", "prom", "naive")
-COLOURS = {"bare": "#7f7f7f", "otel": "#1f77b4", "otlp": "#17becf", "prom": "#d62728", "naive": "#ff7f0e"}
+CONFIG_ORDER = ("bare", "otel", "slow", "otlp", "prom", "naive")
+COLOURS = {
+    "bare": "#7f7f7f",
+    "otel": "#1f77b4",
+    "slow": "#9467bd",
+    "otlp": "#17becf",
+    "prom": "#d62728",
+    "naive": "#ff7f0e",
+}
 
 
 # ---------------------------------------------------------------- formatting
@@ -272,6 +279,7 @@ def _short_label(key: str) -> str:
     short = {
         "bare": "bare",
         "otel": "otel_gunicorn",
+        "slow": "otel_gunicorn, slow check",
         "otlp": "otel_gunicorn OTLP",
         "prom": "prometheus_client",
         "naive": "middleware + SDK",
@@ -896,7 +904,9 @@ Throughput is given for context only: it moves with whatever else the machine do
 * **(e) OpenTelemetry's middleware and SDK per worker**: opentelemetry-instrumentation-wsgi's (asgi's, for ASGI
   workers) `OpenTelemetryMiddleware` around the application, and a MeterProvider with a
   PeriodicExportingMetricReader pushing OTLP to the same collector, built in `post_fork` in every worker
-  (`bench/apps/naive_conf.py`): what users try first.
+  (`bench/apps/naive_conf.py`): what users try first;
+* **(f) otel_gunicorn with the slow-request check on**: (b) with `OTEL_GUNICORN_SLOW_REQUEST_SECONDS=10`, which no
+  request reaches: what the check adds to every request (sync and gthread, hello world only).
 
 Two application variants: *hello* records nothing; *recording* records one counter and one histogram (one
 attribute each) per request, with the OpenTelemetry API for (b), (c) and (e), with prometheus_client for (d). Under
