@@ -327,7 +327,7 @@ def test_a_slots_cpu_time_is_the_sum_of_its_workers_and_never_decreases(steps):
     clock, proc = Clock(0.0), FakeProc()
     proc.set(ARBITER)
     health = ProcessHealth(1.0, clock=clock, read=proc.read, own_pid=ARBITER, cpus=1)
-    pids = {0: 10, 1: 20}
+    pids = {0: 10, 1: 1000}  # a replacement takes pid + 1: the slots' pids never meet within STEPS' 40 steps
     used = {pid: 0 for pid in pids.values()}
     expected = {0: 0.0, 1: 0.0}  # the past workers' final times, per slot
     last_read = {0: 0.0, 1: 0.0}  # the current worker's CPU time at the latest round that read it
