@@ -185,14 +185,20 @@ class PromOneProcess:
         values = [f"value-{v:02d}" for v in range(VALUES_PER_METRIC)]
         self._counters = []
         for i in range(max(1, counters // VALUES_PER_METRIC)):
-            counter = Counter(f"bench_events_{i:03d}", f"Bench counter number {i}.", ["bench_kind"],
-                              registry=self.registry)
+            counter = Counter(
+                f"bench_events_{i:03d}", f"Bench counter number {i}.", ["bench_kind"], registry=self.registry
+            )
             self._counters += [counter.labels(bench_kind=v) for v in values]
         self._counters = self._counters[:counters]
         self._histograms = []
         for i in range(max(1, histograms // VALUES_PER_METRIC)):
-            histogram = Histogram(f"bench_latency_{i:02d}_seconds", f"Bench histogram number {i}.", ["bench_kind"],
-                                  registry=self.registry, buckets=tuple(SDK_DEFAULT_BOUNDARIES))
+            histogram = Histogram(
+                f"bench_latency_{i:02d}_seconds",
+                f"Bench histogram number {i}.",
+                ["bench_kind"],
+                registry=self.registry,
+                buckets=tuple(SDK_DEFAULT_BOUNDARIES),
+            )
             self._histograms += [histogram.labels(bench_kind=v) for v in values]
         self._histograms = self._histograms[:histograms]
 
@@ -282,6 +288,7 @@ def callgrind(workers: int, counters: int, histograms: int, part: str, rounds: i
         fleet = Fleet(workers, counters, histograms, directory)
         try:
             fleet.scrape()
+
             def run_inside_reduce(work: Callable[[], None]) -> None:
                 functools.reduce(lambda _acc, call: call(), [work], None)
 
