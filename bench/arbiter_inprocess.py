@@ -39,26 +39,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# the stand-ins for gunicorn's arbiter and a worker's heartbeat file, shared with the scrape measurement
+from scrape_inprocess import Server as _Server
+from scrape_inprocess import _Heartbeat
+
 ROOT = Path(__file__).resolve().parents[1]
 VALUES_PER_METRIC = 10
-
-
-class _Heartbeat:
-    def __init__(self) -> None:
-        self._at = time.monotonic()
-
-    def last_update(self) -> float:
-        return self._at
-
-
-class _Server:
-    """What the runtime reads of gunicorn's arbiter."""
-
-    def __init__(self, workers: int) -> None:
-        self.WORKERS: dict[int, Any] = {}
-        self.LISTENERS: list[Any] = []
-        self.num_workers = workers
-        self.worker_class = type("SyncWorker", (), {"__module__": "gunicorn.workers.sync"})
 
 
 class Fleet:
